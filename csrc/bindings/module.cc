@@ -1,0 +1,58 @@
+// PYBIND11_MODULE(_core): version(), build_info(), the ISA switch, and the op registrations.
+// Exceptions: std::invalid_argument -> ValueError (pybind11's default translation).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "cpu/dispatch.h"
+#include "cpu/isa.h"
+#include "cpu/kernels.h"
+#ifdef PYCLVP_WITH_CUDA
+#include "cuda/device.h"
+#endif
+
+namespace py = pybind11;
+using namespace pyclvp;
+
+static py::list isa_names(const std::vector<cpu::CpuIsa>& isas) {
+  py::list out;
+  for (auto isa : isas) out.append(cpu::isa_name(isa));
+  return out;
+}
+
+static py::dict build_info() {
+  py::dict d;
+  d["version"] = PYCLVP_VERSION;
+  d["compiler"] = PYCLVP_CXX_COMPILER;
+  d["isas_compiled"] = isa_names(cpu::compiled_isas());
+  d["isas_supported"] = isa_names(cpu::usable_isas());
+  d["isa_best"] = cpu::isa_name(cpu::best_isa());
+  d["isa_active"] = cpu::isa_name(cpu::active_isa());
+  d["simd_width"] = cpu::dispatch(cpu::active_isa(), [](auto isa) { return cpu::simd_width<isa.value>(); });
+#ifdef PYCLVP_WITH_CUDA
+  d["cuda_compiled"] = true;
+  d["cuda_archs"] = PYCLVP_CUDA_ARCHS;
+  d["cuda_compiler_version"] = PYCLVP_CUDA_VERSION;
+  d["cuda_runtime_version"] = cuda::runtime_version();
+  d["cuda_devices"] = cuda::device_names();
+#else
+  d["cuda_compiled"] = false;
+  d["cuda_devices"] = py::list();
+#endif
+  return d;
+}
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pyclvp's C++/CUDA kernels; use pyclvp.ops.get_ops() rather than this module directly";
+  m.def("version", [] { return std::string(PYCLVP_VERSION); });
+  m.def("build_info", &build_info, "Compiler, ISAs compiled/supported/active, CUDA compiled and devices");
+  m.def("get_isa", [] { return std::string(cpu::isa_name(cpu::active_isa())); });
+  m.def("set_isa", [](const std::string& name) { cpu::set_active_isa(cpu::isa_from_name(name)); },
+        py::arg("name"), "Force the CPU kernels to one ISA: 'scalar', 'avx2' or 'avx512' (must be usable)");
+  m.def("cuda_device_count", [] {
+#ifdef PYCLVP_WITH_CUDA
+    return cuda::device_count();
+#else
+    return 0;
+#endif
+  });
+}

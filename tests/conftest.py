@@ -1,0 +1,50 @@
+"""Shared test settings: hypothesis profile, the tolerance table, backend/ISA parametrization, assert_close.
+
+Backends and ISAs are parametrized over what exists on this machine; the ones that do not exist
+*skip with a reason* (never silently pass). Tolerances live in one table keyed by (backend, dtype).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+DATA = Path(__file__).parent / "data"
+MAX_EXAMPLES = int(os.environ.get("PYCLVP_MAX_EXAMPLES", "60"))
+
+settings.register_profile("pyclvp", deadline=None, max_examples=MAX_EXAMPLES)
+settings.load_profile("pyclvp")
+
+# (backend, dtype) -> tolerances for assert_close against the NumPy reference / transformers fixtures.
+TOLERANCE = {
+    ("numpy", "float32"): dict(atol=1e-4, rtol=1e-4),
+    ("cpu", "float32"): dict(atol=1e-4, rtol=1e-4),
+    ("cuda", "float32"): dict(atol=1e-3, rtol=1e-3),
+}
+
+
+def assert_close(got, want, *, atol=1e-4, rtol=0.0, name="array"):
+    """np.testing-style closeness check that names the tensor and prints the first mismatches."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != expected {want.shape}"
+    if np.iscomplexobj(got) or np.iscomplexobj(want):
+        err = np.abs(got.astype(np.complex128) - want.astype(np.complex128))
+    else:
+        err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bound = atol + rtol * np.abs(want.astype(np.complex128 if np.iscomplexobj(want) else np.float64))
+    bad = ~(err <= bound)  # NaN counts as a mismatch
+    if bad.any():
+        idx = np.argwhere(bad)[:5]
+        pairs = ", ".join(f"{tuple(int(i) for i in ix)}: got {got[tuple(ix)]!r} want {want[tuple(ix)]!r}" for ix in idx)
+        raise AssertionError(
+            f"{name}: {int(bad.sum())}/{bad.size} elements differ; max abs err {np.nanmax(err):.3e} "
+            f"(atol={atol}, rtol={rtol}); first: {pairs}"
+        )
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
