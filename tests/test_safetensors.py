@@ -1,0 +1,203 @@
+"""pyclvp.safetensors: golden files from the official writer, transformers checkpoints, hypothesis
+round-trips over every dtype, and the malformed-file corpus (tests/data/malformed_safetensors)."""
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import DATA, MAX_EXAMPLES
+from pyclvp import safetensors as sf
+from pyclvp.safetensors import SafetensorsError
+
+GOLDEN = sorted((DATA / "safetensors_golden").glob("*.safetensors"))
+MALFORMED = json.loads((DATA / "malformed_safetensors" / "index.json").read_text())
+NUMPY_DTYPES = ["<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "i1", "<u8", "<u4", "<u2", "u1", "?"]
+
+
+def _golden_inputs(path):
+    arrays = dict(np.load(path.with_suffix(".npz")))
+    metadata = {"fixture_version": "1"} if path.stem == "ordering" else None
+    return arrays, metadata
+
+
+# ---------------------------------------------------------------------------------------------- exact tables
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+def test_save_is_byte_identical_to_official_writer(path):
+    arrays, metadata = _golden_inputs(path)
+    assert sf.save(arrays, metadata) == path.read_bytes()
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+@pytest.mark.parametrize("mmap", [True, False])
+def test_load_golden(path, mmap):
+    arrays, metadata = _golden_inputs(path)
+    got = sf.load_file(path, mmap=mmap)
+    assert sorted(got) == sorted(arrays)
+    for k, want in arrays.items():
+        assert got[k].dtype == want.dtype and got[k].shape == want.shape, k
+        np.testing.assert_array_equal(got[k], want)
+    with sf.safe_open(path) as f:
+        assert f.metadata() == metadata
+
+
+def test_save_matches_official_package_when_installed(tmp_path):
+    official = pytest.importorskip("safetensors.numpy", reason="the official safetensors package is not installed")
+    rng = np.random.default_rng(1)
+    arrays = {"w": rng.standard_normal((3, 5)).astype(np.float32), "b": np.arange(4, dtype=np.int64),
+              "m": np.array([True, False]), "h": rng.standard_normal(7).astype(np.float16)}
+    official.save_file(arrays, str(tmp_path / "o.safetensors"), metadata={"k": "v"})
+    assert sf.save(arrays, {"k": "v"}) == (tmp_path / "o.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["tiny_a", "tiny_b"])
+def test_transformers_checkpoint_is_bit_identical(name):
+    expected = json.loads((DATA / name / "tensors.json").read_text())["tensors"]
+    got = sf.load_file(DATA / name / "model.safetensors")
+    # save_pretrained drops tied duplicates; every stored tensor must be bit-identical to torch's own
+    assert set(got) <= set(expected) and len(got) > 0
+    for key, arr in got.items():
+        info = expected[key]
+        assert str(arr.dtype) == info["dtype"] and list(arr.shape) == info["shape"], key
+        assert hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest() == info["sha256"], key
+
+
+def test_mmap_views_are_read_only_and_zero_copy():
+    path = DATA / "tiny_a" / "model.safetensors"
+    got = sf.load_file(path, mmap=True)
+    arr = next(iter(got.values()))
+    assert not arr.flags.writeable and not arr.flags.owndata
+    with pytest.raises(ValueError):
+        arr[...] = 0
+
+
+def test_safe_open_reads_only_what_is_asked(tmp_path):
+    path = tmp_path / "x.safetensors"
+    sf.save_file({"a": np.arange(3, dtype=np.int32), "b": np.ones((2, 2), np.float32)}, path, {"m": "1"})
+    with sf.safe_open(path, mmap=False) as f:
+        assert f.keys() == ["b", "a"]
+        assert f.get_shape("a") == (3,) and f.get_dtype("b") == "F32"
+        np.testing.assert_array_equal(f.get_tensor("a"), [0, 1, 2])
+        with pytest.raises(KeyError, match="no tensor named 'zz'"):
+            f.get_tensor("zz")
+
+
+def test_bf16_float32_and_raw(tmp_path):
+    x = np.array([1.0, -2.5, 3.140625, 1e-3, np.inf], dtype=np.float32)
+    path = tmp_path / "bf.safetensors"
+    sf.save_file({"x": x}, path, dtypes={"x": "BF16"})
+    assert sf.safe_open(path).get_dtype("x") == "BF16"
+    as_f32 = sf.load_file(path)["x"]
+    raw = sf.load_file(path, bf16="raw")["x"]
+    assert as_f32.dtype == np.float32 and raw.dtype == np.uint16
+    np.testing.assert_array_equal(raw, [0x3F80, 0xC020, 0x4049, 0x3A83, 0x7F80])
+    np.testing.assert_array_equal(as_f32, sf.bfloat16_to_float32(raw))
+
+
+def test_float32_to_bfloat16_rounds_to_nearest_even():
+    # 1 + 2^-8 is exactly halfway between two bf16 values: ties go to the even mantissa (1.0)
+    x = np.array([1 + 2**-8, 1 + 3 * 2**-8, np.nan], dtype=np.float32)
+    bits = sf.float32_to_bfloat16(x)
+    assert bits[0] == 0x3F80 and bits[1] == 0x3F82 and np.isnan(sf.bfloat16_to_float32(bits[2:]))[0]
+
+
+def test_save_rejects_bad_input(tmp_path):
+    with pytest.raises(SafetensorsError, match="must be str"):
+        sf.save({1: np.zeros(1)})
+    with pytest.raises(SafetensorsError, match="cannot be stored"):
+        sf.save({"c": np.zeros(2, np.complex64)})
+    with pytest.raises(SafetensorsError, match="metadata"):
+        sf.save({}, {"k": 1})
+    with pytest.raises(SafetensorsError, match="reserved"):
+        sf.save({"__metadata__": np.zeros(1)})
+    with pytest.raises(SafetensorsError, match="not being saved"):
+        sf.save({}, dtypes={"x": "BF16"})
+
+
+def test_big_endian_input_is_stored_little_endian():
+    x = np.arange(3, dtype=">i4")
+    assert sf.load(sf.save({"x": x}))["x"].tolist() == [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------------------------- malformed corpus
+
+def test_corpus_is_large_enough():
+    assert len(MALFORMED) >= 20
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_file_raises(name, mmap):
+    with pytest.raises(SafetensorsError, match=MALFORMED[name]):
+        sf.load_file(DATA / "malformed_safetensors" / name, mmap=mmap)
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_bytes_raise(name):
+    with pytest.raises(SafetensorsError, match=MALFORMED[name]):
+        sf.load((DATA / "malformed_safetensors" / name).read_bytes())
+
+
+def test_malformed_corpus_never_crashes_the_interpreter():
+    # In a child process, so that a segfault would show up as a signal instead of killing pytest.
+    code = ("import sys, json, pathlib; from pyclvp.safetensors import load_file, SafetensorsError\n"
+            "d = pathlib.Path(sys.argv[1])\n"
+            "for f in json.loads((d / 'index.json').read_text()):\n"
+            "    try: load_file(d / f)\n"
+            "    except SafetensorsError: pass\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code, str(DATA / "malformed_safetensors")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
+arrays = st.builds(
+    lambda dtype, shape, seed: _random_array(dtype, shape, seed),
+    st.sampled_from(NUMPY_DTYPES), shapes, st.integers(0, 2**32 - 1))
+
+
+def _random_array(dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, size=int(np.prod(shape)) * np.dtype(dtype).itemsize, dtype=np.uint8)
+    arr = raw.view(dtype).reshape(shape) if np.dtype(dtype) != np.bool_ else (raw % 2).astype(bool).reshape(shape)
+    return arr
+
+
+@given(tensors=st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda s: s != "__metadata__"), arrays, max_size=6),
+       metadata=st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3))
+def test_hyp_roundtrip(tensors, metadata, tmp_path_factory):
+    path = tmp_path_factory.mktemp("rt") / "t.safetensors"
+    sf.save_file(tensors, path, metadata)
+    for mmap in (True, False):
+        got = sf.load_file(path, mmap=mmap)
+        assert list(got) == sorted(tensors, key=lambda n: (-sf._DTYPE_ORDER.index(sf.safe_open(path).get_dtype(n)), n))
+        for k, v in tensors.items():
+            assert got[k].dtype == v.dtype.newbyteorder("=") and got[k].shape == v.shape
+            assert got[k].tobytes() == v.tobytes()  # bitwise, so NaN payloads count too
+    assert sf.safe_open(path).metadata() == metadata
+    assert len(path.read_bytes()) % 8 == sum(v.nbytes for v in tensors.values()) % 8
+
+
+@given(blob=st.binary(max_size=200))
+def test_hyp_random_bytes_never_crash(blob):
+    try:
+        sf.load(blob)
+    except SafetensorsError:
+        pass
+
+
+@given(blob=st.binary(min_size=1, max_size=64), cut=st.integers(0, 63))
+def test_hyp_corrupted_header_raises_cleanly(blob, cut):
+    good = sf.save({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, np.int8)})
+    bad = good[: 8 + cut] + blob + good[8 + cut + len(blob):]
+    try:
+        sf.load(bad)  # may still be valid (e.g. a changed digit in the data area): either way, no crash
+    except SafetensorsError:
+        pass
