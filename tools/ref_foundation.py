@@ -5,6 +5,7 @@ and golden safetensors files written by the official `safetensors` package.
   tests/data/<tiny>/tensors.json                        {name: {dtype, shape, sha256}} of the state_dict
   tests/data/safetensors_golden/<case>.safetensors      safetensors.numpy.save_file output
   tests/data/safetensors_golden/<case>.npz              the arrays that went in
+  tests/data/config_default.json                        transformers' ClvpConfig().to_dict()
   tests/data/malformed_safetensors/<failure>.safetensors  hand-made bad files, one per failure mode,
                                                         with index.json: {file: expected message fragment}
 """
@@ -102,7 +103,10 @@ def make_malformed(data_dir: Path) -> None:
 
 
 def make(data_dir: Path) -> None:
+    from transformers import ClvpConfig
+
     make_malformed(data_dir)
+    write_json(data_dir / "config_default.json", ClvpConfig().to_dict())
     import torch
     from safetensors.numpy import save_file as st_save
 
