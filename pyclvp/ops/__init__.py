@@ -1,0 +1,49 @@
+"""The backend seam: the model calls `ops.<name>(...)` and never knows which backend it has.
+
+    ops = get_ops("numpy")   # the readable reference (pyclvp/ops/numpy_ops.py)
+    ops = get_ops("cpu")     # the C++ core (pyclvp/ops/cpu_ops.py over pyclvp._core)
+    ops = get_ops("cuda")    # the CUDA core (pyclvp/ops/cuda_ops.py)
+
+Every backend is an Ops object with the same method names and shapes as numpy_ops. A backend
+subclasses NumpyOps and overrides what its core implements, so an op it does not (yet) accelerate
+still runs, through the reference. The backend names must match tests/conftest.py.
+"""
+from __future__ import annotations
+
+from . import numpy_ops
+
+BACKENDS = ("numpy", "cpu", "cuda")
+
+
+class NumpyOps:
+    """The reference backend: every op is the NumPy function of the same name."""
+
+    name = "numpy"
+    linear = staticmethod(numpy_ops.linear)
+    layer_norm = staticmethod(numpy_ops.layer_norm)
+    rms_norm = staticmethod(numpy_ops.rms_norm)
+    group_norm = staticmethod(numpy_ops.group_norm)
+    gelu_new = staticmethod(numpy_ops.gelu_new)
+    gelu = staticmethod(numpy_ops.gelu)
+    gated_gelu = staticmethod(numpy_ops.gated_gelu)
+    softmax = staticmethod(numpy_ops.softmax)
+    rotary = staticmethod(numpy_ops.rotary)
+    attention = staticmethod(numpy_ops.attention)
+
+    def __repr__(self):
+        return f"<pyclvp ops backend={self.name!r}>"
+
+
+def get_ops(backend: str = "numpy"):
+    """The Ops object for `backend` ("numpy", "cpu" or "cuda"); a clear error if it is unavailable here."""
+    if backend == "numpy":
+        return NumpyOps()
+    if backend == "cpu":
+        from .cpu_ops import CpuOps
+
+        return CpuOps()
+    if backend == "cuda":
+        from .cuda_ops import CudaOps
+
+        return CudaOps()
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
