@@ -49,6 +49,32 @@ def _cmd_version(args):
     print(json.dumps(_core.build_info(), indent=2))
 
 
+@command("tokenize")
+def _add_tokenize(sub):
+    p = sub.add_parser("tokenize", help="normalize text and print its CLVP token ids")
+    p.add_argument("text", nargs="+", help="one or more texts (each is tokenized on its own)")
+    p.add_argument("--json", action="store_true", help="one JSON object per text: text, normalized, ids, tokens")
+    p.add_argument("--vocab", metavar="DIR", help="folder with vocab.json and merges.txt (default: bundled)")
+    p.add_argument("--transliterate", action="store_true", help="keep accented letters' ASCII base (café -> cafe)")
+    p.set_defaults(func=_cmd_tokenize)
+
+
+def _cmd_tokenize(args):
+    import json
+
+    from pyclvp.tokenizer import ClvpTokenizer
+
+    tok = ClvpTokenizer.from_pretrained(args.vocab, transliterate=args.transliterate)
+    for text in args.text:
+        ids = tok.encode(text)
+        if args.json:
+            print(json.dumps({"text": text, "normalized": tok.normalize(text), "ids": ids,
+                              "tokens": tok.convert_ids_to_tokens(ids)}, ensure_ascii=False))
+        else:
+            print(f"normalized: {tok.normalize(text)}")
+            print(f"ids: {' '.join(map(str, ids))}")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
