@@ -1,0 +1,236 @@
+"""ClvpModelForConditionalGeneration: the whole CLVP model, and its forward pass.
+
+Shape legend: B batch, T time, C hidden, M mel bins, V vocab, P projection dim.
+
+The parts (each in its own file, each a function of its weights, its config and an ops backend):
+    conditioning.py  voice clip + text -> conditioning embeddings (B, 1+T+2, C)
+    decoder.py       GPT-2 speech-token decoder with a KV cache -> logits over speech tokens
+    encoder.py       the text encoder and the speech encoder -> projected embeddings (B, P)
+
+forward(input_ids, input_features), as transformers' ClvpModelForConditionalGeneration.forward:
+    cond = conditioning_encoder(input_features, input_ids)          (B, 1+T+2, C)
+    logits = decoder.forward(cond)                                  (B, 1+T+2, V)   positions 0.. added
+    speech_ids = fix_speech_decoder_output(argmax(logits))          (B, T+2)
+    s = speech_encoder(speech_ids).embeds, t = text_encoder(input_ids).embeds   (B, P) each
+    logits_per_text = (t / |t|) @ (s / |s|)^T * exp(logit_scale)    (Bt, Bs); logits_per_speech is its transpose
+
+Generation (the main job: many candidates per text, ranked by the same similarity) is in
+pyclvp/generate.py; the decoder prompt it starts from is decoder_prompt() below.
+
+ref: transformers/models/clvp/modeling_clvp.py, ClvpModelForConditionalGeneration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..config import ClvpConfig
+from ..ops import get_ops
+from .conditioning import conditioning_encoder
+from .decoder import Decoder
+from .encoder import Encoder, EncoderOutput
+from .weights import check_shapes, checkpoint_spec, load_checkpoint, strip_prefix
+
+__all__ = ["ClvpModelForConditionalGeneration", "ClvpOutput"]
+
+
+@dataclass
+class ClvpOutput:
+    """transformers' ClvpOutput fields, as NumPy arrays (None when not computed)."""
+
+    loss: Optional[np.ndarray] = None  # () contrastive loss, with return_loss=True
+    speech_ids: Optional[np.ndarray] = None  # (B, N) int64 fixed speech tokens (generate)
+    logits_per_speech: Optional[np.ndarray] = None  # (Bs, Bt) scaled cosine similarities
+    logits_per_text: Optional[np.ndarray] = None  # (Bt, Bs)
+    text_embeds: Optional[np.ndarray] = None  # (Bt, P) L2-normalized
+    speech_embeds: Optional[np.ndarray] = None  # (Bs, P) L2-normalized
+    text_model_output: Optional[np.ndarray] = None  # (Bt, C) the text encoder's pooler_output
+    speech_model_output: Optional[np.ndarray] = None  # (Bs, C) the speech encoder's pooler_output
+    decoder_hidden_states: Optional[np.ndarray] = None
+    text_encoder_hidden_states: Optional[np.ndarray] = None
+    speech_encoder_hidden_states: Optional[np.ndarray] = None
+
+
+class ClvpModelForConditionalGeneration:
+    """CLVP on NumPy arrays: ClvpModelForConditionalGeneration.from_pretrained(folder, backend="numpy")."""
+
+    def __init__(self, config: ClvpConfig, weights: dict, backend="numpy"):
+        check_shapes({k: np.shape(v) for k, v in weights.items()}, checkpoint_spec(config), "weights")
+        self.config, self.weights = config, weights
+        self.ops = get_ops(backend) if isinstance(backend, str) else backend
+        self.conditioning_params = strip_prefix(weights, "conditioning_encoder.")
+        self.decoder = self._make_decoder(strip_prefix(weights, "speech_decoder_model."), config.decoder_config)
+        self.text_encoder = Encoder(strip_prefix(weights, "text_encoder_model."), config.text_config, self.ops)
+        self.speech_encoder = Encoder(strip_prefix(weights, "speech_encoder_model."), config.speech_config, self.ops)
+
+    def _make_decoder(self, params, cfg):
+        make = getattr(self.ops, "make_decoder", None)  # a backend may bring a fused decoder
+        return make(params, cfg) if make is not None else Decoder(params, cfg, self.ops)
+
+    @classmethod
+    def from_pretrained(cls, path, backend="numpy", dtype: str = "float32"):
+        """A folder with config.json and model.safetensors (or model.safetensors.index.json + shards)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model folder {path} does not exist (expected config.json + model.safetensors)")
+        config = ClvpConfig.from_pretrained(path)
+        return cls(config, load_checkpoint(path, config, dtype), backend)
+
+    def __repr__(self):
+        d = self.config.decoder_config
+        return (f"<ClvpModelForConditionalGeneration decoder {d.num_hidden_layers}x{d.hidden_size}, "
+                f"backend={getattr(self.ops, 'name', '?')!r}>")
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.weights["logit_scale"])
+
+    # ------------------------------------------------------------------------------------------
+    # Checked inputs
+
+    def check_text(self, input_ids, attention_mask=None):  # -> (B, T) int64, (B, T) int64 or None
+        ids = _as_ids(input_ids, "input_ids", self.config.text_config.vocab_size, "text_config.vocab_size")
+        if attention_mask is None:
+            return ids, None
+        mask = np.asarray(attention_mask)
+        if mask.ndim == 1:
+            mask = mask[None]
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {ids.shape}; they must match")
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("attention_mask must hold only 0 and 1")
+        return ids, mask.astype(np.int64)
+
+    def check_features(self, input_features):  # -> (B, M, T) float32
+        x = np.asarray(input_features)
+        if x.ndim == 2:
+            x = x[None]
+        M = self.config.decoder_config.feature_size
+        if x.ndim != 3 or x.shape[1] != M or x.shape[2] == 0 or x.shape[0] == 0:
+            raise ValueError(f"input_features must have shape (batch, {M} mel bins, frames >= 1), got {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+            raise ValueError("input_features must be finite floating-point values")
+        return x.astype(np.float32, copy=False)
+
+    def check_text_length(self, ids, attention_mask, extra: int):
+        """With `extra` tokens added (2 in forward, 3 in generate), do the text positions fit the table?"""
+        n = int(np.asarray(attention_mask).sum(1).max()) if attention_mask is not None else ids.shape[1]
+        limit = self.config.decoder_config.max_text_tokens
+        if n + extra > limit:
+            raise ValueError(f"the text is {n} tokens long; this model takes at most {limit - extra} "
+                             f"(max_text_tokens {limit} - {extra})")
+
+    # ------------------------------------------------------------------------------------------
+    # Parts
+
+    def conditioning_encoder(self, input_features, input_ids, attention_mask=None):  # -> (B, 1+T+2, C)
+        ids, mask = self.check_text(input_ids, attention_mask)
+        self.check_text_length(ids, mask, 2)
+        return conditioning_encoder(self.check_features(input_features), ids, mask, self.conditioning_params,
+                                    self.config, self.ops)
+
+    def decoder_prompt(self, conditioning_embeds):  # (B, P, C) -> (B, P+1, C)
+        """Tortoise's prompt: [conditioning, start-token embedding + mel position 0]. Nothing else is added.
+
+        ref: transformers ClvpForCausalLM._prepare_model_inputs (mel_start_token_embedding), without the
+        position subtraction that its generate() pairs with a position-0 broadcast.
+        """
+        B = conditioning_embeds.shape[0]
+        start = self.decoder.embed(np.full(B, self.config.decoder_config.bos_token_id), np.zeros(B, np.int64))  # (B, C)
+        return np.concatenate([conditioning_embeds, start[:, None, :]], axis=1)
+
+    def fix_speech_decoder_output(self, speech_ids):  # (B, N+1) -> (B, N)
+        """Drop the first token; from the first eos on, fill with decoder_fixing_codes[0] and end with the rest.
+
+        ref: ClvpModelForConditionalGeneration.fix_speech_decoder_output (from Tortoise's api.py):
+        every eos becomes codes[0]; on a row with an eos, position t >= min(first eos, N-3) becomes
+        filler[t], where filler is codes[0] everywhere except its last len(codes)-1 entries = codes[1:].
+        """
+        codes = list(self.config.decoder_config.decoder_fixing_codes)
+        ids = np.asarray(speech_ids, dtype=np.int64)[:, 1:]  # (B, N)
+        N = ids.shape[1]
+        if N == 0:
+            return ids
+        is_stop = ids == self.config.decoder_config.eos_token_id  # (B, N)
+        ids = np.where(is_stop, codes[0], ids)
+        filler = np.full(N, codes[0], np.int64)  # (N,)
+        n = min(len(codes) - 1, N)
+        if n > 0:
+            filler[-n:] = codes[1:][-n:]
+        boundary = np.minimum(is_stop.argmax(1), max(0, N - 3))[:, None]  # (B, 1)
+        replace = is_stop.any(1, keepdims=True) & (np.arange(N)[None, :] >= boundary)  # (B, N)
+        return np.where(replace, filler[None, :], ids)
+
+    def get_text_features(self, input_ids, attention_mask=None):  # (B, T) -> (B, P), not normalized
+        ids, mask = self.check_text(input_ids, attention_mask)
+        return self.text_encoder(ids, mask).embeds
+
+    def get_speech_features(self, speech_ids, attention_mask=None):  # (B, N) -> (B, P), not normalized
+        return self.speech_encoder_output(speech_ids, attention_mask).embeds
+
+    def speech_encoder_output(self, speech_ids, attention_mask=None) -> EncoderOutput:
+        s = self.config.speech_config
+        ids = _as_ids(speech_ids, "speech_ids", s.vocab_size, "speech_config.vocab_size")
+        mask = None if attention_mask is None else np.asarray(attention_mask).reshape(ids.shape)
+        return self.speech_encoder(ids, mask)
+
+    def similarity(self, text_out: EncoderOutput, speech_out: EncoderOutput, return_loss=False) -> ClvpOutput:
+        """Normalized embeddings, scaled cosine similarities and (optionally) the contrastive loss."""
+        t = _l2_normalize(text_out.embeds)  # (Bt, P)
+        s = _l2_normalize(speech_out.embeds)  # (Bs, P)
+        logits_per_text = (t @ s.T) * np.float32(np.exp(np.float32(self.logit_scale)))  # (Bt, Bs)
+        return ClvpOutput(loss=contrastive_loss(logits_per_text) if return_loss else None,
+                          logits_per_speech=logits_per_text.T, logits_per_text=logits_per_text,
+                          text_embeds=t, speech_embeds=s, text_model_output=text_out.pooler_output,
+                          speech_model_output=speech_out.pooler_output)
+
+    # ------------------------------------------------------------------------------------------
+    # The forward pass
+
+    def forward(self, input_ids, input_features, attention_mask=None, return_loss=False) -> ClvpOutput:
+        ids, mask = self.check_text(input_ids, attention_mask)
+        cond = self.conditioning_encoder(input_features, ids, mask)  # (B, 1+T+2, C)
+        limit = self.config.decoder_config.max_position_embeddings
+        if cond.shape[1] > limit:
+            raise ValueError(f"the decoder input is {cond.shape[1]} positions long (text + 3) but "
+                             f"max_position_embeddings is {limit}; shorten the text")
+        _, logits = self.decoder.forward(cond)  # (B, 1+T+2, V)
+        speech_ids = self.fix_speech_decoder_output(logits.argmax(-1))  # (B, T+2)
+        speech_out = self.speech_encoder(speech_ids)
+        text_out = self.text_encoder(ids, mask)
+        return self.similarity(text_out, speech_out, return_loss)
+
+    __call__ = forward
+
+
+def _as_ids(x, name, vocab, what):  # -> (B, T) int64
+    ids = np.asarray(x)
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (batch, length) array of token ids, got shape {ids.shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got dtype {ids.dtype}")
+    if ids.min() < 0 or ids.max() >= vocab:
+        raise ValueError(f"{name} must lie in [0, {vocab}) ({what}); got values from {ids.min()} to {ids.max()}")
+    return ids.astype(np.int64)
+
+
+def _l2_normalize(x):  # (B, P) -> (B, P)
+    return x / np.sqrt((x * x).sum(-1, keepdims=True))
+
+
+def contrastive_loss(logits_per_text):  # (B, B) -> ()
+    # ref: transformers speech_text_contrastive_loss: mean of the two cross-entropies with targets arange(B)
+    if logits_per_text.shape[0] != logits_per_text.shape[1]:
+        raise ValueError(f"the contrastive loss needs as many texts as clips, got {logits_per_text.shape}")
+    return (_cross_entropy_diag(logits_per_text) + _cross_entropy_diag(logits_per_text.T)) / np.float32(2)
+
+
+def _cross_entropy_diag(z):  # (B, B) -> (): mean over rows of -log softmax(z)[i, i]
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return -np.diagonal(logp).mean(dtype=np.float32)

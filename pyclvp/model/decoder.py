@@ -1,0 +1,184 @@
+"""The speech-token decoder (ClvpForCausalLM): a GPT-2 with learned positions and a KV cache.
+
+Shape legend: B batch (rows), T new positions, S cache slots, C hidden, H heads, D head dim,
+F inner width (n_inner or 4C), V vocab, L layers.
+
+One forward over T new positions, x (B, T, C) already embedded:
+    per layer:  x = x + attention(layer_norm_1(x))      causal, padded keys masked, no rotary
+                x = x + c_proj(gelu_new(c_fc(layer_norm_2(x))))
+    h = layer_norm(x)                                    the decoder's last_hidden_state
+    logits = lm_head(final_norm(h))                      (B, T, V)
+
+Three entry points over the same layers:
+  forward(inputs_embeds, attention_mask, position_ids)   transformers' ClvpForCausalLM.forward without
+                                                          a cache: adds position embeddings (0..T-1 by
+                                                          default) and returns every position's logits.
+  prefill(inputs_embeds, attention_mask, state)          the prompt, embedded by the caller with its final
+                                                          positions (nothing is added here); writes cache
+                                                          slots [0, P) and returns the last position's logits.
+  step(input_ids, position_ids, state)                   one new token per row: embeds it with its mel
+                                                          position, writes K/V into slot state.length (no
+                                                          concatenation), attends to slots [0, length].
+
+Generation positions (Tortoise's UnifiedVoice.inference_speech, which transformers' decode steps
+reproduce): the prompt is [conditioning vector, text embeddings with their text positions,
+start-token embedding + mel position 0], and nothing more is added to it. The k-th generated token
+(k = 1, 2, ...) is embedded with mel position k + 1 (Tortoise's own off-by-one). Do not copy
+transformers' generate() prefill, whose first call adds position 0 to every prompt entry.
+
+The KV cache layout (L, B, H, S, D), float32, is shared with the C++ and CUDA decoders: a backend
+whose Ops object has make_decoder(params, cfg) supplies its own class with these methods.
+
+ref: transformers/models/clvp/modeling_clvp.py: ClvpForCausalLM.forward, ClvpDecoder.forward,
+ClvpDecoderLayer, ClvpSelfAttention, ClvpDecoderMLP (GPT-2's, Conv1D weights in (Cin, Cout) layout).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .attention import additive_mask, project_out, project_qkv
+from .weights import strip_prefix
+
+
+@dataclass
+class DecoderState:
+    """The preallocated KV cache of a batch of rows (llama2.c's RunState, batched)."""
+
+    k: np.ndarray  # (L, B, H, S, D) float32: keys of every layer; slot s holds sequence position s
+    v: np.ndarray  # (L, B, H, S, D) float32: values, same layout
+    key_mask: np.ndarray  # (B, S) bool: True where slot s holds a valid, attendable key
+    length: int  # slots filled so far, the same for every row
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def select(self, rows) -> "DecoderState":
+        """A new state holding rows `rows` of this one, in that order (copies: repeat, reorder, drop)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return DecoderState(self.k[:, rows], self.v[:, rows], self.key_mask[rows], self.length)
+
+
+class Decoder:
+    """Decoder(params, cfg: ClvpDecoderConfig, ops).
+
+    params: the checkpoint's `speech_decoder_model.*` tensors with that prefix removed, i.e.
+    `model.decoder.{input_embeds_layer, position_embeds_layer, layers.{i}.*, layer_norm}.*`,
+    `final_norm.{weight,bias}` and `lm_head.{weight,bias}` (see pyclvp/model/weights.py for shapes).
+    """
+
+    def __init__(self, params: dict, cfg, ops):
+        if cfg.activation_function != "gelu_new":
+            raise ValueError(f"decoder activation_function {cfg.activation_function!r} is not supported "
+                             f"(only 'gelu_new')")
+        self.cfg, self.ops = cfg, ops
+        d = strip_prefix(params, "model.decoder.")
+        self.wte = d["input_embeds_layer.weight"]  # (V, C)
+        self.wpe = d["position_embeds_layer.weight"]  # (max_position_embeddings, C)
+        self.layers = [strip_prefix(d, f"layers.{i}.") for i in range(cfg.num_hidden_layers)]
+        self.attn = [strip_prefix(p, "attn.") for p in self.layers]
+        self.ln_f = d["layer_norm.weight"], d["layer_norm.bias"]  # (C,), (C,)
+        self.final_norm = params["final_norm.weight"], params["final_norm.bias"]  # (C,), (C,); eps 1e-5
+        self.lm_head = params["lm_head.weight"], params["lm_head.bias"]  # (V, C), (V,)
+
+    # ------------------------------------------------------------------------------------------
+    # Pieces
+
+    def new_state(self, batch: int, max_len: int) -> DecoderState:
+        cfg = self.cfg
+        shape = (cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim)
+        return DecoderState(k=np.zeros(shape, np.float32), v=np.zeros(shape, np.float32),
+                            key_mask=np.zeros((batch, max_len), bool), length=0)
+
+    def embed(self, input_ids, position_ids):  # (...), (...) int -> (..., C)
+        ids, pos = np.asarray(input_ids), np.asarray(position_ids)
+        _check_index("input_ids", ids, self.cfg.vocab_size, "vocab_size")
+        _check_index("position_ids", pos, self.cfg.max_position_embeddings, "max_position_embeddings")
+        return self.wte[ids].astype(np.float32) + self.wpe[pos].astype(np.float32)
+
+    def block(self, i, x, mask, state=None, start=0):  # (B, T, C) -> (B, T, C)
+        ops, cfg, p = self.ops, self.cfg, self.layers[i]
+        eps, T = cfg.layer_norm_epsilon, x.shape[1]
+        h = ops.layer_norm(x, p["input_layernorm.weight"], p["input_layernorm.bias"], eps)
+        q, k, v = project_qkv(h, self.attn[i], cfg.num_attention_heads, ops)  # (B, H, T, D) x3
+        if state is not None:  # write this chunk's K/V into its slots, attend to everything so far
+            state.k[i, :, :, start:start + T] = k
+            state.v[i, :, :, start:start + T] = v
+            k, v = state.k[i, :, :, :start + T], state.v[i, :, :, :start + T]  # (B, H, S, D) views
+        a = ops.attention(q, k, v, mask, scale=cfg.head_dim ** -0.5)  # (B, H, T, D)
+        x = x + project_out(a, self.attn[i], ops)
+        h = ops.layer_norm(x, p["post_attention_layernorm.weight"], p["post_attention_layernorm.bias"], eps)
+        h = ops.gelu_new(ops.linear(h, p["mlp.c_fc.weight"].T, p["mlp.c_fc.bias"]))  # (B, T, F); Conv1D: w.T
+        return x + ops.linear(h, p["mlp.c_proj.weight"].T, p["mlp.c_proj.bias"])  # (B, T, C)
+
+    def layers_and_norm(self, x, mask, state=None, start=0):  # (B, T, C) -> (B, T, C)
+        for i in range(self.cfg.num_hidden_layers):
+            x = self.block(i, x, mask, state, start)
+        return self.ops.layer_norm(x, *self.ln_f, self.cfg.layer_norm_epsilon)
+
+    def head(self, h):  # (..., C) -> (..., V)
+        # ref: ClvpForCausalLM.forward: lm_head(final_norm(hidden)); final_norm is nn.LayerNorm(C), eps 1e-5
+        return self.ops.linear(self.ops.layer_norm(h, *self.final_norm, 1e-5), *self.lm_head)
+
+    # ------------------------------------------------------------------------------------------
+    # Entry points
+
+    def forward(self, inputs_embeds, attention_mask=None, position_ids=None):  # -> (B, T, C), (B, T, V)
+        """transformers' ClvpForCausalLM(inputs_embeds=..., attention_mask=..., position_ids=...), no cache."""
+        B, T, _ = inputs_embeds.shape
+        if position_ids is None:
+            position_ids = np.arange(T)[None, :]  # (1, T)
+        _check_index("position_ids", np.asarray(position_ids), self.cfg.max_position_embeddings,
+                     "max_position_embeddings")
+        x = inputs_embeds + self.wpe[position_ids].astype(np.float32)  # (B, T, C)
+        h = self.layers_and_norm(x, causal_mask(attention_mask, B, T))
+        return h, self.head(h)
+
+    def prefill(self, inputs_embeds, attention_mask, state: DecoderState):  # (B, P, C), (B, P) -> (B, V)
+        """Run the prompt (positions already in inputs_embeds), fill cache slots [0, P), return the last logits."""
+        B, P, _ = inputs_embeds.shape
+        if B != state.batch or P > state.max_len:
+            raise ValueError(f"prefill of {B} rows x {P} positions does not fit a state of {state.batch} rows "
+                             f"x {state.max_len} slots")
+        keep = np.ones((B, P), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+        state.key_mask[:] = False
+        state.key_mask[:, :P] = keep
+        h = self.layers_and_norm(inputs_embeds.astype(np.float32), causal_mask(keep, B, P), state, start=0)
+        state.length = P
+        return self.head(h[:, -1])  # (B, V)
+
+    def step(self, input_ids, position_ids, state: DecoderState):  # (B,), (B,) -> (B, V)
+        """One token per row at cache slot state.length; returns its logits and advances the state by one."""
+        s = state.length
+        if s >= state.max_len:
+            raise ValueError(f"the decoder state is full ({state.max_len} slots); allocate a longer one")
+        x = self.embed(input_ids, position_ids)  # (B, C)
+        if x.shape != (state.batch, self.cfg.hidden_size):
+            raise ValueError(f"step needs input_ids and position_ids of shape ({state.batch},), "
+                             f"got {np.shape(input_ids)} and {np.shape(position_ids)}")
+        state.key_mask[:, s] = True
+        mask = additive_mask(state.key_mask[:, None, None, :s + 1])  # (B, 1, 1, S)
+        h = self.layers_and_norm(x[:, None, :], mask, state, start=s)  # (B, 1, C)
+        state.length = s + 1
+        return self.head(h[:, 0])  # (B, V)
+
+
+def causal_mask(attention_mask, B, T):  # (B, T) 0/1 or None -> (B, 1, T, T) additive
+    # ref: masking_utils.create_causal_mask (eager): query t sees keys <= t that are not padding
+    keep = np.tril(np.ones((T, T), bool))[None, None]  # (1, 1, T, T)
+    if attention_mask is not None:
+        keep = keep & np.asarray(attention_mask).astype(bool)[:, None, None, :]  # (B, 1, T, T)
+    return additive_mask(np.broadcast_to(keep, (B, 1, T, T)))
+
+
+def _check_index(name, idx, size, what):
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        raise ValueError(f"{name} must lie in [0, {size}) ({what}); got values from {idx.min()} to {idx.max()}")
