@@ -83,10 +83,10 @@ def bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """
     parts = list(word)
     while len(parts) > 1:
-        best = min(zip(parts, parts[1:]), key=lambda pair: ranks.get(pair, float("inf")))
-        if best not in ranks:
+        mergeable = [pair for pair in zip(parts, parts[1:]) if pair in ranks]
+        if not mergeable:
             break
-        parts = _merge_pair(parts, best)
+        parts = _merge_pair(parts, min(mergeable, key=ranks.__getitem__))
     return parts
 
 
@@ -210,32 +210,34 @@ class ClvpTokenizer:
     def encode(self, text: str, add_prefix_space: bool | None = None) -> list[int]:
         """One string -> its ids (no special tokens are added around them)."""
         ids: list[int] = []
-        for unit, special in self._units(text, add_prefix_space):
+        cache = self._cache
+        for special, unit in self._pieces(text, add_prefix_space):
             if special:
                 ids.append(self.added_tokens[unit])
             else:
-                ids.extend(self._word_ids(unit))
+                for word in unit:
+                    ids.extend(cache.get(word) or self._word_ids(word))
         return ids
 
     def tokenize(self, text: str, add_prefix_space: bool | None = None) -> list[str]:
         """The pieces behind encode(text), as transformers' tokenize gives them (before [UNK] mapping)."""
         pieces: list[str] = []
-        for unit, special in self._units(text, add_prefix_space):
-            pieces.extend([unit] if special else self._word_pieces(unit))
+        for special, unit in self._pieces(text, add_prefix_space):
+            if special:
+                pieces.append(unit)
+            else:
+                for word in unit:
+                    pieces.extend(self._word_pieces(word))
         return pieces
 
-    def _units(self, text: str, add_prefix_space: bool | None):
-        """Steps 0-2: yield (special token, True) and (word, False) in order."""
+    def _pieces(self, text: str, add_prefix_space: bool | None):
+        """Steps 0-2: yield (True, special token) or (False, words of one normalized piece), in order."""
         if not isinstance(text, str):
             raise TypeError(f"ClvpTokenizer expects a str, got {type(text).__name__}")
         if self.add_prefix_space if add_prefix_space is None else add_prefix_space:
             text = " " + text
         for piece, special in self._split_special(text):
-            if special:
-                yield piece, True
-            else:
-                for word in GPT2_SPLIT.findall(self.normalize(piece)):
-                    yield word, False
+            yield (True, piece) if special else (False, GPT2_SPLIT.findall(self.normalize(piece)))
 
     def _split_special(self, text: str):
         """Step 0: yield (piece, is_special_token), skipping empty pieces.
@@ -257,12 +259,10 @@ class ClvpTokenizer:
         return [self.SPACE_TOKEN if p == SPACE_PIECE and self._has_space else p for p in pieces]
 
     def _word_ids(self, word: str) -> tuple[int, ...]:
-        """Steps 3-5 for one word, cached; unknown pieces -> [UNK]."""
-        ids = self._cache.get(word)
-        if ids is None:
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()
-            ids = self._cache[word] = tuple(self.encoder.get(p, self.unk_token_id) for p in self._word_pieces(word))
+        """Steps 3-5 for one word, stored in the per-word cache; unknown pieces -> [UNK]."""
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        ids = self._cache[word] = tuple(self.encoder.get(p, self.unk_token_id) for p in self._word_pieces(word))
         return ids
 
     def __call__(self, text, padding=False, max_length=None, truncation=None, return_tensors=None,
