@@ -45,6 +45,20 @@ def assert_close(got, want, *, atol=1e-4, rtol=0.0, name="array"):
         )
 
 
+def backend_params():
+    """pytest.param per backend: available ones plain, unavailable ones skipped with the reason."""
+    from pyclvp.ops import BACKENDS, get_ops
+
+    params = []
+    for name in BACKENDS:
+        try:
+            get_ops(name)
+            params.append(pytest.param(name, id=name))
+        except Exception as e:  # not built here, no device, or not written yet
+            params.append(pytest.param(name, id=name, marks=pytest.mark.skip(reason=f"{name} backend unavailable: {e}")))
+    return params
+
+
 @pytest.fixture
 def data_dir() -> Path:
     return DATA

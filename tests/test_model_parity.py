@@ -8,22 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA, MAX_EXAMPLES, TOLERANCE, assert_close
+from conftest import DATA, MAX_EXAMPLES, TOLERANCE, assert_close, backend_params
 from pyclvp.model import ClvpModelForConditionalGeneration
 from pyclvp.model.conditioning import groupnorm_groups, pad_extra_bos_eos_tokens
-from pyclvp.ops import get_ops
 
 CONFIGS = ["tiny_a", "tiny_b"]
-
-
-def _backends():
-    params = [pytest.param("numpy")]
-    try:
-        get_ops("cpu")
-        params.append(pytest.param("cpu"))
-    except Exception as e:  # not built here, or not written yet
-        params.append(pytest.param("cpu", marks=pytest.mark.skip(reason=f"cpu backend unavailable: {e}")))
-    return params
 
 
 _MODELS = {}
@@ -40,7 +29,7 @@ def name(request):
     return request.param
 
 
-@pytest.fixture(params=_backends())
+@pytest.fixture(params=backend_params())
 def backend(request):
     return request.param
 

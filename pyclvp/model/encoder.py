@@ -6,6 +6,7 @@ Shape legend: B batch, T time, C hidden, F intermediate, R rotary dim, P project
     num_hidden_layers x:
         x = x + attention(rms_norm(x))        rotary on the first R = max(P // (2 H), 32) channels
                                               of q, k and v; padded keys masked out
+                                              (inv_freq: the checkpoint's buffer if it has one)
         x = x + fc2(gated_gelu(fc1(rms_norm(x))))     fc1: C -> 2F, [h | gate] -> h * gelu(gate)
     h = layer_norm(x)                                      last_hidden_state (B, T, C)
     pooled = summary(h): mean | last | first | cls_index   pooler_output     (B, C)
@@ -37,9 +38,13 @@ class EncoderOutput:
     pooler_output: np.ndarray  # (B, C) the summary
 
 
-def rotary_tables(R: int, T: int):  # -> cos, sin each (T, R)
-    # ref: ClvpRotaryPositionalEmbedding.forward: inv_freq = 1 / 10000^(2i/R); angles = t * inv_freq, twice
-    inv_freq = np.float32(1.0) / (np.float32(10000) ** (np.arange(0, R, 2, dtype=np.float32) / np.float32(R)))  # (R/2,)
+def rotary_inv_freq(R: int):  # -> (R/2,)
+    # ref: ClvpRotaryPositionalEmbedding.__init__: inv_freq = 1 / 10000^(2i/R)
+    return np.float32(1.0) / (np.float32(10000) ** (np.arange(0, R, 2, dtype=np.float32) / np.float32(R)))
+
+
+def rotary_tables(inv_freq, T: int):  # (R/2,) -> cos, sin each (T, R)
+    # ref: ClvpRotaryPositionalEmbedding.forward: angles = t * inv_freq, the R/2 angles twice
     freqs = np.arange(T, dtype=np.float32)[:, None] * inv_freq[None, :]  # (T, R/2)
     angles = np.concatenate([freqs, freqs], axis=-1)  # (T, R)
     return np.cos(angles), np.sin(angles)
@@ -76,6 +81,10 @@ class Encoder:
             raise ValueError(f"rotary dim {cfg.rotary_dim} exceeds the head dim {cfg.head_dim}")
         self.cfg, self.ops, self.p = cfg, ops, params
         self.layers = [strip_prefix(params, f"layers.{i}.") for i in range(cfg.num_hidden_layers)]
+        # transformers loads the checkpoint's inv_freq buffer when there is one (it may have been rounded
+        # to the checkpoint's dtype), else computes it
+        stored = params.get("rotary_pos_emb.inv_freq")
+        self.inv_freq = rotary_inv_freq(cfg.rotary_dim) if stored is None else stored.astype(np.float32)
 
     def layer(self, x, p, mask, rope):  # (B, T, C) -> (B, T, C)
         ops, eps, H = self.ops, self.cfg.layer_norm_eps, self.cfg.num_attention_heads
@@ -90,7 +99,7 @@ class Encoder:
         T = input_ids.shape[1]
         x = p["token_embedding.weight"][input_ids].astype(np.float32)  # (B, T, C)
         mask = padding_mask(attention_mask, T)  # (B, 1, T, T) or None
-        rope = rotary_tables(cfg.rotary_dim, T) if cfg.use_rotary_embedding else None
+        rope = rotary_tables(self.inv_freq, T) if cfg.use_rotary_embedding else None
         for lp in self.layers:
             x = self.layer(x, lp, mask, rope)
         h = ops.layer_norm(x, p["final_layer_norm.weight"], p["final_layer_norm.bias"], cfg.layer_norm_eps)

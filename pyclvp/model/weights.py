@@ -205,7 +205,7 @@ def _as_dtype(f, name, stored, dtype):
     """The tensor in `dtype`: a zero-copy view when stored so, else a converted copy."""
     arr = f.get_tensor(name)  # read-only view into the memory map (BF16: raw uint16 bits)
     if stored == "BF16":
-        arr = bfloat16_to_float32(arr)
+        arr = np.asarray(bfloat16_to_float32(arr))  # (asarray: a 0-d tensor would come back a NumPy scalar)
     return arr if arr.dtype == dtype else arr.astype(dtype)
 
 

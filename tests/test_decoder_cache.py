@@ -1,0 +1,117 @@
+"""The KV-cached decoder: prefill + step equals recomputing the whole sequence, on every backend.
+
+The "full recomputation" is a fresh prefill over the entire sequence so far (prompt + the generated
+tokens embedded with their mel positions), which uses no cache from earlier calls.
+"""
+import numpy as np
+import pytest
+
+from conftest import DATA, TOLERANCE, assert_close, backend_params
+from pyclvp.model import ClvpModelForConditionalGeneration, DecoderState
+
+
+@pytest.fixture(params=["tiny_a", "tiny_b"])
+def name(request):
+    return request.param
+
+
+@pytest.fixture(params=backend_params())
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def model(name, backend):
+    return ClvpModelForConditionalGeneration.from_pretrained(DATA / name, backend=backend)
+
+
+def _prompt(model, rng, B=2, T=5):
+    ids = rng.integers(1, 200, size=(B, T))
+    feats = rng.standard_normal((B, 80, 12)).astype(np.float32)
+    return model.decoder_prompt(model.conditioning_encoder(feats, ids))  # (B, P, C)
+
+
+def _recompute(dec, prompt, mask, tokens):  # logits after prompt + tokens[:, :k], recomputed from scratch
+    B, P, _ = prompt.shape
+    k = tokens.shape[1]
+    embeds = dec.embed(tokens, np.broadcast_to(np.arange(2, k + 2), tokens.shape))  # k-th token: mel position k+1
+    seq = np.concatenate([prompt, embeds], axis=1)  # (B, P+k, C)
+    full_mask = None if mask is None else np.concatenate([mask, np.ones((B, k), mask.dtype)], axis=1)
+    return dec.prefill(seq, full_mask, dec.new_state(B, P + k))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cached_steps_equal_full_recompute(model, backend, masked):
+    rng = np.random.default_rng(1)
+    dec, prompt = model.decoder, _prompt(model, rng)
+    B, P, _ = prompt.shape
+    mask = None
+    if masked:
+        mask = np.ones((B, P), np.int64)
+        mask[1, 2] = 0  # one padded prompt key in row 1
+    state = dec.new_state(B, P + 6)
+    logits = dec.prefill(prompt, mask, state)
+    tokens = np.zeros((B, 0), np.int64)
+    for k in range(1, 6):
+        assert_close(logits, _recompute(dec, prompt, mask, tokens), atol=TOLERANCE[backend, "float32"]["atol"],
+                     name=f"logits before token {k}")
+        nxt = logits.argmax(-1)  # (B,)
+        tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
+        logits = dec.step(nxt, np.full(B, k + 1), state)
+        assert state.length == P + k
+
+
+def test_masked_prompt_key_equals_removed_key(model):
+    rng = np.random.default_rng(2)
+    dec, prompt = model.decoder, _prompt(model, rng, B=1)
+    P = prompt.shape[1]
+    mask = np.ones((1, P), np.int64)
+    mask[0, 3] = 0
+    a, b = dec.new_state(1, P + 2), dec.new_state(1, P + 1)
+    la = dec.prefill(prompt, mask, a)
+    lb = dec.prefill(np.delete(prompt, 3, axis=1), None, b)
+    assert_close(la, lb, atol=1e-5, name="prefill")
+    tok = la.argmax(-1)
+    assert_close(dec.step(tok, np.array([2]), a), dec.step(tok, np.array([2]), b), atol=1e-5, name="step")
+
+
+def test_select_replicates_and_reorders_rows(model):
+    rng = np.random.default_rng(3)
+    dec, prompt = model.decoder, _prompt(model, rng)
+    B, P, _ = prompt.shape
+    state = dec.new_state(B, P + 2)
+    dec.prefill(prompt, None, state)
+    rows = np.array([1, 0, 0, 1, 1])
+    sel = state.select(rows)
+    assert isinstance(sel, DecoderState) and sel.length == P and sel.k.shape[1] == 5
+    ids = np.array([3, 4])
+    want = dec.step(ids, np.array([2, 2]), state)
+    got = dec.step(ids[rows], np.full(5, 2), sel)
+    assert_close(got, want[rows], atol=1e-6, name="replicated rows")
+
+
+def test_state_layout(model):
+    cfg = model.config.decoder_config
+    s = model.decoder.new_state(3, 7)
+    shape = (cfg.num_hidden_layers, 3, cfg.num_attention_heads, 7, cfg.head_dim)
+    assert s.k.shape == s.v.shape == shape and s.k.dtype == np.float32
+    assert s.key_mask.shape == (3, 7) and s.key_mask.dtype == bool and s.length == 0
+
+
+def test_step_errors(model):
+    dec = model.decoder
+    cfg = model.config.decoder_config
+    state = dec.new_state(2, 1)
+    with pytest.raises(ValueError, match="position_ids must lie in"):
+        dec.step(np.array([1, 2]), np.array([0, cfg.max_position_embeddings]), state)
+    with pytest.raises(ValueError, match="input_ids must lie in"):
+        dec.step(np.array([1, cfg.vocab_size]), np.array([0, 0]), state)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        dec.step(np.array([1, 2, 3]), np.array([0, 0, 0]), state)
+    with pytest.raises(ValueError, match="must be integers"):
+        dec.step(np.array([1.0, 2.0]), np.array([0, 0]), state)
+    dec.step(np.array([1, 2]), np.array([0, 0]), state)
+    with pytest.raises(ValueError, match="state is full"):
+        dec.step(np.array([1, 2]), np.array([1, 1]), state)
+    with pytest.raises(ValueError, match="does not fit"):
+        dec.prefill(np.zeros((2, 3, cfg.hidden_size), np.float32), None, dec.new_state(2, 2))
