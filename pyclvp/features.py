@@ -1,0 +1,521 @@
+"""CLVP's audio front end: a torch.stft-exact STFT and its inverse, mel filters, ClvpFeatureExtractor.
+
+The STFT (`stft`, torch.stft's semantics with return_complex=True; ref: torch/functional.py stft and
+aten/src/ATen/native/SpectralOps.cpp stft):
+
+  1. Defaults: hop = n_fft // 4, win_length = n_fft, window = ones(win_length). A window shorter than
+     n_fft is zero-padded on both sides, (n_fft - win_length) // 2 zeros on the left.
+  2. center=True pads the signal by n_fft // 2 on both sides with pad_mode (reflect, constant,
+     replicate, circular), so that frame t is centred on sample t * hop.
+  3. Frame t is x[t*hop : t*hop + n_fft]; there are 1 + (T - n_fft) // hop of them. All frames are one
+     strided view of the signal (no copy, no Python loop per frame), multiplied by the window.
+  4. A DFT of each frame: the n_fft // 2 + 1 non-negative frequencies when onesided (the default for
+     real input and window), all n_fft of them otherwise; times n_fft**-0.5 when normalized.
+  5. The result is (..., F, frames) complex: frequency before time, as torch.stft returns it.
+
+`istft` inverts it by overlap-add (ref: SpectralOps.cpp istft): the inverse DFT of each frame times the
+window, summed at hop spacing, divided by the summed squared window (the "window envelope"), then
+trimmed by n_fft // 2 at each end when centred, or to `length`. The envelope must stay above 1e-11
+where the signal is kept (the NOLA condition), as torch checks.
+
+Float64 inputs compute in float64 and float32 inputs in float32 (NumPy >= 2 runs pocketfft in single
+precision); complex inputs and windows give two-sided transforms, as torch's.
+
+The log-mel features of ClvpFeatureExtractor (ref: transformers/models/clvp/feature_extraction_clvp.py
+and transformers/audio_utils.py spectrogram, mel_filter_bank):
+
+  waveform (B, T) float32 -> padded/truncated to default_audio_length seconds -> STFT in float64
+  (n_fft 1024, hop 256, periodic Hann, reflect padding) -> power |X|^2 (B, F, frames) -> 80 mel filters
+  (slaney norm, htk scale, 0-8000 Hz) -> log(max(., 1e-5)) -> / mel_norms -> (B, M, frames) float32.
+
+Shapes: B batch, T time (samples), F frequency bins, M mel bins; "frames" is the number of STFT frames.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "hann_window", "stft", "istft", "hertz_to_mel", "mel_to_hertz", "mel_filter_bank",
+    "log_mel_spectrogram", "num_threads", "tortoise_mel_norms", "BatchFeature", "ClvpFeatureExtractor",
+]
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Windows and the STFT
+
+_PAD_MODES = {"reflect": "reflect", "constant": "constant", "replicate": "edge", "circular": "wrap"}
+
+
+def hann_window(n: int, periodic: bool = True, dtype=np.float64) -> np.ndarray:  # -> (n,)
+    """torch.hann_window: 0.5 - 0.5 cos(2 pi k / N), N = n if periodic else n - 1 (ref: torch.hann_window)."""
+    if n < 0:
+        raise ValueError(f"hann_window: n must be non-negative, got {n}")
+    if n == 1:
+        return np.ones(1, dtype=dtype)
+    k = np.arange(n, dtype=np.float64)                                    # (n,)
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * k / (n if periodic else n - 1))   # (n,)
+    return w.astype(dtype)
+
+
+def _compute_dtypes(x: np.ndarray) -> tuple[np.dtype, np.dtype]:
+    """(real, complex) dtypes of the computation: the input's precision."""
+    if x.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
+        raise TypeError(f"stft/istft: expected float32, float64, complex64 or complex128 input, got {x.dtype}")
+    if x.dtype in (np.float32, np.complex64):
+        return np.dtype(np.float32), np.dtype(np.complex64)
+    return np.dtype(np.float64), np.dtype(np.complex128)
+
+
+def _padded_window(window, win_length: int, n_fft: int, real, cplx) -> np.ndarray:  # -> (n_fft,)
+    """The window (ones when None) in the compute precision, centred in n_fft samples.
+
+    ref: SpectralOps.cpp stft, "center window": left = (n_fft - win_length) / 2 zeros on the left.
+    """
+    if not 0 < win_length <= n_fft:
+        raise ValueError(f"expected 0 < win_length <= n_fft, got win_length={win_length}, n_fft={n_fft}")
+    window = np.ones(win_length, dtype=real) if window is None else np.asarray(window)
+    if window.shape != (win_length,):
+        raise ValueError(f"expected a 1-D window of length win_length={win_length}, got shape {window.shape}")
+    left = (n_fft - win_length) // 2
+    out = np.zeros(n_fft, dtype=cplx if np.iscomplexobj(window) else real)
+    out[left:left + win_length] = window
+    return out
+
+
+def _center_pad(x: np.ndarray, pad: int, pad_mode: str) -> np.ndarray:  # (..., T) -> (..., T + 2*pad)
+    """Pad the last axis by `pad` on both sides as torch.nn.functional.pad(mode=pad_mode) does."""
+    if pad_mode not in _PAD_MODES:
+        raise ValueError(f"unknown pad_mode {pad_mode!r}; choose from {sorted(_PAD_MODES)}")
+    n = x.shape[-1]
+    if pad_mode == "reflect" and pad >= n:
+        raise ValueError(f"reflect padding of {pad} needs a signal longer than {pad} samples, got {n}")
+    if pad_mode == "circular" and pad > n:
+        raise ValueError(f"circular padding of {pad} needs a signal of at least {pad} samples, got {n}")
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode=_PAD_MODES[pad_mode])
+
+
+def stft(x, n_fft: int, hop_length: int | None = None, win_length: int | None = None, window=None,
+         center: bool = True, pad_mode: str = "reflect", normalized: bool = False,
+         onesided: bool | None = None) -> np.ndarray:  # (..., T) -> (..., F, frames) complex
+    """torch.stft(..., return_complex=True) for inputs of any leading shape; see the module docstring."""
+    x = np.asarray(x)
+    real, cplx = _compute_dtypes(x)
+    hop = n_fft // 4 if hop_length is None else hop_length
+    win_length = n_fft if win_length is None else win_length
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"stft: expected a signal with samples on the last axis, got shape {x.shape}")
+    if hop <= 0:
+        raise ValueError(f"stft: expected hop_length > 0, got {hop}")
+    if n_fft <= 0:
+        raise ValueError(f"stft: expected n_fft > 0, got {n_fft}")
+    w = _padded_window(window, win_length, n_fft, real, cplx)                   # (n_fft,)
+    is_complex = np.iscomplexobj(x) or np.iscomplexobj(w)
+    onesided = not is_complex if onesided is None else onesided
+    if onesided and is_complex:
+        raise ValueError("stft: onesided=True is not possible with a complex input or window")
+    x = x.astype(cplx if np.iscomplexobj(x) else real, copy=False)
+    if center:
+        x = _center_pad(x, n_fft // 2, pad_mode)                         # (..., T) -> (..., T + 2*(n_fft//2))
+    if n_fft > x.shape[-1]:
+        raise ValueError(f"stft: n_fft={n_fft} exceeds the (padded) signal length {x.shape[-1]}")
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[..., ::hop, :]  # (..., frames, n_fft)
+    frames = frames * w                                                   # (..., frames, n_fft)
+    norm = "ortho" if normalized else "backward"
+    spec = np.fft.rfft(frames, axis=-1, norm=norm) if onesided else np.fft.fft(frames, axis=-1, norm=norm)
+    return spec.astype(cplx, copy=False).swapaxes(-1, -2)                # (..., frames, F) -> (..., F, frames)
+
+
+def _overlap_add(frames: np.ndarray, hop: int) -> np.ndarray:  # (..., N, n_fft) -> (..., n_fft + hop*(N-1))
+    """Sum frame k into out[k*hop : k*hop + n_fft] (ref: at::unfold_backward), vectorized.
+
+    Each frame is cut into P = ceil(n_fft / hop) hop-sized pieces; piece p of frame k lands in output
+    block k + p. The loop runs over the P piece positions, never over frames.
+    """
+    *lead, n, n_fft = frames.shape
+    pieces = -(-n_fft // hop)
+    padded = np.zeros((*lead, n, pieces * hop), dtype=frames.dtype)        # (..., N, P*hop)
+    padded[..., :n_fft] = frames
+    padded = padded.reshape(*lead, n, pieces, hop)                         # (..., N, P, hop)
+    out = np.zeros((*lead, n + pieces - 1, hop), dtype=frames.dtype)       # (..., N + P - 1, hop)
+    for p in range(pieces):
+        out[..., p:p + n, :] += padded[..., :, p, :]
+    return out.reshape(*lead, (n + pieces - 1) * hop)[..., :n_fft + hop * (n - 1)]
+
+
+def istft(spec, n_fft: int, hop_length: int | None = None, win_length: int | None = None, window=None,
+          center: bool = True, normalized: bool = False, onesided: bool | None = None,
+          length: int | None = None, return_complex: bool = False) -> np.ndarray:  # (..., F, frames) -> (..., T)
+    """torch.istft for inputs of any leading shape; see the module docstring."""
+    spec = np.asarray(spec)
+    if not np.iscomplexobj(spec):
+        raise TypeError(f"istft: expected a complex spectrogram, got {spec.dtype}")
+    real, cplx = _compute_dtypes(spec)
+    if spec.ndim < 2 or spec.size == 0:
+        raise ValueError(f"istft: expected a non-empty (..., F, frames) spectrogram, got shape {spec.shape}")
+    hop = n_fft // 4 if hop_length is None else hop_length
+    win_length = n_fft if win_length is None else win_length
+    n_freq, n_frames = spec.shape[-2:]
+    onesided = n_freq != n_fft if onesided is None else onesided
+    want = n_fft // 2 + 1 if onesided else n_fft
+    if n_freq != want:
+        raise ValueError(f"istft: expected {want} frequency bins for n_fft={n_fft}, onesided={onesided}; got {n_freq}")
+    if not 0 < hop <= win_length:
+        raise ValueError(f"istft: expected 0 < hop_length <= win_length, got hop_length={hop}, win_length={win_length}")
+    w = _padded_window(window, win_length, n_fft, real, cplx)                   # (n_fft,)
+    norm = "ortho" if normalized else "backward"
+    cols = spec.astype(cplx, copy=False).swapaxes(-1, -2)                  # (..., F, N) -> (..., N, F)
+    if return_complex:
+        if onesided:
+            raise ValueError("istft: return_complex=True needs a two-sided spectrogram (onesided=False)")
+        frames = np.fft.ifft(cols, n=n_fft, axis=-1, norm=norm)            # (..., N, n_fft) complex
+    else:
+        if np.iscomplexobj(w):
+            raise ValueError("istft: a complex window needs return_complex=True")
+        frames = np.fft.irfft(cols[..., :n_fft // 2 + 1], n=n_fft, axis=-1, norm=norm)  # (..., N, n_fft) real
+    y = _overlap_add(frames * w, hop)                                       # (..., n_fft + hop*(N-1))
+    envelope = _overlap_add(np.broadcast_to(w * w, (n_frames, n_fft)), hop)  # (n_fft + hop*(N-1),)
+    expected = n_fft + hop * (n_frames - 1)
+    start = n_fft // 2 if center else 0
+    end = start + length if length is not None else (-(n_fft // 2) if center else expected)
+    y, envelope = y[..., start:end], envelope[start:end]
+    if envelope.size and np.abs(envelope).min() < 1e-11:
+        raise ValueError("istft: the window overlap-add is below 1e-11 somewhere (the NOLA condition fails); "
+                         "use a smaller hop_length or another window")
+    y = y / envelope
+    if end > expected:
+        y = np.concatenate([y, np.zeros((*y.shape[:-1], end - expected), dtype=y.dtype)], axis=-1)
+    return y.astype(cplx if return_complex else real, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mel filters (ref: transformers/audio_utils.py hertz_to_mel, mel_to_hertz, mel_filter_bank)
+
+_MEL_SCALES = ("htk", "slaney", "kaldi")
+
+
+def hertz_to_mel(freq, mel_scale: str = "htk"):
+    """Hertz to mels: htk 2595 log10(1 + f/700), kaldi 1127 ln(1 + f/700), slaney linear below 1 kHz."""
+    if mel_scale not in _MEL_SCALES:
+        raise ValueError(f"mel_scale should be one of {_MEL_SCALES}, got {mel_scale!r}")
+    freq = np.asarray(freq, dtype=np.float64)
+    if mel_scale == "htk":
+        return 2595.0 * np.log10(1.0 + freq / 700.0)
+    if mel_scale == "kaldi":
+        return 1127.0 * np.log(1.0 + freq / 700.0)
+    logstep = 27.0 / np.log(6.4)
+    log_part = 15.0 + np.log(np.maximum(freq, 1000.0) / 1000.0) * logstep
+    return np.where(freq >= 1000.0, log_part, 3.0 * freq / 200.0)
+
+
+def mel_to_hertz(mels, mel_scale: str = "htk"):
+    """The inverse of hertz_to_mel."""
+    if mel_scale not in _MEL_SCALES:
+        raise ValueError(f"mel_scale should be one of {_MEL_SCALES}, got {mel_scale!r}")
+    mels = np.asarray(mels, dtype=np.float64)
+    if mel_scale == "htk":
+        return 700.0 * (np.power(10, mels / 2595.0) - 1.0)
+    if mel_scale == "kaldi":
+        return 700.0 * (np.exp(mels / 1127.0) - 1.0)
+    logstep = np.log(6.4) / 27.0
+    log_part = 1000.0 * np.exp(logstep * (np.maximum(mels, 15.0) - 15.0))
+    return np.where(mels >= 15.0, log_part, 200.0 * mels / 3.0)
+
+
+def mel_filter_bank(num_frequency_bins: int, num_mel_filters: int, min_frequency: float, max_frequency: float,
+                    sampling_rate: int, norm: str | None = None, mel_scale: str = "htk") -> np.ndarray:  # -> (F, M)
+    """Triangular mel filters, transformers.audio_utils.mel_filter_bank's values (float64).
+
+    M + 2 points equally spaced in mels between min and max frequency are the filters' edges and
+    centres; filter m rises linearly from point m to point m + 1 and falls to point m + 2, evaluated at
+    the F bin frequencies linspace(0, sampling_rate // 2, F). "slaney" norm divides each filter by its
+    width in Hz over 2, so each has about the same area.
+    """
+    if norm not in (None, "slaney"):
+        raise ValueError(f'norm must be one of None or "slaney", got {norm!r}')
+    if num_frequency_bins < 2:
+        raise ValueError(f"Require num_frequency_bins: {num_frequency_bins} >= 2")
+    if min_frequency > max_frequency:
+        raise ValueError(f"Require min_frequency: {min_frequency} <= max_frequency: {max_frequency}")
+    mel_points = np.linspace(hertz_to_mel(min_frequency, mel_scale), hertz_to_mel(max_frequency, mel_scale),
+                             num_mel_filters + 2)                                      # (M + 2,)
+    edges = mel_to_hertz(mel_points, mel_scale)                                        # (M + 2,) in Hz
+    bin_freqs = np.linspace(0, sampling_rate // 2, num_frequency_bins)                 # (F,)
+    slopes = edges[None, :] - bin_freqs[:, None]                                       # (F, M + 2)
+    widths = np.diff(edges)                                                            # (M + 1,)
+    rising = -slopes[:, :-2] / widths[:-1]                                             # (F, M)
+    falling = slopes[:, 2:] / widths[1:]                                               # (F, M)
+    filters = np.maximum(np.zeros(1), np.minimum(rising, falling))                    # (F, M)
+    if norm == "slaney":
+        filters *= 2.0 / (edges[2:num_mel_filters + 2] - edges[:num_mel_filters])     # (F, M) * (M,)
+    if (filters.max(axis=0) == 0.0).any():
+        warnings.warn(f"At least one mel filter has all zero values: num_mel_filters={num_mel_filters} may be "
+                      f"too high, or num_frequency_bins={num_frequency_bins} too low.", stacklevel=2)
+    return filters
+
+
+def tortoise_mel_norms() -> np.ndarray:  # -> (80,) float32
+    """Tortoise's per-mel-bin normalizers (tortoise/data/mel_norms.pth), bundled as pyclvp/data/mel_norms.npy."""
+    return np.load(Path(__file__).parent / "data" / "mel_norms.npy")
+
+
+def _mel_blocks(mel_filters: np.ndarray, group: int = 8) -> list:
+    """The filter bank cut into blocks of `group` consecutive filters, each with the bins it weighs.
+
+    A mel filter is a triangle over a few bins, so (F, M) is mostly zeros. Block g covers filters
+    m0:m1 and bins k0:k1 (the first to the last bin any of them weighs); its weights are repeated
+    row-wise for the interleaved (re, im) spectrum: [(2*k0, 2*k1, m0, m1, (2*(k1-k0), m1-m0) weights)].
+    """
+    blocks = []
+    for m0 in range(0, mel_filters.shape[1], group):
+        cols = mel_filters[:, m0:m0 + group]                                    # (F, <=group)
+        weighed = np.flatnonzero(cols.any(axis=1))
+        if weighed.size:  # an all-zero filter gives log(1e-5), from the zero-initialised output
+            k0, k1 = int(weighed[0]), int(weighed[-1]) + 1
+            blocks.append((2 * k0, 2 * k1, m0, m0 + cols.shape[1], np.repeat(cols[k0:k1], 2, axis=0)))
+    return blocks
+
+
+def num_threads() -> int:
+    """Worker threads for per-clip work: PYCLVP_NUM_THREADS, else the CPU count."""
+    value = os.environ.get("PYCLVP_NUM_THREADS", "")
+    return max(1, int(value)) if value.strip().isdigit() else (os.cpu_count() or 1)
+
+
+def _map_clips(fn, count: int) -> list:
+    """[fn(0), ..., fn(count - 1)] on a few threads: NumPy's FFT, ufuncs and BLAS release the GIL."""
+    workers = min(count, num_threads())
+    if workers <= 1:
+        return [fn(i) for i in range(count)]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, range(count)))
+
+
+def log_mel_spectrogram(waveform, mel_filters, n_fft: int = 1024, hop_length: int = 256,
+                        mel_norms=None) -> np.ndarray:  # (..., T) -> (..., M, frames) float32
+    """log(max(mel power spectrogram, 1e-5)) / mel_norms, computed in float64.
+
+    ref: transformers ClvpFeatureExtractor._np_extract_fbank_features and audio_utils.spectrogram(
+    power=2.0, center=True, pad_mode="reflect"). The centring uses np.pad's reflect, as transformers does:
+    unlike torch's, it also accepts clips no longer than n_fft // 2 (by reflecting again). That
+    function's mel_floor (1e-10) is below the clip at 1e-5 and so has no effect here.
+
+    Shortcuts, exact up to rounding: |X|^2 @ W is computed as [Re X, Im X]^2 @ [W; W] on the
+    interleaved (re, im) view of the spectrum, so the power spectrum is never formed, and only over the
+    non-zero blocks of W (`_mel_blocks`). Clips go one per task over a few threads, and each clip's
+    frames stay in cache.
+    """
+    x = np.asarray(waveform, dtype=np.float64)
+    if x.shape[-1] == 0:
+        raise ValueError("log_mel_spectrogram: a clip has no samples")
+    lead = x.shape[:-1]
+    x = np.pad(x.reshape(-1, x.shape[-1]), [(0, 0), (n_fft // 2, n_fft // 2)], mode="reflect")  # (B, T + n_fft)
+    mel_filters = np.asarray(mel_filters, dtype=np.float64)                     # (F, M)
+    blocks = _mel_blocks(mel_filters)
+    used = max((k1 for _, k1, _, _, _ in blocks), default=0) // 2               # bins 0..K-1 carry weight
+    window = hann_window(n_fft)                                                 # (n_fft,)
+
+    def clip_mel(b):  # -> (frames, M)
+        spec = stft(x[b], n_fft, hop_length, window=window, center=False)      # (T + n_fft,) -> (F, frames)
+        power_parts = np.square(spec[:used].T.view(np.float64))                 # (frames, K) complex -> (frames, 2K)
+        mel = np.zeros((spec.shape[1], mel_filters.shape[1]))                   # (frames, M)
+        for a0, a1, m0, m1, weights in blocks:
+            mel[:, m0:m1] = power_parts[:, a0:a1] @ weights                     # (frames, 2k) @ (2k, m) -> (frames, m)
+        return mel
+
+    mel = np.stack(_map_clips(clip_mel, x.shape[0]))                            # (B, frames, M)
+    log_mel = np.log(np.maximum(mel, 1e-5)).swapaxes(-1, -2)                    # (B, frames, M) -> (B, M, frames)
+    if mel_norms is not None:
+        log_mel = log_mel / np.asarray(mel_norms, dtype=np.float64)[:, None]   # (B, M, frames) / (M, 1)
+    return log_mel.astype(np.float32).reshape(*lead, *log_mel.shape[-2:])
+
+
+# ---------------------------------------------------------------------------------------------
+# ClvpFeatureExtractor (ref: transformers/models/clvp/feature_extraction_clvp.py and
+# transformers/feature_extraction_sequence_utils.py SequenceFeatureExtractor.pad)
+
+
+class BatchFeature(dict):
+    """transformers' BatchFeature: a dict whose keys can also be read as attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def check_return_tensors(return_tensors) -> None:
+    """pyclvp returns NumPy arrays ("np") or lists (None); other frameworks are not available."""
+    if return_tensors not in (None, "np"):
+        raise ValueError(f"return_tensors={return_tensors!r} is not available: pyclvp is torch-free and returns "
+                         "NumPy arrays (return_tensors='np') or lists (None)")
+
+
+def _as_batch(raw_speech) -> list[np.ndarray]:
+    """One float32 (T,) array per clip, with transformers' rules for telling one clip from a batch."""
+    is_batched_numpy = isinstance(raw_speech, np.ndarray) and raw_speech.ndim > 1
+    if is_batched_numpy and raw_speech.ndim > 2:
+        raise ValueError(f"Only mono-channel audio is supported: got an array of shape {raw_speech.shape}")
+    is_batched = is_batched_numpy or (isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0
+                                      and isinstance(raw_speech[0], (np.ndarray, tuple, list)))
+    clips = list(raw_speech) if is_batched else [raw_speech]
+    out = []
+    for i, clip in enumerate(clips):
+        clip = np.asarray(clip, dtype=np.float32)
+        if clip.ndim != 1:
+            raise ValueError(f"clip {i}: expected mono samples (T,), got shape {clip.shape}")
+        out.append(clip)
+    if not out:
+        raise ValueError("raw_speech is empty: expected a clip or a batch of clips")
+    return out
+
+
+def _round_up(n: int, multiple: int | None) -> int:
+    return n if multiple is None or n % multiple == 0 else (n // multiple + 1) * multiple
+
+
+class ClvpFeatureExtractor:
+    """Log-mel features of voice clips, as transformers.ClvpFeatureExtractor computes them.
+
+    Same constructor and `__call__` arguments. The output holds "input_features", (B, M, frames) float32
+    (a list of (M, frames) arrays when return_tensors is None), and "attention_mask", (B, T) int32 over
+    the padded *samples*.
+    """
+
+    model_input_names = ["input_features", "attention_mask"]
+
+    def __init__(self, feature_size=80, sampling_rate=22050, default_audio_length=6, hop_length=256,
+                 chunk_length=30, n_fft=1024, padding_value=0.0, mel_norms=None, return_attention_mask=False,
+                 **kwargs):
+        self.feature_size = feature_size
+        self.sampling_rate = sampling_rate
+        self.padding_value = padding_value
+        self.padding_side = kwargs.pop("padding_side", "right")
+        if self.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        self.return_attention_mask = return_attention_mask
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.chunk_length = chunk_length
+        self.n_samples = chunk_length * sampling_rate
+        self.nb_max_frames = self.n_samples // hop_length
+        self.default_audio_length = default_audio_length
+        self.mel_norms = mel_norms
+        if mel_norms is not None and np.shape(mel_norms) != (feature_size,):
+            raise ValueError(f"mel_norms must hold feature_size={feature_size} values, got shape {np.shape(mel_norms)}")
+        self.mel_filters = mel_filter_bank(1 + n_fft // 2, feature_size, 0.0, 8000.0, sampling_rate,
+                                           norm="slaney", mel_scale="htk")       # (F, M)
+        for key, value in kwargs.items():  # other config keys are kept as attributes, as transformers does
+            setattr(self, key, value)
+
+    # -- configuration -----------------------------------------------------------------------
+    CONFIG_NAME = "preprocessor_config.json"
+    _INIT_KEYS = ("feature_size", "sampling_rate", "default_audio_length", "hop_length", "chunk_length",
+                  "n_fft", "padding_value", "mel_norms", "return_attention_mask", "padding_side")
+
+    @classmethod
+    def from_pretrained(cls, path=None) -> "ClvpFeatureExtractor":
+        """From a directory's preprocessor_config.json (or that file's path); with no config, the Tortoise
+        defaults: transformers' default arguments plus the bundled Tortoise mel_norms."""
+        config_file = None
+        if path is not None:
+            path = Path(os.fspath(path))
+            config_file = path if path.is_file() else path / cls.CONFIG_NAME
+            if not path.exists():
+                raise FileNotFoundError(f"no such file or directory: {path}")
+        if config_file is None or not config_file.is_file():
+            return cls(mel_norms=tortoise_mel_norms().tolist())
+        config = json.loads(config_file.read_text())
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_file}: expected a JSON object")
+        for key in ("feature_extractor_type", "processor_class"):
+            config.pop(key, None)
+        return cls(**config)
+
+    def to_dict(self) -> dict:
+        out = {key: getattr(self, key) for key in self._INIT_KEYS}
+        if out["mel_norms"] is not None:
+            out["mel_norms"] = [float(v) for v in out["mel_norms"]]
+        return {"feature_extractor_type": "ClvpFeatureExtractor", **out}
+
+    def save_pretrained(self, directory) -> Path:
+        directory = Path(os.fspath(directory))
+        directory.mkdir(parents=True, exist_ok=True)
+        out = directory / self.CONFIG_NAME
+        out.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return out
+
+    # -- padding (ref: SequenceFeatureExtractor.pad, _truncate, _pad) --------------------------
+    def _pad(self, clips, padding, max_length, truncation, pad_to_multiple_of, return_attention_mask):
+        """Truncate and pad each clip: (list of (T_i,) float32, list of (T_i',) int32 masks or None)."""
+        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
+        if strategy not in ("longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
+        if truncation:
+            limit = _round_up(max_length, pad_to_multiple_of)
+            clips = [clip[:limit] for clip in clips]
+        if strategy == "longest":
+            max_length = max(len(clip) for clip in clips)
+        target = _round_up(max_length, pad_to_multiple_of)
+        out, masks = [], []
+        for clip in clips:
+            missing = target - len(clip) if strategy != "do_not_pad" else 0
+            side = (0, max(missing, 0)) if self.padding_side == "right" else (max(missing, 0), 0)
+            out.append(np.pad(clip, side, constant_values=self.padding_value))
+            masks.append(np.pad(np.ones(len(clip), dtype=np.int32), side))
+        return out, (masks if return_attention_mask else None)
+
+    # -- features ----------------------------------------------------------------------------
+    def _extract(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """(M, frames) float32 log-mel features per clip; equal-length clips go through as one batch."""
+        if len({len(clip) for clip in clips}) == 1:
+            return list(log_mel_spectrogram(np.stack(clips), self.mel_filters, self.n_fft, self.hop_length,
+                                            self.mel_norms))                      # (B, T) -> (B, M, frames)
+        return [log_mel_spectrogram(clip, self.mel_filters, self.n_fft, self.hop_length, self.mel_norms)
+                for clip in clips]
+
+    def __call__(self, raw_speech, sampling_rate=None, truncation=True, pad_to_multiple_of=None,
+                 return_tensors=None, return_attention_mask=True, padding="max_length", max_length=None,
+                 **kwargs) -> BatchFeature:
+        """Pad or truncate each clip to `max_length` samples (default_audio_length seconds), then compute its
+        log-mel features. `sampling_rate`, when given, must be the extractor's."""
+        if sampling_rate is not None and sampling_rate != self.sampling_rate:
+            raise ValueError(f"The model corresponding to this feature extractor: ClvpFeatureExtractor was trained "
+                             f"using a sampling rate of {self.sampling_rate}. Please make sure that the provided "
+                             f"`raw_speech` input was sampled with {self.sampling_rate} and not {sampling_rate}.")
+        if sampling_rate is None:
+            logger.warning("It is strongly recommended to pass the `sampling_rate` argument to "
+                           "`ClvpFeatureExtractor()`. Failing to do so can result in silent errors.")
+        check_return_tensors(return_tensors)
+        clips = _as_batch(raw_speech)
+        max_length = self.default_audio_length * self.sampling_rate if max_length is None else max_length
+        if return_attention_mask is None:
+            return_attention_mask = self.return_attention_mask
+        clips, masks = self._pad(clips, padding, max_length, truncation, pad_to_multiple_of, return_attention_mask)
+        out = BatchFeature(input_features=self._extract(clips))
+        if masks is not None:
+            out["attention_mask"] = masks
+        return _convert(out, return_tensors)
+
+
+def _convert(batch: BatchFeature, return_tensors) -> BatchFeature:
+    """Stack each list of equal-shaped arrays into one array ("np"), or keep per-clip lists (None).
+
+    With return_tensors=None, transformers returns input_features as a list and attention_mask as an array.
+    """
+    for key, value in batch.items():
+        ragged = len({np.shape(v) for v in value}) > 1
+        if return_tensors == "np" and ragged:
+            raise ValueError(f"{key}: clips have different lengths and cannot be stacked; use padding=True "
+                             "or return_tensors=None")
+        if return_tensors == "np" or (key == "attention_mask" and not ragged):
+            batch[key] = np.stack(value)
+    return batch
