@@ -75,6 +75,74 @@ def _cmd_tokenize(args):
             print(f"ids: {' '.join(map(str, ids))}")
 
 
+@command("mel")
+def _add_mel(sub):
+    p = sub.add_parser("mel", help="write a WAV clip's CLVP log-mel features (.npy) and a picture of them (.png)")
+    p.add_argument("clip", help="a WAV file (any rate, PCM or IEEE float; resampled to 22,050 Hz)")
+    p.add_argument("-o", "--output", required=True, help="the .npy file for the (80, frames) float32 features")
+    p.add_argument("--png", metavar="FILE", help="also write a picture of the spectrogram (low bins at the bottom)")
+    p.add_argument("--full", action="store_true", help="the whole clip (default: padded/truncated to 6 s, as CLVP)")
+    p.add_argument("--no-norms", action="store_true", help="leave out the division by Tortoise's mel norms")
+    p.add_argument("--config", metavar="DIR", help="folder with preprocessor_config.json (default: bundled)")
+    p.set_defaults(func=_cmd_mel)
+
+
+def _cmd_mel(args):
+    import numpy as np
+
+    from pyclvp.audio import load_audio
+    from pyclvp.features import ClvpFeatureExtractor
+
+    extractor = ClvpFeatureExtractor.from_pretrained(args.config)
+    if args.no_norms:
+        extractor.mel_norms = None
+    audio = load_audio(args.clip, extractor.sampling_rate)                          # (T,)
+    max_length = max(len(audio), 1) if args.full else None
+    features = extractor(audio, sampling_rate=extractor.sampling_rate, max_length=max_length,
+                         return_tensors="np")["input_features"][0]                  # (M, frames)
+    np.save(args.output, features)
+    print(f"{args.clip}: {len(audio) / extractor.sampling_rate:.2f} s -> {args.output}: {features.shape} float32")
+    if args.png:
+        norms = extractor.mel_norms
+        log_mel = features if norms is None else features * np.asarray(norms, dtype=np.float32)[:, None]
+        _write_png(args.png, _spectrogram_rgb(log_mel))
+        print(f"picture: {args.png}")
+
+
+# viridis at 0, 1/8, ..., 1 (matplotlib's colour map, sampled): dark blue for quiet, yellow for loud
+_VIRIDIS = [(68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140),
+            (40, 174, 128), (94, 201, 98), (173, 220, 48), (253, 231, 37)]
+
+
+def _spectrogram_rgb(log_mel, min_height: int = 240):  # (M, frames) -> (H, frames, 3) uint8
+    """Colour each log-mel value by its place between the minimum and the maximum; low bins at the bottom."""
+    import numpy as np
+
+    lo, hi = float(log_mel.min()), float(log_mel.max())
+    level = (log_mel[::-1] - lo) / (hi - lo if hi > lo else 1.0)                    # (M, frames) in [0, 1]
+    anchors = np.linspace(0.0, 1.0, len(_VIRIDIS))
+    rgb = np.stack([np.interp(level, anchors, channel) for channel in zip(*_VIRIDIS)], axis=-1)  # (M, frames, 3)
+    rows = max(1, min_height // log_mel.shape[0])
+    return np.repeat(np.round(rgb).astype(np.uint8), rows, axis=0)                  # (M * rows, frames, 3)
+
+
+def _write_png(path, rgb) -> None:
+    """An 8-bit RGB PNG from (H, W, 3) uint8, with zlib and struct only (ref: the PNG spec, ISO/IEC 15948)."""
+    import struct
+    import zlib
+
+    height, width, _ = rgb.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, colour type 2 (RGB), no interlace
+    scanlines = b"".join(b"\x00" + row.tobytes() for row in rgb)    # filter type 0 (None) before each row
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines, 9))
+                + chunk(b"IEND", b""))
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
