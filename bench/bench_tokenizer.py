@@ -1,11 +1,12 @@
 """Tokenizer speed: pyclvp's ClvpTokenizer vs transformers' (when installed), on the parity corpus.
 
-    python bench/bench_tokenizer.py [--repeats 5]
+    python bench/bench_tokenizer.py [--repeats 10]
 
 Both tokenizers are built from the same vocab.json/merges.txt and called line by line,
 `tok(line)["input_ids"]`, over tests/data/tokenizer/corpus.json's 518 lines. "cold" is the first
-pass of a fresh tokenizer (empty per-word caches), "warm" the best of --repeats further passes; the two tokenizers take turns, pass by pass.
-The ids are compared on the way, so a fast wrong answer cannot pass unnoticed.
+pass of a fresh tokenizer (empty per-word caches), "warm" the best of --repeats further passes;
+the two tokenizers take turns, pass by pass, so machine load hits them alike. The ids are compared
+on the way, so a fast wrong answer cannot pass unnoticed.
 """
 from __future__ import annotations
 

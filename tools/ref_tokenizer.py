@@ -12,8 +12,8 @@
 The corpus is the sdist's tortoise/data/*.txt (every line, and the small files whole) plus lines written
 to hit each normalizer rule (RULE_LINES) and seeded generated numbers. "decode" is
 decode(ids, clean_up_tokenization_spaces=True), "decode_raw" transformers 5's default decode(ids),
-"decode_skip" the clean decode with skip_special_tokens=True (null when no id is special). The tokenizer is built from the
-committed third_party/tortoise/vocab.json and merges.txt.
+"decode_skip" the clean decode with skip_special_tokens=True (null when no id is special).
+The tokenizer is built from the committed third_party/tortoise/vocab.json and merges.txt.
 """
 from __future__ import annotations
 
