@@ -187,3 +187,21 @@ def test_forward(ref, model, tol):
 def test_forward_without_loss_has_none(ref, model):
     out = model(ref["ids_1"], ref["features_1"])
     assert out.loss is None and out.logits_per_text.shape == (1, 1)
+
+
+@pytest.mark.parametrize("args, match", [
+    (dict(input_ids=np.zeros((1, 0), np.int64)), "non-empty"),
+    (dict(input_ids=np.array([[1.5, 2.0]])), "must be integers"),
+    (dict(input_ids=np.array([[1, 999]])), r"input_ids must lie in \[0, 256\)"),
+    (dict(input_ids=np.ones((1, 60), np.int64)), "the text is 60 tokens long"),
+    (dict(attention_mask=np.ones((1, 4), np.int64)), "attention_mask has shape"),
+    (dict(attention_mask=np.full((1, 3), 2)), "only 0 and 1"),
+    (dict(input_features=np.zeros((1, 79, 5), np.float32)), r"shape \(batch, 80 mel bins"),
+    (dict(input_features=np.full((1, 80, 5), np.nan, np.float32)), "finite"),
+])
+def test_bad_inputs_raise(args, match):
+    model = _model("tiny_b", "numpy")
+    kw = dict(input_ids=np.array([[5, 6, 7]]), input_features=np.zeros((1, 80, 5), np.float32), attention_mask=None)
+    kw.update(args)
+    with pytest.raises(ValueError, match=match):
+        model(**kw)
