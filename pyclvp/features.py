@@ -112,10 +112,10 @@ def stft(x, n_fft: int, hop_length: int | None = None, win_length: int | None = 
     win_length = n_fft if win_length is None else win_length
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ValueError(f"stft: expected a signal with samples on the last axis, got shape {x.shape}")
-    if hop <= 0:
-        raise ValueError(f"stft: expected hop_length > 0, got {hop}")
     if n_fft <= 0:
         raise ValueError(f"stft: expected n_fft > 0, got {n_fft}")
+    if hop <= 0:
+        raise ValueError(f"stft: expected hop_length > 0, got {hop}")
     w = _padded_window(window, win_length, n_fft, real, cplx)                   # (n_fft,)
     is_complex = np.iscomplexobj(x) or np.iscomplexobj(w)
     onesided = not is_complex if onesided is None else onesided

@@ -157,7 +157,7 @@ def _to_big_endian(src: Path, dst: Path) -> None:
             elif info.filename.startswith(prefix + "data/"):
                 size = _ITEMSIZE[codes[info.filename[len(prefix + "data/"):]]]
                 data = np.frombuffer(data, f"<u{size}" if size > 1 else "u1").astype(f">u{size}" if size > 1 else "u1").tobytes()
-            zout.writestr(info.filename, data)
+            _writestr(zout, info.filename, data)
 
 
 def _make_real_files(out: Path) -> None:
@@ -381,12 +381,19 @@ def _tensor_pickle(key="0", storage="FloatStorage", numel=4, offset=0, size=(2, 
     return b"\x80\x02}" + _str(name) + tensor + b"s."
 
 
+def _writestr(z: zipfile.ZipFile, name: str, data: bytes, compress=zipfile.ZIP_STORED) -> None:
+    """writestr with a fixed timestamp, so that regenerating gives the same bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = compress
+    z.writestr(info, data)
+
+
 def _zip(entries, prefix="archive/") -> bytes:
     """A stored zip of (name, bytes); names without '/' get the archive prefix."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         for name, data in entries:
-            z.writestr(name if "/" in name else prefix + name, data)
+            _writestr(z, name if "/" in name else prefix + name, data)
     return buf.getvalue()
 
 
@@ -435,8 +442,8 @@ def _ratio_bomb() -> bytes:
     pkl = _tensor_pickle(numel=2**28, size=(2**28,), stride=(1,))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/data/0", b"\0" * 4096, compress_type=zipfile.ZIP_DEFLATED)
+        _writestr(z, "archive/data.pkl", pkl)
+        _writestr(z, "archive/data/0", b"\0" * 4096, zipfile.ZIP_DEFLATED)
     return _patch_central(buf.getvalue(), "archive/data/0", file_size=2**30)
 
 
