@@ -60,6 +60,7 @@ class ClvpModelForConditionalGeneration:
     def __init__(self, config: ClvpConfig, weights: dict, backend="numpy"):
         check_shapes({k: np.shape(v) for k, v in weights.items()}, checkpoint_spec(config), "weights")
         self.config, self.weights = config, weights
+        self.name_or_path: Optional[Path] = None  # the folder it was loaded from (tokenizer/feature config)
         self.ops = get_ops(backend) if isinstance(backend, str) else backend
         self.conditioning_params = strip_prefix(weights, "conditioning_encoder.")
         self.decoder = self._make_decoder(strip_prefix(weights, "speech_decoder_model."), config.decoder_config)
@@ -72,12 +73,15 @@ class ClvpModelForConditionalGeneration:
 
     @classmethod
     def from_pretrained(cls, path, backend="numpy", dtype: str = "float32"):
-        """A folder with config.json and model.safetensors (or model.safetensors.index.json + shards)."""
+        """A folder with config.json and model.safetensors (or model.safetensors.index.json + shards);
+        failing those, pytorch_model.bin (or its index + shards), read without running its pickle."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"model folder {path} does not exist (expected config.json + model.safetensors)")
         config = ClvpConfig.from_pretrained(path)
-        return cls(config, load_checkpoint(path, config, dtype), backend)
+        model = cls(config, load_checkpoint(path, config, dtype), backend)
+        model.name_or_path = path
+        return model
 
     def __repr__(self):
         d = self.config.decoder_config
@@ -204,6 +208,33 @@ class ClvpModelForConditionalGeneration:
         return self.similarity(text_out, speech_out, return_loss)
 
     __call__ = forward
+
+    # ------------------------------------------------------------------------------------------
+    # Generation and ranking (pyclvp/generate.py)
+
+    def generate(self, input_ids, input_features, attention_mask=None, *, max_new_tokens=500, min_new_tokens=0,
+                 do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+                 num_return_sequences=1, seed=None, pad_to_max_mel_tokens=None, batch_size=None, progress=False,
+                 preset=None) -> ClvpOutput:
+        """Speech-token candidates and their CLVP scores (speech_ids already fixed).
+
+        preset ("ultra_fast", "fast", "standard", "high_quality"): Tortoise's candidate count with sampling
+        at temperature 0.8, top_p 0.8, repetition_penalty 2.0, 500 tokens, for the settings left at their
+        defaults. See pyclvp/generate.py for the decoding rules.
+        """
+        from ..generate import generate
+
+        return generate(self, input_ids, input_features, attention_mask, preset=preset, max_new_tokens=max_new_tokens,
+                        min_new_tokens=min_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                        top_p=top_p, repetition_penalty=repetition_penalty,
+                        num_return_sequences=num_return_sequences, seed=seed,
+                        pad_to_max_mel_tokens=pad_to_max_mel_tokens, batch_size=batch_size, progress=progress)
+
+    def rank(self, text_or_ids, audio_or_features, num_candidates=16, k=None, **sampling):
+        """Candidates for one text in one voice, sorted by CLVP score, best first (pyclvp.generate.rank)."""
+        from ..generate import rank
+
+        return rank(self, text_or_ids, audio_or_features, num_candidates, k, **sampling)
 
 
 def _as_ids(x, name, vocab, what):  # -> (B, T) int64
