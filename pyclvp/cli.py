@@ -143,6 +143,42 @@ def _write_png(path, rgb) -> None:
                 + chunk(b"IEND", b""))
 
 
+@command("convert")
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="a transformers folder with pytorch_model.bin -> model.safetensors (no torch)")
+    p.add_argument("src", help="folder with config.json and pytorch_model.bin (or pytorch_model.bin.index.json + shards)")
+    p.add_argument("-o", "--output", required=True, help="output folder (may be src itself)")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args):
+    from pyclvp.convert import convert_bin
+
+    n = convert_bin(args.src, args.output)
+    print(f"wrote {n} tensors to {args.output}/model.safetensors")
+
+
+@command("convert-tortoise")
+def _add_convert_tortoise(sub):
+    p = sub.add_parser("convert-tortoise", help="Tortoise autoregressive.pth + clvp2.pth -> a transformers-layout "
+                                                "CLVP folder (config.json + model.safetensors), without torch")
+    p.add_argument("--autoregressive", required=True, help="Tortoise's autoregressive.pth (UnifiedVoice)")
+    p.add_argument("--clvp", required=True, help="Tortoise's clvp2.pth (CLVP)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--decoder-heads", type=int, default=None,
+                   help="the autoregressive model's attention heads (default: model_dim // 64, 16 for Tortoise)")
+    p.set_defaults(func=_cmd_convert_tortoise)
+
+
+def _cmd_convert_tortoise(args):
+    from pyclvp.convert import convert_tortoise
+
+    config = convert_tortoise(args.autoregressive, args.clvp, args.output, decoder_heads=args.decoder_heads)
+    d = config["decoder_config"]
+    print(f"wrote {args.output}/config.json and model.safetensors (decoder {d['num_hidden_layers']} layers x "
+          f"{d['hidden_size']}, {d['num_attention_heads']} heads)")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

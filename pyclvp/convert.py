@@ -31,7 +31,6 @@ decoder's from Tortoise's recommended model_dim // 64 (16 for the released model
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -39,6 +38,7 @@ import shutil
 import numpy as np
 
 from pyclvp import torch_pickle
+from pyclvp.config import ClvpConfig
 from pyclvp.safetensors import save_file
 
 __all__ = ["convert_bin", "convert_tortoise", "convert_clvp_weights", "convert_autoregressive_weights",
@@ -218,7 +218,8 @@ def tortoise_config(ar: dict, clvp: dict, decoder_heads: int | None = None) -> d
     vocab, hidden = mel_emb.shape
     heads = decoder_heads or hidden // XTRANSFORMERS_DIM_HEAD
     if heads <= 0 or hidden % heads:
-        raise ValueError(f"decoder hidden size {hidden} is not divisible by {heads} heads")
+        hint = "" if decoder_heads else f" (model_dim // {XTRANSFORMERS_DIM_HEAD}); pass decoder_heads (--decoder-heads)"
+        raise ValueError(f"decoder hidden size {hidden} does not split into {heads} heads{hint}")
     text_vocab = _need(ar, "text_embedding.weight", "autoregressive checkpoint").shape[0]
     if text_vocab != _need(clvp, "text_emb.weight", "clvp checkpoint").shape[0]:
         raise ValueError(f"the autoregressive text vocabulary ({text_vocab}) and CLVP's "
@@ -247,12 +248,13 @@ def tortoise_config(ar: dict, clvp: dict, decoder_heads: int | None = None) -> d
 # Writing
 
 
-def _write(out_dir, tensors: dict, config: dict) -> None:
+def _write(out_dir, tensors: dict, config: dict) -> dict:
+    """model.safetensors + config.json (every field written out, defaults included); returns the config."""
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
-    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
+    full = ClvpConfig.from_dict(config)
+    full.save_pretrained(out_dir)
+    return full.to_dict()
 
 
 def convert_tortoise(autoregressive, clvp, out_dir, *, decoder_heads: int | None = None) -> dict:
@@ -266,8 +268,7 @@ def convert_tortoise(autoregressive, clvp, out_dir, *, decoder_heads: int | None
     if clash:
         raise ValueError(f"the two checkpoints both define {clash[:5]}: were they given the right way round?")
     tensors.update(decoder)
-    _write(out_dir, tensors, config)
-    return config
+    return _write(out_dir, tensors, config)
 
 
 def convert_bin(src_dir, out_dir) -> int:

@@ -41,6 +41,7 @@ checks each member's CRC.
 """
 from __future__ import annotations
 
+import encodings.cp437  # noqa: F401  (zip's legacy name codec: imported here, not lazily in the middle of a load)
 import json
 import mmap as _mmap
 import os
@@ -217,6 +218,12 @@ def _encode(text, encoding="utf-8"):  # how protocol 2 pickles bytes: _codecs.en
     return text.encode("latin1")
 
 
+def _bytes(*args):  # how protocol 2 pickles b"": bytes()
+    if args:
+        raise TorchCheckpointError(f"builtins.bytes{_short(args)}: only the empty call is allowed")
+    return b""
+
+
 def _container(kind):
     def build(items=()):
         if not isinstance(items, (list, tuple)):
@@ -244,6 +251,7 @@ def _allow_list() -> dict:
         ("builtins", "frozenset"): _Callable("builtins.frozenset", _container(frozenset)),
         ("__builtin__", "set"): _Callable("builtins.set", _container(set)),  # protocol 2's Python-2 names
         ("__builtin__", "frozenset"): _Callable("builtins.frozenset", _container(frozenset)),
+        ("__builtin__", "bytes"): _Callable("builtins.bytes", _bytes),
         ("torch", "UntypedStorage"): _StorageClass("UntypedStorage", None),
         ("torch.storage", "UntypedStorage"): _StorageClass("storage.UntypedStorage", None),
     }

@@ -116,8 +116,8 @@ def test_missing_folder_raises():
 
 def test_missing_weights_file_raises(tmp_path):
     shutil.copy(DATA / "tiny_b" / "config.json", tmp_path / "config.json")
-    (tmp_path / "pytorch_model.bin").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"no model.safetensors.*pytorch_model.bin.*pyclvp convert"):
+    (tmp_path / "autoregressive.pth").write_bytes(b"")  # (pytorch_model.bin would be loaded: test_convert.py)
+    with pytest.raises(CheckpointError, match=r"no model.safetensors.*autoregressive.pth.*pyclvp convert-tortoise"):
         ClvpModelForConditionalGeneration.from_pretrained(tmp_path)
 
 

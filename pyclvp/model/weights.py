@@ -5,7 +5,8 @@ transformers' own names, with the shape the config implies. Shape letters: V voc
 F feed-forward width, M mel bins, R rotary dim, P projection dim (each per sub-model's config).
 
 Loading (`load_checkpoint(folder, config, dtype)`):
-  1. find the files: `model.safetensors`, or the shards named by `model.safetensors.index.json`;
+  1. find the files: `model.safetensors`, or the shards named by `model.safetensors.index.json`
+     (failing both, `pytorch_model.bin` or its shards, read by pyclvp.torch_pickle, see _load_torch);
   2. read every header (no data yet) and compare names and shapes with the spec; collect *all*
      missing, unexpected and wrongly shaped tensors and raise one CheckpointError listing them;
   3. memory-map the data and hand out arrays in the chosen dtype: a tensor already stored in that
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import torch_pickle
 from ..config import ClvpConfig
 from ..safetensors import SafetensorsError, bfloat16_to_float32, safe_open
 
@@ -143,7 +145,8 @@ def find_weight_files(folder) -> list[Path]:
     if (folder / INDEX_NAME).is_file():
         return _shards(folder / INDEX_NAME)
     others = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
-    hint = f"; found {', '.join(others)}: convert it with `pyclvp convert`" if others else ""
+    hint = (f"; found {', '.join(others)}: convert it with `pyclvp convert` (a transformers .bin) or "
+            "`pyclvp convert-tortoise` (Tortoise's .pth files)") if others else ""
     raise CheckpointError(f"no {WEIGHTS_NAME} or {INDEX_NAME} in {folder}{hint}")
 
 
@@ -209,10 +212,33 @@ def _as_dtype(f, name, stored, dtype):
     return arr if arr.dtype == dtype else arr.astype(dtype)
 
 
+def _only_torch_weights(folder: Path) -> bool:
+    """No safetensors file, but transformers' PyTorch weights: pytorch_model.bin or its index."""
+    if (folder / WEIGHTS_NAME).is_file() or (folder / INDEX_NAME).is_file():
+        return False
+    return any((folder / name).is_file() for name in (torch_pickle.WEIGHTS_NAME, torch_pickle.WEIGHTS_INDEX_NAME))
+
+
+def _load_torch(folder: Path, cfg: ClvpConfig, dtype) -> dict[str, np.ndarray]:
+    """pytorch_model.bin (or its shards) through the allow-listed unpickler: nothing in the file is run.
+    Tensors stored in `dtype` are zero-copy views of the memory map; bfloat16 arrives widened to float32."""
+    try:
+        tensors = torch_pickle.load_pretrained(folder)
+    except torch_pickle.TorchCheckpointError as e:
+        raise CheckpointError(f"{folder}: {e}") from None
+    check_shapes({name: arr.shape for name, arr in tensors.items()}, checkpoint_spec(cfg), folder)
+    bad = [f"{name} ({arr.dtype})" for name, arr in tensors.items() if arr.dtype.kind != "f"]
+    if bad:
+        raise CheckpointError(f"tensors that are not floating point: {', '.join(bad)}")
+    return {name: arr if arr.dtype == dtype else arr.astype(dtype) for name, arr in tensors.items()}
+
+
 def load_checkpoint(folder, cfg: ClvpConfig, dtype: str = "float32") -> dict[str, np.ndarray]:
     """name -> array for every tensor of the spec (OPTIONAL ones only if present), in `dtype`."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if _only_torch_weights(Path(folder)):
+        return _load_torch(Path(folder), cfg, DTYPES[dtype])
     files = find_weight_files(folder)
     entries = _open_all(files)
     check_shapes({name: shape for name, (_, _, shape) in entries.items()}, checkpoint_spec(cfg), folder)
