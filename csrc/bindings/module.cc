@@ -5,6 +5,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/isa.h"
+#include "common/threadpool.h"
 #include "cpu/kernels.h"
 #ifdef PYCLVP_WITH_CUDA
 #include "cuda/device.h"
@@ -12,6 +13,11 @@
 
 namespace py = pybind11;
 using namespace pyclvp;
+
+namespace pyclvp::bind {
+void register_ops(py::module_& m);      // bindings/ops.cc
+void register_decoder(py::module_& m);  // bindings/decoder.cc
+}  // namespace pyclvp::bind
 
 static py::list isa_names(const std::vector<cpu::CpuIsa>& isas) {
   py::list out;
@@ -28,6 +34,7 @@ static py::dict build_info() {
   d["isa_best"] = cpu::isa_name(cpu::best_isa());
   d["isa_active"] = cpu::isa_name(cpu::active_isa());
   d["simd_width"] = cpu::dispatch(cpu::active_isa(), [](auto isa) { return cpu::simd_width<isa.value>(); });
+  d["num_threads"] = num_threads();
 #ifdef PYCLVP_WITH_CUDA
   d["cuda_compiled"] = true;
   d["cuda_archs"] = PYCLVP_CUDA_ARCHS;
@@ -55,4 +62,6 @@ PYBIND11_MODULE(_core, m) {
     return 0;
 #endif
   });
+  bind::register_ops(m);
+  bind::register_decoder(m);
 }

@@ -1,10 +1,22 @@
-// provides: the per-ISA CPU kernel declarations. Each is defined once, in kernels.cc, and that file
-// is compiled once per ISA (CMakeLists.txt: pyclvp_add_isa), so every kernel exists as
-// kernel<SCALAR>, kernel<AVX2>, kernel<AVX512> on x86-64 and kernel<SCALAR> elsewhere.
-// Callers go through dispatch() (cpu/dispatch.h), never name an ISA themselves.
+// provides: the per-ISA CPU kernel declarations, each with its contract block.
+//
+// Each kernel is defined once, in csrc/cpu/kernels/<family>.cc, and those files are compiled once
+// per ISA (CMakeLists.txt: pyclvp_add_isa), so every kernel exists as kernel<SCALAR>,
+// kernel<AVX2>, kernel<AVX512> on x86-64 and kernel<SCALAR> elsewhere. Callers go through
+// dispatch() (cpu/dispatch.h) and never name an ISA themselves.
+//
+// Shape legend (as pyclvp/ops/numpy_ops.py): B batch, T time (query positions), S key positions,
+// C hidden, H heads, D head dim, F feed-forward width, V vocab, L layers, G groups, R rotary dim,
+// N rows (any flattened leading dims), Cin/Cout a linear layer's input/output width.
+//
+// Common contract: pointers are valid for the stated shapes, "contiguous" means row-major with
+// no gaps; outputs never alias inputs unless said. Kernels do not check arguments (the bindings
+// in csrc/bindings/ do, and raise ValueError) and never throw. They run on the thread pool
+// (common/threadpool.h); the caller must not hold the GIL.
 #pragma once
 #include <cstdint>
 
+#include "common/half.h"
 #include "cpu/isa.h"
 
 namespace pyclvp::cpu {
@@ -12,5 +24,134 @@ namespace pyclvp::cpu {
 // Floats per SIMD register for this ISA (1 for scalar); reported by build_info().
 template <CpuIsa ISA>
 int simd_width();
+
+// ---------------------------------------------------------------------------------------------
+// linear (csrc/cpu/kernels/linear.cc)
+
+// A weight matrix as stored: float32, float16 or bfloat16 elements, in one of two layouts.
+struct WeightView {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  bool kn = false;  // false: (Cout, Cin) row-major (torch nn.Linear); true: (Cin, Cout) row-major (transformers Conv1D)
+};
+
+enum class Act { NONE = 0, GELU_NEW = 1 };
+
+// One y = act(x @ W^T + b) product. matches pyclvp/ops/numpy_ops.py::linear (+ ::gelu_new when act == GELU_NEW)
+//   y    : (N, Cout) f32, row stride ldy >= Cout, written (accumulate: y += x @ W^T + b, act must be NONE)
+//   x    : (N, Cin)  f32, row stride ldx >= Cin
+//   w    : (Cout, Cin) or, with w.kn, (Cin, Cout); f32/f16/bf16, contiguous
+//   b    : (Cout,) f32 or nullptr
+// Accumulation is float32 (half weights are widened as they are loaded).
+struct LinearJob {
+  float* y = nullptr;
+  const float* x = nullptr;
+  WeightView w;
+  const float* b = nullptr;
+  int64_t N = 0, Cin = 0, Cout = 0, ldx = 0, ldy = 0;
+  bool accumulate = false;
+  Act act = Act::NONE;
+};
+
+// Runs njobs independent products in one parallel region (the decoder step's q, k and v share one).
+template <CpuIsa ISA>
+void linear(const LinearJob* jobs, int njobs);
+
+// ---------------------------------------------------------------------------------------------
+// normalizations (csrc/cpu/kernels/norms.cc)
+
+// matches pyclvp/ops/numpy_ops.py::layer_norm: y = (x - mean) / sqrt(var + eps) * g + b over the last axis.
+//   y : (N, C) f32 contiguous, written (may alias x)      x : (N, C) f32 contiguous
+//   g : (C,) f32                                          b : (C,) f32
+// Two passes per row (mean, then the centred variance), as the reference: no E[x^2] - E[x]^2 shortcut.
+template <CpuIsa ISA>
+void layer_norm(float* y, const float* x, const float* g, const float* b, int64_t N, int64_t C, float eps);
+
+// matches pyclvp/ops/numpy_ops.py::rms_norm: y = g * x / sqrt(mean(x^2) + eps) over the last axis.
+//   y : (N, C) f32 contiguous, written (may alias x)      x : (N, C) f32      g : (C,) f32
+template <CpuIsa ISA>
+void rms_norm(float* y, const float* x, const float* g, int64_t N, int64_t C, float eps);
+
+// matches pyclvp/ops/numpy_ops.py::group_norm: per (batch, group) statistics over C/G channels x T,
+// then the per-channel affine.
+//   y : (B, C, T) f32 contiguous, written (may alias x)   x : (B, C, T) f32    g, b : (C,) f32;  C % G == 0
+template <CpuIsa ISA>
+void group_norm(float* y, const float* x, const float* g, const float* b, int64_t B, int64_t C, int64_t T,
+                int64_t G, float eps);
+
+// ---------------------------------------------------------------------------------------------
+// activations and softmax (csrc/cpu/kernels/activations.cc)
+
+// matches pyclvp/ops/numpy_ops.py::gelu_new (elementwise).   y, x : (n,) f32, y may alias x
+template <CpuIsa ISA>
+void gelu_new(float* y, const float* x, int64_t n);
+
+// matches pyclvp/ops/numpy_ops.py::gelu (exact, erf-based; elementwise).   y, x : (n,) f32, y may alias x
+template <CpuIsa ISA>
+void gelu(float* y, const float* x, int64_t n);
+
+// matches pyclvp/ops/numpy_ops.py::gated_gelu: y = x[:, :F] * gelu(x[:, F:]).
+//   y : (N, F) f32 contiguous, written      x : (N, 2F) f32 contiguous
+template <CpuIsa ISA>
+void gated_gelu(float* y, const float* x, int64_t N, int64_t F);
+
+// matches pyclvp/ops/numpy_ops.py::softmax over the last axis (max-subtracted).
+//   y : (N, C) f32 contiguous, written (may alias x)      x : (N, C) f32 contiguous
+template <CpuIsa ISA>
+void softmax(float* y, const float* x, int64_t N, int64_t C);
+
+// ---------------------------------------------------------------------------------------------
+// attention (csrc/cpu/kernels/attention.cc)
+
+// matches pyclvp/ops/numpy_ops.py::rotary on the first R channels of every head (the rest copied).
+//   y : (M, T, D) f32 contiguous, written (may alias x)   x : (M, T, D) f32 contiguous (M = B*H)
+//   cos, sin : (T, R) f32 contiguous;  R even, R <= D
+template <CpuIsa ISA>
+void rotary(float* y, const float* x, const float* cos, const float* sin, int64_t M, int64_t T, int64_t D, int64_t R);
+
+// softmax(q k^T * scale + mask) v, tiled over keys with an online softmax: memory per query row
+// is O(D + key tile), never (H, T, S). matches pyclvp/ops/numpy_ops.py::attention
+//   q    : (B, H, T, D) f32, strides (q_sb, q_sh, q_st) in elements, D contiguous
+//   k, v : (B, H, S, D) in kv_dtype (f32/f16/bf16), strides (k_sb, k_sh, k_ss) / (v_*), D contiguous
+//   out  : (B, H, T, D) f32, strides (o_sb, o_sh, o_st), written; must not overlap q, k, v
+//   mask : additive (B, 1, T, S) f32 with strides (m_sb, m_st) (0 to broadcast), S contiguous; or nullptr
+//   key_mask : (B, S) bool bytes, row stride km_sb: false drops the key; or nullptr
+//   causal   : query t sees keys s <= t + causal_offset only (the others are skipped)
+// A dropped key scores finfo(float32).min, as the reference's additive mask: a row whose every
+// visited key is dropped averages those keys' values uniformly, as the reference does (it never
+// yields NaN). With causal, future keys are not visited at all, so such an all-dropped row (a
+// padding query, whose output no valid query ever reads) averages the visited keys only.
+struct AttentionArgs {
+  const float* q = nullptr;
+  int64_t q_sb = 0, q_sh = 0, q_st = 0;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  DType kv_dtype = DType::F32;
+  int64_t k_sb = 0, k_sh = 0, k_ss = 0, v_sb = 0, v_sh = 0, v_ss = 0;
+  float* out = nullptr;
+  int64_t o_sb = 0, o_sh = 0, o_st = 0;
+  const float* mask = nullptr;
+  int64_t m_sb = 0, m_st = 0;
+  const uint8_t* key_mask = nullptr;
+  int64_t km_sb = 0;
+  bool causal = false;
+  int64_t causal_offset = 0;
+  int64_t B = 0, H = 0, T = 0, S = 0, D = 0;
+  float scale = 1.0f;
+};
+
+template <CpuIsa ISA>
+void attention(const AttentionArgs& a);
+
+// ---------------------------------------------------------------------------------------------
+// helpers for the decoder step (csrc/cpu/kernels/activations.cc)
+
+// dst[i] = src[i] rounded to the storage type (the KV cache write).   dst : (n,) in dtype; src : (n,) f32
+template <CpuIsa ISA>
+void store_as(void* dst, DType dtype, const float* src, int64_t n);
+
+// dst[i] = a[i] + b[i] with a, b in their storage types widened to f32 (token + position embedding).
+template <CpuIsa ISA>
+void add_rows(float* dst, const void* a, DType a_dtype, const void* b, DType b_dtype, int64_t n);
 
 }  // namespace pyclvp::cpu

@@ -1,0 +1,104 @@
+// provides: argument checks for the bindings (dtype, contiguity, shape), each raising ValueError
+// with the argument's name, and WeightView construction from a NumPy array.
+//
+// The bindings are strict: they do not convert. pyclvp/ops/cpu_ops.py prepares arguments (float32,
+// C order) and the checks here are the last line of defence, so a bad call raises instead of
+// reading out of bounds. Weight matrices may be float32, float16 or uint16 (= bfloat16 bits, the
+// layout pyclvp.safetensors returns with bf16="raw"; pyclvp/ops/half.py names it).
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+
+#include "common/check.h"
+#include "common/half.h"
+#include "cpu/kernels.h"
+
+namespace pyclvp::bind {
+
+namespace py = pybind11;
+
+inline std::string shape_str(const py::array& a) {
+  std::ostringstream os;
+  os << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) os << (i ? ", " : "") << a.shape(i);
+  os << (a.ndim() == 1 ? ",)" : ")");
+  return os.str();
+}
+
+inline bool c_contiguous(const py::array& a) { return a.flags() & py::array::c_style; }
+inline bool f_contiguous(const py::array& a) { return a.flags() & py::array::f_style; }
+
+// A float32, C-contiguous array of `ndim` dimensions (any ndim when -1); shape entries of -1 are free.
+inline py::array f32(const py::handle& obj, const char* name, std::initializer_list<int64_t> shape = {}, int ndim = -1) {
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array, got ", std::string(py::str(obj.get_type())));
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  PYCLVP_CHECK(a.dtype().is(py::dtype::of<float>()), name, " must be float32, got ", std::string(py::str(a.dtype())));
+  PYCLVP_CHECK(c_contiguous(a), name, " must be C-contiguous");
+  if (shape.size()) ndim = static_cast<int>(shape.size());
+  PYCLVP_CHECK(ndim < 0 || a.ndim() == ndim, name, " must have ", ndim, " dimensions, got shape ", shape_str(a));
+  int i = 0;
+  for (int64_t want : shape) {
+    PYCLVP_CHECK(want < 0 || a.shape(i) == want, name, " has shape ", shape_str(a), ", expected dimension ", i, " = ", want);
+    ++i;
+  }
+  return a;
+}
+
+inline const float* f32_ptr(const py::array& a) { return static_cast<const float*>(a.data()); }
+
+// None, or a float32 C-contiguous array of the given shape (as f32()).
+inline const float* optional_f32(const py::handle& obj, const char* name, std::initializer_list<int64_t> shape) {
+  if (obj.is_none()) return nullptr;
+  return f32_ptr(f32(obj, name, shape));
+}
+
+inline DType weight_dtype(const py::array& a, const char* name) {
+  if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
+  if (a.dtype().is(py::dtype("float16"))) return DType::F16;
+  if (a.dtype().is(py::dtype::of<uint16_t>())) return DType::BF16;
+  fail(name, " must be float32, float16 or uint16 (bfloat16 bits), got ", std::string(py::str(a.dtype())));
+}
+
+// A weight matrix of logical shape (Cout, Cin) (the numpy_ops.linear convention): C order is the
+// nn.Linear layout; Fortran order (a transposed view of a (Cin, Cout) Conv1D weight) is the Conv1D layout.
+inline cpu::WeightView weight(const py::handle& obj, const char* name, int64_t Cout, int64_t Cin) {
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array, got ", std::string(py::str(obj.get_type())));
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  PYCLVP_CHECK(a.ndim() == 2 && a.shape(0) == Cout && a.shape(1) == Cin, name, " has shape ", shape_str(a),
+               ", expected (", Cout, ", ", Cin, ")");
+  cpu::WeightView w;
+  w.data = a.data();
+  w.dtype = weight_dtype(a, name);
+  if (c_contiguous(a)) w.kn = false;
+  else if (f_contiguous(a)) w.kn = true;
+  else fail(name, " must be C- or Fortran-contiguous (a transposed contiguous matrix)");
+  return w;
+}
+
+// A Conv1D weight as stored, logical shape (Cin, Cout) (transformers' Conv1D).
+inline cpu::WeightView conv1d_weight(const py::handle& obj, const char* name, int64_t Cin, int64_t Cout) {
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array");
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  PYCLVP_CHECK(a.ndim() == 2 && a.shape(0) == Cin && a.shape(1) == Cout, name, " has shape ", shape_str(a),
+               ", expected (", Cin, ", ", Cout, ")");
+  cpu::WeightView w = weight(a.attr("T"), name, Cout, Cin);
+  return w;
+}
+
+// An embedding table (rows, C) in float32 / float16 / bfloat16 bits, C-contiguous.
+inline py::array table(const py::handle& obj, const char* name, int64_t rows, int64_t C, DType& dtype) {
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array");
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  PYCLVP_CHECK(a.ndim() == 2 && a.shape(0) == rows && a.shape(1) == C, name, " has shape ", shape_str(a),
+               ", expected (", rows, ", ", C, ")");
+  PYCLVP_CHECK(c_contiguous(a), name, " must be C-contiguous");
+  dtype = weight_dtype(a, name);
+  return a;
+}
+
+}  // namespace pyclvp::bind

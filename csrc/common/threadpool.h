@@ -1,0 +1,26 @@
+// provides: parallel_for(n, fn) over a process-wide pool of std::threads; num_threads()/set_num_threads().
+//
+// The pool has num_threads() - 1 workers; the calling thread is the last participant. Its size is
+// PYCLVP_NUM_THREADS when set, else std::thread::hardware_concurrency(). Work is handed out in
+// chunks (`fn(i)` for i in [0, n)) through an atomic counter, so uneven chunks balance themselves.
+//
+// Safety rules (a kernel call never deadlocks or crashes the interpreter):
+//   * a parallel_for issued from inside a chunk runs inline (no nested parallelism);
+//   * a second caller (another Python thread, the GIL is released) runs inline while the pool is busy;
+//   * after fork() the child gets a fresh pool (the parent's threads do not exist there);
+//   * chunk functions must not throw: kernels check their arguments before any parallel_for.
+// Workers spin briefly after each job (the decoder step issues a few hundred jobs per token, each a
+// few tens of microseconds), then sleep on a condition variable.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace pyclvp {
+
+int num_threads();
+void set_num_threads(int n);  // n >= 1; takes effect on the next parallel_for
+
+// Runs fn(i) for every i in [0, n), spread over the pool; returns when all are done.
+void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+
+}  // namespace pyclvp

@@ -1,0 +1,110 @@
+// layer_norm, rms_norm, group_norm: per-row (per-group) statistics in float32, then the affine.
+// Compiled once per ISA (see csrc/cpu/kernels.h for the contracts). Rows are spread over the pool.
+#include <algorithm>
+#include <cmath>
+
+#include "common/threadpool.h"
+#include "cpu/kernels.h"
+#include "cpu/vec.h"
+
+namespace pyclvp::cpu {
+namespace {
+
+constexpr CpuIsa ISA = CpuIsa::PYCLVP_COMPILE_ISA;
+using V = Vec<ISA>;
+constexpr int W = V::W;
+constexpr int64_t kGrain = 16384;  // elements per parallel chunk
+
+inline int64_t rows_per_chunk(int64_t C) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)); }
+
+// sum(x[0:n])
+float row_sum(const float* x, int64_t n) {
+  V acc = V::zero();
+  for (int64_t i = 0; i < n; i += W) acc = acc + load_n<V>(x + i, static_cast<int>(std::min<int64_t>(W, n - i)));
+  return acc.reduce_add();
+}
+
+// sum((x[0:n] - mu)^2)   (the ragged lanes are masked out, not (0 - mu)^2)
+float row_centred_sq(const float* x, int64_t n, float mu) {
+  V acc = V::zero();
+  const V m = V::set1(mu);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const V d = V::load(x + i) - m;
+    acc = V::fma(d, d, acc);
+  }
+  float s = acc.reduce_add();
+  for (; i < n; ++i) s += (x[i] - mu) * (x[i] - mu);
+  return s;
+}
+
+// sum(x[0:n]^2)
+float row_sq(const float* x, int64_t n) {
+  V acc = V::zero();
+  for (int64_t i = 0; i < n; i += W) {
+    const V v = load_n<V>(x + i, static_cast<int>(std::min<int64_t>(W, n - i)));
+    acc = V::fma(v, v, acc);
+  }
+  return acc.reduce_add();
+}
+
+}  // namespace
+
+template <>
+void layer_norm<ISA>(float* y, const float* x, const float* g, const float* b, int64_t N, int64_t C, float eps) {
+  const int64_t rpc = rows_per_chunk(C);
+  parallel_for((N + rpc - 1) / rpc, [&](int64_t chunk) {
+    for (int64_t n = chunk * rpc; n < std::min(N, (chunk + 1) * rpc); ++n) {
+      const float* xr = x + n * C;
+      float* yr = y + n * C;
+      const float mu = row_sum(xr, C) / static_cast<float>(C);
+      const float var = row_centred_sq(xr, C, mu) / static_cast<float>(C);
+      const V inv = V::set1(1.0f / std::sqrt(var + eps)), m = V::set1(mu);
+      for (int64_t i = 0; i < C; i += W) {
+        const int k = static_cast<int>(std::min<int64_t>(W, C - i));
+        const V xc = load_n<V>(xr + i, k) - m;
+        store_n(yr + i, V::fma(xc * inv, load_n<V>(g + i, k), load_n<V>(b + i, k)), k);
+      }
+    }
+  });
+}
+
+template <>
+void rms_norm<ISA>(float* y, const float* x, const float* g, int64_t N, int64_t C, float eps) {
+  const int64_t rpc = rows_per_chunk(C);
+  parallel_for((N + rpc - 1) / rpc, [&](int64_t chunk) {
+    for (int64_t n = chunk * rpc; n < std::min(N, (chunk + 1) * rpc); ++n) {
+      const float* xr = x + n * C;
+      float* yr = y + n * C;
+      const V inv = V::set1(1.0f / std::sqrt(row_sq(xr, C) / static_cast<float>(C) + eps));
+      for (int64_t i = 0; i < C; i += W) {
+        const int k = static_cast<int>(std::min<int64_t>(W, C - i));
+        store_n(yr + i, load_n<V>(g + i, k) * (load_n<V>(xr + i, k) * inv), k);
+      }
+    }
+  });
+}
+
+template <>
+void group_norm<ISA>(float* y, const float* x, const float* g, const float* b, int64_t B, int64_t C, int64_t T,
+                     int64_t G, float eps) {
+  const int64_t cpg = C / G, n = cpg * T;  // channels per group; elements per (batch, group), contiguous
+  parallel_for(B * G, [&](int64_t bg) {
+    const float* xg = x + bg * n;
+    float* yg = y + bg * n;
+    const float mu = row_sum(xg, n) / static_cast<float>(n);
+    const float inv = 1.0f / std::sqrt(row_centred_sq(xg, n, mu) / static_cast<float>(n) + eps);
+    const int64_t c0 = (bg % G) * cpg;
+    for (int64_t c = 0; c < cpg; ++c) {
+      // per channel: y = (x - mu) * inv * g[c] + b[c] = x * a + (b[c] - mu * a) with a = inv * g[c]
+      const float a = inv * g[c0 + c];
+      const V va = V::set1(a), vm = V::set1(mu), vb = V::set1(b[c0 + c]);
+      for (int64_t t = 0; t < T; t += W) {
+        const int k = static_cast<int>(std::min<int64_t>(W, T - t));
+        store_n(yg + c * T + t, V::fma(load_n<V>(xg + c * T + t, k) - vm, va, vb), k);
+      }
+    }
+  });
+}
+
+}  // namespace pyclvp::cpu

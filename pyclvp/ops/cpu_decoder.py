@@ -1,0 +1,106 @@
+"""CpuDecoder: the speech decoder (ClvpForCausalLM) as one fused C++ call per prompt or token.
+
+The same API as the NumPy decoder of pyclvp/model (the model picks this one through
+CpuOps.make_decoder):
+
+    dec = CpuDecoder(params, cfg)
+    state = dec.new_state(batch, max_len)              # preallocated KV cache, nothing filled
+    logits = dec.prefill(inputs_embeds, mask, state)   # (B, P, C), (B, P) | None -> (B, V), last position
+    logits = dec.step(input_ids, position_ids, state)  # (B,), (B,) -> (B, V); one new token per row
+    state = state.select(rows)                         # keep / repeat / reorder rows (candidates)
+
+The arithmetic (every layer, decoder.layer_norm, final_norm, lm_head) is csrc/cpu/decoder_step.cc;
+csrc/bindings/decoder.cc checks the arguments. Python only allocates the cache and counts positions.
+The weights are bound once, by reference: memory-mapped or half-precision matrices are not copied.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _core
+from .half import DTYPES, Bf16Array, to_float32
+
+# KV-cache storage dtype -> NumPy dtype of the cache arrays (bfloat16 as uint16 bits; csrc/common/half.h)
+CACHE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
+PREFIX = "speech_decoder_model."
+
+
+@dataclass
+class CpuDecoderState:
+    """The KV cache of a batch of rows. Layout shared with csrc/cpu/decoder_step.h (KVCache)."""
+
+    k: np.ndarray  # (L, B, H, S, D) keys, float32 / float16 / uint16 (bfloat16 bits)
+    v: np.ndarray  # (L, B, H, S, D) values, same dtype
+    key_mask: np.ndarray  # (B, S) bool: position s of row b may be attended to (prompt padding: False)
+    length: int = 0  # positions [0, length) are filled
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def select(self, rows) -> "CpuDecoderState":
+        """A new state with rows `rows` of this one (repeats allowed: candidates share a prompt)."""
+        rows = np.asarray(rows, dtype=np.int64)  # (B',)
+        return CpuDecoderState(np.ascontiguousarray(self.k[:, rows]), np.ascontiguousarray(self.v[:, rows]),
+                               np.ascontiguousarray(self.key_mask[rows]), self.length)
+
+
+def _weights_for_core(params) -> dict:
+    """Checkpoint key (relative to speech_decoder_model.) -> array as the binding takes it."""
+    out = {}
+    for key, a in params.items():
+        key = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        if a is None:
+            continue
+        if isinstance(a, Bf16Array):
+            out[key] = a.view(np.ndarray)  # uint16 bits
+        elif np.ndim(a) >= 2 and a.dtype in (np.float32, np.float16):
+            out[key] = a
+        else:
+            out[key] = np.ascontiguousarray(to_float32(a))
+    return out
+
+
+class CpuDecoder:
+    """The fused KV-cached decoder on the C++ core; see the module docstring."""
+
+    def __init__(self, params, cfg, cache_dtype: str = "float32"):
+        cfg = getattr(cfg, "decoder_config", cfg)
+        self.cfg = cfg
+        self.cache_dtype = cache_dtype
+        self.num_layers, self.num_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self._session = _core.DecoderSession(
+            dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
+                 V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=float(cfg.layer_norm_epsilon)),
+            _weights_for_core(params))
+
+    def new_state(self, batch: int, max_len: int, cache_dtype: str | None = None) -> CpuDecoderState:
+        """An empty cache for `batch` rows of up to `max_len` positions (prompt + new tokens)."""
+        cache_dtype = cache_dtype or self.cache_dtype
+        if cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(DTYPES)}")
+        if batch < 1 or max_len < 1:
+            raise ValueError(f"new_state needs batch >= 1 and max_len >= 1, got {batch} and {max_len}")
+        shape = (self.num_layers, batch, self.num_heads, max_len, self.head_dim)  # (L, B, H, S, D)
+        dt = CACHE_DTYPES[cache_dtype]
+        return CpuDecoderState(np.zeros(shape, dt), np.zeros(shape, dt), np.zeros((batch, max_len), bool))
+
+    def prefill(self, inputs_embeds, attention_mask, state: CpuDecoderState) -> np.ndarray:
+        """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""
+        x = np.ascontiguousarray(to_float32(inputs_embeds))  # (B, P, C)
+        mask = None if attention_mask is None else np.ascontiguousarray(attention_mask, dtype=bool)  # (B, P)
+        logits = self._session.prefill(x, mask, state.k, state.v, state.key_mask, state.length)  # (B, V)
+        state.length += x.shape[1]
+        return logits
+
+    def step(self, input_ids, position_ids, state: CpuDecoderState) -> np.ndarray:
+        """One new token per row: ids (B,), mel positions (B,) -> logits (B, V)."""
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64).reshape(-1)  # (B,)
+        pos = np.ascontiguousarray(position_ids, dtype=np.int64).reshape(-1)  # (B,)
+        pos = np.broadcast_to(pos, ids.shape).copy() if pos.size == 1 else pos
+        logits = self._session.step(ids, pos, state.k, state.v, state.key_mask, state.length)  # (B, V)
+        state.length += 1
+        return logits

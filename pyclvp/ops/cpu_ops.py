@@ -1,0 +1,149 @@
+"""The "cpu" backend: pyclvp/ops/numpy_ops.py's ops, run by the C++ core (pyclvp._core).
+
+Thin adapters, no math: each op flattens leading dimensions, makes its arrays float32 and
+C-contiguous (weights keep their storage dtype and layout), calls the kernel of the same name
+and restores the shape. The kernels are in csrc/cpu/kernels/ (one ISA chosen at run time,
+PYCLVP_ISA=scalar|avx2|avx512 forces one); csrc/bindings/ops.cc checks every argument.
+
+Beyond the reference ops, CpuOps has the two hooks the model uses when a backend offers them:
+
+    prepare_weight(name, array, dtype)  the loader's hook: matrices (ndim >= 2) are kept in the
+                                        requested storage dtype (float32 / float16 / bfloat16, see
+                                        pyclvp/ops/half.py), without a copy when the file has it so
+                                        (memory-mapped); vectors and scalars become float32.
+    make_decoder(params, cfg)           the fused KV-cached decoder (CpuDecoder): one C++ call per
+                                        generated token runs every layer, the norms and lm_head.
+
+Shape legend: B batch, T time, S key positions, C hidden, H heads, D head dim, F feed-forward
+width, V vocab, L layers, R rotary dim, N flattened rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from . import NumpyOps, numpy_ops
+from .half import DTYPES, Bf16Array, to_dtype, to_float32
+
+f32 = np.float32
+
+
+def _act(x):  # activations: float32, C order
+    return to_float32(x) if isinstance(x, Bf16Array) else np.ascontiguousarray(x, dtype=f32)
+
+
+def _vec(p):  # small parameters (norm weights, biases): float32, C order
+    return None if p is None else np.ascontiguousarray(to_float32(p))
+
+
+def _weight(w):  # a (Cout, Cin) matrix as stored: f32 / f16 / uint16 bfloat16 bits, C or Fortran order
+    if isinstance(w, Bf16Array):
+        w = w.view(np.ndarray)
+    elif w.dtype not in (np.float32, np.float16):
+        w = np.asarray(w, dtype=f32)
+    if not (w.flags.c_contiguous or w.flags.f_contiguous):
+        w = np.ascontiguousarray(w)
+    return w
+
+
+class CpuOps(NumpyOps):
+    """The C++ CPU backend; same method names and shapes as NumpyOps."""
+
+    name = "cpu"
+
+    # ------------------------------------------------------------------------------------------
+    # Dense layers and normalizations
+
+    @staticmethod
+    def linear(x, w, b=None):  # (..., Cin), (Cout, Cin), (Cout,) -> (..., Cout)
+        x = _act(x)
+        y = _core.linear(x.reshape(-1, x.shape[-1]), _weight(w), _vec(b))  # (N, Cin) -> (N, Cout)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def layer_norm(x, g, b, eps):  # (..., C) -> (..., C)
+        x = _act(x)
+        return _core.layer_norm(x.reshape(-1, x.shape[-1]), _vec(g), _vec(b), float(eps)).reshape(x.shape)
+
+    @staticmethod
+    def rms_norm(x, g, eps):  # (..., C) -> (..., C)
+        x = _act(x)
+        return _core.rms_norm(x.reshape(-1, x.shape[-1]), _vec(g), float(eps)).reshape(x.shape)
+
+    @staticmethod
+    def group_norm(x, g, b, groups, eps):  # (B, C, T) -> (B, C, T)
+        return _core.group_norm(_act(x), _vec(g), _vec(b), int(groups), float(eps))
+
+    # ------------------------------------------------------------------------------------------
+    # Activations
+
+    @staticmethod
+    def gelu_new(x):  # (...) -> (...)
+        return _core.gelu_new(_act(x))
+
+    @staticmethod
+    def gelu(x):  # (...) -> (...)
+        return _core.gelu(_act(x))
+
+    @staticmethod
+    def gated_gelu(x):  # (..., 2F) -> (..., F)
+        x = _act(x)
+        y = _core.gated_gelu(x.reshape(-1, x.shape[-1]))  # (N, 2F) -> (N, F)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def softmax(x, axis=-1):  # (...) -> (...)
+        x = np.moveaxis(_act(x), axis, -1)
+        y = _core.softmax(np.ascontiguousarray(x).reshape(-1, x.shape[-1])).reshape(x.shape)
+        return np.moveaxis(y, -1, axis)
+
+    # ------------------------------------------------------------------------------------------
+    # Attention
+
+    @staticmethod
+    def rotary(x, cos, sin):  # (B, H, T, D), (T, R), (T, R) -> (B, H, T, D)
+        x = _act(x)
+        *lead, T, D = x.shape
+        cos, sin = _act(cos), _act(sin)
+        if cos.shape != sin.shape or cos.size != T * cos.shape[-1] or x.ndim < 2:
+            return numpy_ops.rotary(x, cos, sin)  # a per-batch table: the reference handles any broadcast
+        R = cos.shape[-1]
+        y = _core.rotary(x.reshape(-1, T, D), cos.reshape(T, R), sin.reshape(T, R))  # (B*H, T, D)
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def attention(q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B,1,T,S) -> (B,H,T,D)
+        q, k, v = _act(q), _act(k), _act(v)
+        if q.ndim != 4 or k.shape != v.shape or k.shape[:2] != q.shape[:2]:
+            return numpy_ops.attention(q, k, v, mask, scale)  # broadcast q/k/v: outside the kernel's contract
+        if mask is not None:
+            mask = _act(mask)
+            B, _, T, _ = q.shape
+            S = k.shape[2]
+            mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)  # (..., T|1, S) -> (B|1, H|1, T|1, S)
+            if mask.shape[1] != 1:
+                return numpy_ops.attention(q, k, v, mask, scale)  # a per-head mask
+            if mask.shape[0] not in (1, B) or mask.shape[2] not in (1, T):
+                mask = np.ascontiguousarray(np.broadcast_to(mask, (B, 1, T, S)))
+        return _core.attention(q, k, v, mask, float(scale))
+
+    # ------------------------------------------------------------------------------------------
+    # Hooks for the model
+
+    @staticmethod
+    def prepare_weight(name, array, dtype="float32"):
+        """The loader's hook: the array to keep for checkpoint tensor `name` when the model runs in `dtype`.
+
+        Matrices (ndim >= 2: linear/Conv1D weights, embedding tables) are stored in `dtype`; bfloat16
+        ones are Bf16Array (pyclvp/ops/half.py). Without a conversion this returns the array itself,
+        so a memory-mapped tensor stays memory-mapped. Vectors and scalars become float32.
+        """
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r} for {name}; choose one of {', '.join(DTYPES)}")
+        return to_dtype(array, dtype) if np.ndim(array) >= 2 else to_float32(array)
+
+    @staticmethod
+    def make_decoder(params, cfg):
+        from .cpu_decoder import CpuDecoder
+
+        return CpuDecoder(params, cfg)
