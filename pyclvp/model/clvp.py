@@ -79,7 +79,9 @@ class ClvpModelForConditionalGeneration:
         if not path.is_dir():
             raise FileNotFoundError(f"model folder {path} does not exist (expected config.json + model.safetensors)")
         config = ClvpConfig.from_pretrained(path)
-        model = cls(config, load_checkpoint(path, config, dtype), backend)
+        ops = get_ops(backend) if isinstance(backend, str) else backend
+        prepare = getattr(ops, "prepare_weight", None)  # a backend may keep half-precision weights as stored
+        model = cls(config, load_checkpoint(path, config, dtype, prepare), ops)
         model.name_or_path = path
         return model
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import torch_pickle
 from ..config import ClvpConfig
+from ..ops.half import as_bf16
 from ..safetensors import SafetensorsError, bfloat16_to_float32, safe_open
 
 __all__ = ["CheckpointError", "checkpoint_spec", "check_shapes", "OPTIONAL", "load_checkpoint", "find_weight_files",
@@ -233,14 +234,28 @@ def _load_torch(folder: Path, cfg: ClvpConfig, dtype) -> dict[str, np.ndarray]:
     return {name: arr if arr.dtype == dtype else arr.astype(dtype) for name, arr in tensors.items()}
 
 
-def load_checkpoint(folder, cfg: ClvpConfig, dtype: str = "float32") -> dict[str, np.ndarray]:
-    """name -> array for every tensor of the spec (OPTIONAL ones only if present), in `dtype`."""
-    if dtype not in DTYPES:
+def load_checkpoint(folder, cfg: ClvpConfig, dtype: str = "float32", prepare=None) -> dict[str, np.ndarray]:
+    """name -> array for every tensor of the spec (OPTIONAL ones only if present), in `dtype`.
+
+    prepare: a backend's hook, Ops.prepare_weight(name, array, dtype) (pyclvp/ops/cpu_ops.py). It gets each
+    tensor as stored (a zero-copy view; BF16 as a pyclvp.ops.half.Bf16Array) and returns what the model
+    keeps, so a backend with half-precision kernels can keep "float16" or "bfloat16" weights unconverted.
+    """
+    if dtype not in DTYPES and not (prepare is not None and dtype == "bfloat16"):
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if _only_torch_weights(Path(folder)):
-        return _load_torch(Path(folder), cfg, DTYPES[dtype])
+        weights = _load_torch(Path(folder), cfg, DTYPES.get(dtype, DTYPES["float32"]))
+        return weights if prepare is None else {name: prepare(name, arr, dtype) for name, arr in weights.items()}
     files = find_weight_files(folder)
     entries = _open_all(files)
     check_shapes({name: shape for name, (_, _, shape) in entries.items()}, checkpoint_spec(cfg), folder)
     _check_float(entries)
+    if prepare is not None:
+        return {name: prepare(name, _as_stored(f, name, stored), dtype) for name, (f, stored, _) in entries.items()}
     return {name: _as_dtype(f, name, stored, DTYPES[dtype]) for name, (f, stored, _) in entries.items()}
+
+
+def _as_stored(f, name, stored):
+    """The tensor as stored, a zero-copy view (BF16 bits marked as a Bf16Array)."""
+    arr = np.asarray(f.get_tensor(name))
+    return as_bf16(arr) if stored == "BF16" else arr
