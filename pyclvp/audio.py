@@ -177,7 +177,8 @@ def read_wav(source) -> tuple[np.ndarray, int]:
 
 
 def load_audio(path, sampling_rate: int = 22050) -> np.ndarray:  # -> (T,) float32
-    """A WAV file as mono float32 samples at `sampling_rate` (resampled when the file's rate differs)."""
+    """A WAV file (path, bytes or file object) as mono float32 samples at `sampling_rate`, resampled when
+    the file's rate differs."""
     samples, rate = read_wav(path)                     # (T, channels)
     mono = samples.mean(axis=1)                        # (T, channels) -> (T,)
     if rate != sampling_rate:
