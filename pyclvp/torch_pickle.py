@@ -46,6 +46,7 @@ import json
 import mmap as _mmap
 import os
 import re
+import reprlib
 import struct
 import zipfile
 from math import prod
@@ -60,6 +61,8 @@ __all__ = ["TorchCheckpointError", "UnsafeCheckpointError", "load", "load_object
 WEIGHTS_NAME = "pytorch_model.bin"  # transformers' names for a .bin checkpoint in a model folder
 WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 MAX_PICKLE_BYTES = 1 << 28  # data.pkl of a 1.5 GB Tortoise model is ~100 kB; this bounds hostile ones
+MAX_NDIM = 32  # NumPy 1.x's limit
+MAX_ELEMENTS = 1 << 48
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand by more than this: a larger claim is a zip bomb
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # pickled 0x1950a86a20f9469cfc6c
 
@@ -134,9 +137,12 @@ class _Callable:
         return self.name
 
 
-def _short(obj, limit: int = 120) -> str:
-    text = repr(obj)
-    return text if len(text) <= limit else text[:limit] + "..."
+_REPR = reprlib.Repr()  # bounded, recursion-safe repr for error messages about hostile objects
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
+def _short(obj) -> str:
+    return _REPR.repr(obj)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,8 +150,9 @@ def _short(obj, limit: int = 120) -> str:
 
 
 def _check_ints(what: str, values, n: int | None = None) -> tuple:
-    if not isinstance(values, tuple) or (n is not None and len(values) != n):
-        raise TorchCheckpointError(f"tensor {what} must be a tuple{'' if n is None else f' of {n}'}, got {_short(values)}")
+    if not isinstance(values, tuple) or (n is not None and len(values) != n) or len(values) > MAX_NDIM:
+        raise TorchCheckpointError(f"tensor {what} must be a tuple{'' if n is None else f' of {n}'} of at most "
+                                   f"{MAX_NDIM} ints, got {_short(values)}")
     for v in values:
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**62:
             raise TorchCheckpointError(f"tensor {what} {_short(values)} holds {v!r}: not a non-negative int")
@@ -163,6 +170,8 @@ def _tensor(storage, offset, size, stride, code) -> np.ndarray:
     if storage.raw.size % dtype.itemsize:
         raise TorchCheckpointError(f"storage {storage.key!r}: {storage.raw.size} bytes is not a whole number of {code}")
     elements = storage.raw.view(dtype)  # (numel,)
+    if prod(size) > MAX_ELEMENTS:  # only stride-0 (expanded) views can pass the bounds check this big
+        raise TorchCheckpointError(f"tensor of size {size} has more than {MAX_ELEMENTS} elements")
     if prod(size) == 0:
         view = np.zeros(size, dtype)
     else:
@@ -269,23 +278,38 @@ ALLOWED = _allow_list()  # (module, name) -> stand-in; the whole of what a check
 # The restricted unpickler: an opcode interpreter over the data opcodes (ref: Lib/pickle.py, _Unpickler)
 
 
-class _Mark:  # the MARK sentinel on the stack
-    pass
+_MAX_KEY_TUPLE = 16  # dict keys and set items: scalars, or short flat tuples of them
 
 
-_MARK = _Mark()
+def _check_key(key):
+    """A dict key or set item must hash in bounded time: CPython hashes nested tuples recursively
+    (a million-deep one overflows the C stack) and does not cache tuple hashes (a huge one reused
+    through the memo is a hang). torch only ever writes scalar keys."""
+    if isinstance(key, tuple):
+        if len(key) > _MAX_KEY_TUPLE or any(isinstance(k, tuple) or not isinstance(k, _KEY_SCALARS) for k in key):
+            raise TorchCheckpointError(f"data.pkl: dict key or set item {_short(key)} is not a scalar or a short "
+                                       "flat tuple of scalars")
+    elif not isinstance(key, _KEY_SCALARS):
+        raise TorchCheckpointError(f"data.pkl: a {type(key).__name__} cannot be a dict key or set item")
+    return key
+
+
+_KEY_SCALARS = (str, int, float, bytes, type(None))  # bool is an int
 
 
 class _Unpickler:
     """Runs one pickle; `persistent_load(pid)` turns BINPERSID ids into storages.
 
     Every opcode is a method named after it in pickletools' table; `_OPS` maps its byte to it. The
-    interpreter is a loop over the bytes, with no recursion, so nesting depth cannot crash it.
+    interpreter is a loop over the bytes, with no recursion, so nesting depth cannot crash it. As in
+    CPython's _pickle.c, MARKs live on their own stack of positions and no opcode may pop below the
+    innermost mark.
     """
 
     def __init__(self, data: bytes, persistent_load):
         self.data, self.pos, self.persistent_load = data, 0, persistent_load
         self.stack: list = []
+        self.marks: list[int] = []  # stack lengths at each open MARK
         self.memo: dict = {}
 
     def run(self):
@@ -300,15 +324,11 @@ class _Unpickler:
                 raise UnsafeCheckpointError(f"data.pkl uses the pickle opcode {name} at byte {self.pos - 1}, "
                                             "which a weights file never needs; refused")
             if op is _Unpickler.STOP:
-                if len(self.stack) != 1:
-                    raise TorchCheckpointError(f"data.pkl stops with {len(self.stack)} items on the stack, not 1")
+                if len(self.stack) != 1 or self.marks:
+                    raise TorchCheckpointError(f"data.pkl stops with {len(self.stack)} items and {len(self.marks)} "
+                                               "open marks, not 1 item")
                 return self.stack[0]
-            try:
-                op(self)
-            except IndexError:
-                raise TorchCheckpointError(f"data.pkl: stack underflow at byte {self.pos - 1}") from None
-            except TypeError as e:  # unhashable dict key, set item, ...
-                raise TorchCheckpointError(f"data.pkl: bad operand at byte {self.pos - 1}: {e}") from None
+            op(self)
 
     # -- reading the byte stream
 
@@ -330,25 +350,40 @@ class _Unpickler:
         self.pos = end + 1
         return text
 
-    def pop_mark(self) -> list:
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i] is _MARK:
-                items = self.stack[i + 1:]
-                del self.stack[i:]
-                return items
-        raise TorchCheckpointError(f"data.pkl: no MARK before byte {self.pos - 1}")
-
-    def top(self, kind, what: str):
-        obj = self.stack[-1]
-        if type(obj) is not kind:
-            raise UnsafeCheckpointError(f"data.pkl: {what} on a {type(obj).__name__}, not a {kind.__name__}; refused")
-        return obj
-
     def text(self, n: int) -> str:
         try:
             return self.read(n).decode("utf-8")
         except UnicodeDecodeError as e:
             raise TorchCheckpointError(f"data.pkl: bad UTF-8 string: {e}") from None
+
+    # -- the stack
+
+    def push(self, obj) -> None:
+        self.stack.append(obj)
+
+    def pop(self):
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            raise TorchCheckpointError(f"data.pkl: stack underflow at byte {self.pos - 1}")
+        return self.stack.pop()
+
+    def peek(self):
+        obj = self.pop()
+        self.stack.append(obj)
+        return obj
+
+    def pop_mark(self) -> list:
+        if not self.marks:
+            raise TorchCheckpointError(f"data.pkl: no MARK before byte {self.pos - 1}")
+        start = self.marks.pop()
+        items = self.stack[start:]
+        del self.stack[start:]
+        return items
+
+    def top(self, kind, what: str):
+        obj = self.peek()
+        if type(obj) is not kind:
+            raise UnsafeCheckpointError(f"data.pkl: {what} on a {type(obj).__name__}, not a {kind.__name__}; refused")
+        return obj
 
     # -- framing and stack
 
@@ -363,99 +398,97 @@ class _Unpickler:
         pass  # handled in run()
 
     def MARK(self):
-        self.stack.append(_MARK)
+        self.marks.append(len(self.stack))
 
     def POP(self):
-        self.stack.pop()
+        if self.marks and len(self.stack) == self.marks[-1]:
+            self.marks.pop()  # as CPython: POP with nothing above the mark discards the mark
+        else:
+            self.pop()
 
     def POP_MARK(self):
         self.pop_mark()
 
     def DUP(self):
-        self.stack.append(self.stack[-1])
+        self.push(self.peek())
 
     # -- scalars
 
     def NONE(self):
-        self.stack.append(None)
+        self.push(None)
 
     def NEWTRUE(self):
-        self.stack.append(True)
+        self.push(True)
 
     def NEWFALSE(self):
-        self.stack.append(False)
+        self.push(False)
 
     def BININT(self):
-        self.stack.append(int.from_bytes(self.read(4), "little", signed=True))
+        self.push(int.from_bytes(self.read(4), "little", signed=True))
 
     def BININT1(self):
-        self.stack.append(self.uint(1))
+        self.push(self.uint(1))
 
     def BININT2(self):
-        self.stack.append(self.uint(2))
+        self.push(self.uint(2))
 
     def LONG1(self):
-        self.stack.append(int.from_bytes(self.read(self.uint(1)), "little", signed=True))
+        self.push(int.from_bytes(self.read(self.uint(1)), "little", signed=True))
 
     def LONG4(self):
         n = int.from_bytes(self.read(4), "little", signed=True)
         if not 0 <= n <= 64:  # a tensor dimension never needs more than 8 bytes
             raise TorchCheckpointError(f"data.pkl: LONG4 of {n} bytes")
-        self.stack.append(int.from_bytes(self.read(n), "little", signed=True))
+        self.push(int.from_bytes(self.read(n), "little", signed=True))
 
     def BINFLOAT(self):
-        self.stack.append(struct.unpack(">d", self.read(8))[0])
+        self.push(struct.unpack(">d", self.read(8))[0])
 
     def SHORT_BINUNICODE(self):
-        self.stack.append(self.text(self.uint(1)))
+        self.push(self.text(self.uint(1)))
 
     def BINUNICODE(self):
-        self.stack.append(self.text(self.uint(4)))
+        self.push(self.text(self.uint(4)))
 
     def BINUNICODE8(self):
-        self.stack.append(self.text(self.uint(8)))
+        self.push(self.text(self.uint(8)))
 
     def SHORT_BINBYTES(self):
-        self.stack.append(self.read(self.uint(1)))
+        self.push(self.read(self.uint(1)))
 
     def BINBYTES(self):
-        self.stack.append(self.read(self.uint(4)))
+        self.push(self.read(self.uint(4)))
 
     def BINBYTES8(self):
-        self.stack.append(self.read(self.uint(8)))
+        self.push(self.read(self.uint(8)))
 
     # -- containers (each filling opcode checks that its target is the plain container it expects)
 
     def EMPTY_TUPLE(self):
-        self.stack.append(())
+        self.push(())
 
     def TUPLE(self):
-        self.stack.append(tuple(self.pop_mark()))
+        self.push(tuple(self.pop_mark()))
 
     def TUPLE1(self):
-        self._tuple_n(1)
+        self.push((self.pop(),))
 
     def TUPLE2(self):
-        self._tuple_n(2)
+        b, a = self.pop(), self.pop()
+        self.push((a, b))
 
     def TUPLE3(self):
-        self._tuple_n(3)
-
-    def _tuple_n(self, n):
-        if len(self.stack) < n:
-            raise IndexError
-        items = tuple(self.stack[-n:])
-        del self.stack[-n:]
-        self.stack.append(items)
+        c, b, a = self.pop(), self.pop(), self.pop()
+        self.push((a, b, c))
 
     def EMPTY_LIST(self):
-        self.stack.append([])
+        self.push([])
 
     def LIST(self):
-        self.stack.append(self.pop_mark())
+        self.push(self.pop_mark())
 
     def APPEND(self):
-        item = self.stack.pop()
+        item = self.pop()
         self.top(list, "APPEND").append(item)
 
     def APPENDS(self):
@@ -463,15 +496,17 @@ class _Unpickler:
         self.top(list, "APPENDS").extend(items)
 
     def EMPTY_DICT(self):
-        self.stack.append({})
+        self.push({})
 
     def DICT(self):
         items = self.pop_mark()
-        self.stack.append(dict(zip(items[::2], items[1::2])))
+        if len(items) % 2:
+            raise TorchCheckpointError("data.pkl: DICT with an odd number of items")
+        self.push({_check_key(k): v for k, v in zip(items[::2], items[1::2])})
 
     def SETITEM(self):
-        value, key = self.stack.pop(), self.stack.pop()
-        self.top(dict, "SETITEM")[key] = value
+        value, key = self.pop(), self.pop()
+        self.top(dict, "SETITEM")[_check_key(key)] = value
 
     def SETITEMS(self):
         items = self.pop_mark()
@@ -479,33 +514,28 @@ class _Unpickler:
             raise TorchCheckpointError("data.pkl: SETITEMS with an odd number of items")
         target = self.top(dict, "SETITEMS")
         for key, value in zip(items[::2], items[1::2]):
-            target[key] = value
+            target[_check_key(key)] = value
 
     def EMPTY_SET(self):
-        self.stack.append(set())
+        self.push(set())
 
     def ADDITEMS(self):
         items = self.pop_mark()
-        self.top(set, "ADDITEMS").update(items)
+        self.top(set, "ADDITEMS").update(_check_key(k) for k in items)
 
     def FROZENSET(self):
-        self.stack.append(frozenset(self.pop_mark()))
+        self.push(frozenset(_check_key(k) for k in self.pop_mark()))
 
     # -- memo
 
     def BINPUT(self):
-        self._put(self.uint(1))
+        self.memo[self.uint(1)] = self.peek()
 
     def LONG_BINPUT(self):
-        self._put(self.uint(4))
+        self.memo[self.uint(4)] = self.peek()
 
     def MEMOIZE(self):
-        self._put(len(self.memo))
-
-    def _put(self, index):
-        if self.stack[-1] is _MARK:
-            raise TorchCheckpointError("data.pkl: memoizing a MARK")
-        self.memo[index] = self.stack[-1]
+        self.memo[len(self.memo)] = self.peek()
 
     def BINGET(self):
         self._get(self.uint(1))
@@ -516,31 +546,31 @@ class _Unpickler:
     def _get(self, index):
         if index not in self.memo:
             raise TorchCheckpointError(f"data.pkl: memo entry {index} read before it was written")
-        self.stack.append(self.memo[index])
+        self.push(self.memo[index])
 
     # -- the only opcodes that reach beyond data
 
     def GLOBAL(self):
         module = self.line()
-        self.stack.append(_resolve(module, self.line()))
+        self.push(_resolve(module, self.line()))
 
     def STACK_GLOBAL(self):
-        name, module = self.stack.pop(), self.stack.pop()
+        name, module = self.pop(), self.pop()
         if not isinstance(module, str) or not isinstance(name, str):
             raise UnsafeCheckpointError("data.pkl: STACK_GLOBAL with non-string operands; refused")
-        self.stack.append(_resolve(module, name))
+        self.push(_resolve(module, name))
 
     def REDUCE(self):
-        args, func = self.stack.pop(), self.stack.pop()
+        args, func = self.pop(), self.pop()
         if not isinstance(func, _Callable):
             raise UnsafeCheckpointError(f"data.pkl: REDUCE calls {_short(func)}, which is not an allowed callable; refused")
         if not isinstance(args, tuple):
             raise TorchCheckpointError(f"data.pkl: REDUCE arguments must be a tuple, got {_short(args)}")
-        self.stack.append(func(*args))
+        self.push(func(*args))
 
     def BUILD(self):
-        state = self.stack.pop()
-        target = self.stack[-1]
+        state = self.pop()
+        target = self.peek()
         if type(target) is not dict or type(state) is not dict:
             raise UnsafeCheckpointError(
                 f"data.pkl: BUILD on a {type(target).__name__} with a {type(state).__name__} state; only a "
@@ -548,7 +578,7 @@ class _Unpickler:
         # state is {'_metadata': ...}: torch sets it as an attribute; module versions are not needed here.
 
     def BINPERSID(self):
-        self.stack.append(self.persistent_load(self.stack.pop()))
+        self.push(self.persistent_load(self.pop()))
 
 
 def _resolve(module: str, name: str):

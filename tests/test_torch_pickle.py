@@ -273,6 +273,23 @@ def test_deep_nesting_does_not_recurse():
     assert obj == []
 
 
+def test_deep_or_huge_dict_keys_are_refused_before_hashing():
+    deep = b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + b"Ns."  # {((((...)))): None}: hash() would overflow the C stack
+    with pytest.raises(TorchCheckpointError, match="not a scalar or a short flat tuple"):
+        _run(deep)
+    with pytest.raises(TorchCheckpointError, match="a list cannot be a dict key"):
+        _run(b"\x80\x02}]Ns.")
+    assert _run(b"\x80\x02}K\x01K\x02\x86Ns.") == {(1, 2): None}
+
+
+def test_stack_discipline():
+    with pytest.raises(TorchCheckpointError, match="underflow"):
+        _run(b"\x80\x02N(\x85.")  # TUPLE1 may not reach below the open MARK
+    with pytest.raises(TorchCheckpointError, match="open marks"):
+        _run(b"\x80\x02(N.")
+    assert _run(b"\x80\x02(0N.") is None  # POP right after MARK discards the mark, as in CPython
+
+
 def test_only_known_globals_are_allowed():
     modules = {module for module, _ in tp.ALLOWED}
     assert modules == {"collections", "torch", "torch._utils", "torch.storage", "_codecs", "builtins", "__builtin__"}

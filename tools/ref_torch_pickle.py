@@ -506,6 +506,10 @@ def _hostile_cases():
            "a tensor view larger than its storage")
     yield ("tensor_offset_beyond_storage.pt", _checkpoint(t(offset=4, size=(1,), stride=(1,))), "TorchCheckpointError",
            r"needs 5 elements", "a tensor offset past its storage")
+    yield ("too_many_dims.pt", _checkpoint(t(size=(1,) * 40, stride=(1,) * 40)), "TorchCheckpointError", r"at most 32",
+           "a 40-dimensional tensor")
+    yield ("expanded_huge.pt", _checkpoint(t(size=(2**31 - 1, 2**31 - 1), stride=(0, 0))), "TorchCheckpointError",
+           r"more than \d+ elements", "a stride-0 view of 2^62 elements over one element")
     yield ("negative_stride.pt", _checkpoint(t(size=(2,), stride=(-1,))), "TorchCheckpointError", r"non-negative",
            "a negative stride")
     yield ("zip_bomb_overlap.pt", _overlapping_bomb(), "TorchCheckpointError", r"overlap",
