@@ -115,7 +115,7 @@ def test_groupnorm_groups():
 @pytest.mark.parametrize("suffix", ["", "_nomask"])
 def test_decoder_hidden_states_and_logits(ref, model, tol, suffix):
     mask = ref["dec_mask"] if suffix == "" else None
-    hidden, logits = model.decoder.forward(ref["cond"], mask)
+    hidden, logits = model.decoder_ref.forward(ref["cond"], mask)
     assert_close(hidden, ref[f"dec_hidden{suffix}"], **tol, name="decoder hidden states")
     assert_close(logits[..., :300], ref[f"dec_logits_head{suffix}"], **tol, name="decoder logits")
     assert_close(logits[:, -1], ref[f"dec_logits_last{suffix}"], **tol, name="decoder last logits")
@@ -174,7 +174,7 @@ def test_hyp_fix_speech_decoder_output_matches_loop(B, T, data):
 
 def test_forward(ref, model, tol):
     cond = model.conditioning_encoder(ref["input_features"], ref["input_ids"], ref["attention_mask"])
-    speech_ids = model.fix_speech_decoder_output(model.decoder.forward(cond)[1].argmax(-1))
+    speech_ids = model.fix_speech_decoder_output(model.decoder_ref.forward(cond)[1].argmax(-1))
     np.testing.assert_array_equal(speech_ids, ref["fwd_speech_ids"])
     out = model(ref["input_ids"], ref["input_features"], ref["attention_mask"], return_loss=True)
     for field, key in [("logits_per_text", "fwd_logits_per_text"), ("logits_per_speech", "fwd_logits_per_speech"),

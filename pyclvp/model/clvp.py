@@ -63,13 +63,16 @@ class ClvpModelForConditionalGeneration:
         self.name_or_path: Optional[Path] = None  # the folder it was loaded from (tokenizer/feature config)
         self.ops = get_ops(backend) if isinstance(backend, str) else backend
         self.conditioning_params = strip_prefix(weights, "conditioning_encoder.")
-        self.decoder = self._make_decoder(strip_prefix(weights, "speech_decoder_model."), config.decoder_config)
+        params, cfg = strip_prefix(weights, "speech_decoder_model."), config.decoder_config
+        self.decoder_ref = Decoder(params, cfg, self.ops)  # forward() over whole sequences, embeddings
+        self.decoder = self._make_decoder(params, cfg)  # new_state / prefill / step: generation
         self.text_encoder = Encoder(strip_prefix(weights, "text_encoder_model."), config.text_config, self.ops)
         self.speech_encoder = Encoder(strip_prefix(weights, "speech_encoder_model."), config.speech_config, self.ops)
 
     def _make_decoder(self, params, cfg):
-        make = getattr(self.ops, "make_decoder", None)  # a backend may bring a fused decoder
-        return make(params, cfg) if make is not None else Decoder(params, cfg, self.ops)
+        """The backend's fused decoder if it has one (same new_state/prefill/step), else the reference."""
+        make = getattr(self.ops, "make_decoder", None)
+        return make(params, cfg) if make is not None else self.decoder_ref
 
     @classmethod
     def from_pretrained(cls, path, backend="numpy", dtype: str = "float32"):
@@ -145,7 +148,7 @@ class ClvpModelForConditionalGeneration:
         position subtraction that its generate() pairs with a position-0 broadcast.
         """
         B = conditioning_embeds.shape[0]
-        start = self.decoder.embed(np.full(B, self.config.decoder_config.bos_token_id), np.zeros(B, np.int64))  # (B, C)
+        start = self.decoder_ref.embed(np.full(B, self.config.decoder_config.bos_token_id), np.zeros(B, np.int64))
         return np.concatenate([conditioning_embeds, start[:, None, :]], axis=1)
 
     def fix_speech_decoder_output(self, speech_ids):  # (B, N+1) -> (B, N)
@@ -203,7 +206,7 @@ class ClvpModelForConditionalGeneration:
         if cond.shape[1] > limit:
             raise ValueError(f"the decoder input is {cond.shape[1]} positions long (text + 3) but "
                              f"max_position_embeddings is {limit}; shorten the text")
-        _, logits = self.decoder.forward(cond)  # (B, 1+T+2, V)
+        _, logits = self.decoder_ref.forward(cond)  # (B, 1+T+2, V)
         speech_ids = self.fix_speech_decoder_output(logits.argmax(-1))  # (B, T+2)
         speech_out = self.speech_encoder(speech_ids)
         text_out = self.text_encoder(ids, mask)
