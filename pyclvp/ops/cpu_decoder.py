@@ -4,47 +4,28 @@ The same API as the NumPy decoder of pyclvp/model (the model picks this one thro
 CpuOps.make_decoder):
 
     dec = CpuDecoder(params, cfg)
-    state = dec.new_state(batch, max_len)              # preallocated KV cache, nothing filled
+    state = dec.new_state(batch, max_len)              # pyclvp.model.decoder.DecoderState: the KV cache
     logits = dec.prefill(inputs_embeds, mask, state)   # (B, P, C), (B, P) | None -> (B, V), last position
     logits = dec.step(input_ids, position_ids, state)  # (B,), (B,) -> (B, V); one new token per row
     state = state.select(rows)                         # keep / repeat / reorder rows (candidates)
 
+The state is the model's DecoderState (k, v (L, B, H, S, D), key_mask (B, S), length), whose layout
+csrc/cpu/decoder_step.h (KVCache) shares; here k and v may also be float16 or bfloat16 (uint16 bits).
 The arithmetic (every layer, decoder.layer_norm, final_norm, lm_head) is csrc/cpu/decoder_step.cc;
 csrc/bindings/decoder.cc checks the arguments. Python only allocates the cache and counts positions.
 The weights are bound once, by reference: memory-mapped or half-precision matrices are not copied.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .. import _core
+from ..model.decoder import DecoderState
 from .half import DTYPES, Bf16Array, to_float32
 
 # KV-cache storage dtype -> NumPy dtype of the cache arrays (bfloat16 as uint16 bits; csrc/common/half.h)
 CACHE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 PREFIX = "speech_decoder_model."
-
-
-@dataclass
-class CpuDecoderState:
-    """The KV cache of a batch of rows. Layout shared with csrc/cpu/decoder_step.h (KVCache)."""
-
-    k: np.ndarray  # (L, B, H, S, D) keys, float32 / float16 / uint16 (bfloat16 bits)
-    v: np.ndarray  # (L, B, H, S, D) values, same dtype
-    key_mask: np.ndarray  # (B, S) bool: position s of row b may be attended to (prompt padding: False)
-    length: int = 0  # positions [0, length) are filled
-
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
-
-    def select(self, rows) -> "CpuDecoderState":
-        """A new state with rows `rows` of this one (repeats allowed: candidates share a prompt)."""
-        rows = np.asarray(rows, dtype=np.int64)  # (B',)
-        return CpuDecoderState(np.ascontiguousarray(self.k[:, rows]), np.ascontiguousarray(self.v[:, rows]),
-                               np.ascontiguousarray(self.key_mask[rows]), self.length)
 
 
 def _weights_for_core(params) -> dict:
@@ -63,6 +44,15 @@ def _weights_for_core(params) -> dict:
     return out
 
 
+def _cache(state: DecoderState):
+    """The state's k, v, key_mask, made C-contiguous in place (DecoderState.select returns strided copies)."""
+    for name in ("k", "v", "key_mask"):
+        a = getattr(state, name)
+        if not (a.flags.c_contiguous and a.flags.writeable):
+            setattr(state, name, np.array(a, order="C"))
+    return state.k, state.v, state.key_mask
+
+
 class CpuDecoder:
     """The fused KV-cached decoder on the C++ core; see the module docstring."""
 
@@ -77,7 +67,7 @@ class CpuDecoder:
                  V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=float(cfg.layer_norm_epsilon)),
             _weights_for_core(params))
 
-    def new_state(self, batch: int, max_len: int, cache_dtype: str | None = None) -> CpuDecoderState:
+    def new_state(self, batch: int, max_len: int, cache_dtype: str | None = None) -> DecoderState:
         """An empty cache for `batch` rows of up to `max_len` positions (prompt + new tokens)."""
         cache_dtype = cache_dtype or self.cache_dtype
         if cache_dtype not in CACHE_DTYPES:
@@ -86,21 +76,21 @@ class CpuDecoder:
             raise ValueError(f"new_state needs batch >= 1 and max_len >= 1, got {batch} and {max_len}")
         shape = (self.num_layers, batch, self.num_heads, max_len, self.head_dim)  # (L, B, H, S, D)
         dt = CACHE_DTYPES[cache_dtype]
-        return CpuDecoderState(np.zeros(shape, dt), np.zeros(shape, dt), np.zeros((batch, max_len), bool))
+        return DecoderState(np.zeros(shape, dt), np.zeros(shape, dt), np.zeros((batch, max_len), bool), 0)
 
-    def prefill(self, inputs_embeds, attention_mask, state: CpuDecoderState) -> np.ndarray:
+    def prefill(self, inputs_embeds, attention_mask, state: DecoderState) -> np.ndarray:
         """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""
         x = np.ascontiguousarray(to_float32(inputs_embeds))  # (B, P, C)
         mask = None if attention_mask is None else np.ascontiguousarray(attention_mask, dtype=bool)  # (B, P)
-        logits = self._session.prefill(x, mask, state.k, state.v, state.key_mask, state.length)  # (B, V)
+        logits = self._session.prefill(x, mask, *_cache(state), state.length)  # (B, V)
         state.length += x.shape[1]
         return logits
 
-    def step(self, input_ids, position_ids, state: CpuDecoderState) -> np.ndarray:
+    def step(self, input_ids, position_ids, state: DecoderState) -> np.ndarray:
         """One new token per row: ids (B,), mel positions (B,) -> logits (B, V)."""
         ids = np.ascontiguousarray(input_ids, dtype=np.int64).reshape(-1)  # (B,)
         pos = np.ascontiguousarray(position_ids, dtype=np.int64).reshape(-1)  # (B,)
         pos = np.broadcast_to(pos, ids.shape).copy() if pos.size == 1 else pos
-        logits = self._session.step(ids, pos, state.k, state.v, state.key_mask, state.length)  # (B, V)
+        logits = self._session.step(ids, pos, *_cache(state), state.length)  # (B, V)
         state.length += 1
         return logits
