@@ -49,6 +49,7 @@ import re
 import reprlib
 import struct
 import zipfile
+import zlib
 from math import prod
 
 import numpy as np
@@ -222,7 +223,7 @@ def _ordered_dict(*args):
 
 
 def _encode(text, encoding="utf-8"):  # how protocol 2 pickles bytes: _codecs.encode(str, "latin1")
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+    if not isinstance(text, str) or not isinstance(encoding, str) or encoding not in ("latin1", "latin-1"):
         raise TorchCheckpointError(f"_codecs.encode{_short((text, encoding))}: only (str, 'latin1') is allowed")
     return text.encode("latin1")
 
@@ -237,7 +238,7 @@ def _container(kind):
     def build(items=()):
         if not isinstance(items, (list, tuple)):
             raise TorchCheckpointError(f"builtins.{kind.__name__}: expected a list, got {_short(items)}")
-        return kind(items)
+        return kind(_check_key(item) for item in items)
     return build
 
 
@@ -614,6 +615,9 @@ _register_opcodes()
 
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
+# What zipfile raises on a damaged archive (a bad CRC, a broken deflate stream, a lying header, ...).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError,
+               RuntimeError, struct.error, zlib.error)
 
 
 def _check_member_name(name: str) -> None:
@@ -632,7 +636,7 @@ class _Archive:
         _check_is_zip(path)
         try:
             self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as e:
+        except _ZIP_ERRORS as e:
             raise TorchCheckpointError(f"{path}: corrupted zip archive: {e}") from None
         self._file = open(path, "rb")
         try:
@@ -682,6 +686,8 @@ class _Archive:
 
     def _data_start(self, info) -> int:
         """Offset of a member's data: after its local header (ref: APPNOTE.TXT 4.3.7)."""
+        if not 0 <= info.header_offset <= self.size - 30:
+            raise TorchCheckpointError(f"zip member {info.filename!r}: header offset {info.header_offset} is outside the file")
         self._file.seek(info.header_offset)
         header = self._file.read(30)
         if len(header) != 30 or header[:4] != b"PK\x03\x04":
@@ -708,7 +714,7 @@ class _Archive:
             raise TorchCheckpointError(f"zip member {name!r} is {info.file_size} bytes, over the {limit}-byte limit")
         try:
             return self.zip.read(info)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        except _ZIP_ERRORS as e:
             raise TorchCheckpointError(f"zip member {name!r}: {e}") from None
 
     def byteorder(self) -> str:
@@ -763,7 +769,7 @@ class _StorageLoader:
         self.loaded: dict[str, _Storage] = {}
 
     def __call__(self, pid) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[0], str) and pid[0] == "storage"):
             raise TorchCheckpointError(f"persistent id {_short(pid)} is not ('storage', class, key, location, numel)")
         _, storage_class, key, location, numel = pid
         if not isinstance(storage_class, _StorageClass):
