@@ -2,6 +2,7 @@
 
 Map of the package:
   safetensors.py  pure-Python safetensors reader/writer       config.py    ClvpConfig and friends
+  torch_pickle.py safe torch.save (.bin/.pth) reader, no torch  convert.py   .bin and Tortoise .pth -> safetensors
   tokenizer.py    byte-level BPE ClvpTokenizer (text.py: the English normalizer)
   audio.py        WAV reader + resampler                      features.py  torch.stft-exact STFT, mel, ClvpFeatureExtractor
   processor.py    ClvpProcessor: ClvpTokenizer + ClvpFeatureExtractor behind one call
