@@ -179,6 +179,130 @@ def _cmd_convert_tortoise(args):
           f"{d['hidden_size']}, {d['num_attention_heads']} heads)")
 
 
+@command("info")
+def _add_info(sub):
+    p = sub.add_parser("info", help="a checkpoint's configuration, parameter count, dtypes and file size")
+    p.add_argument("model", metavar="DIR", help="folder with config.json and model.safetensors (or shards)")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args):
+    from pyclvp.model.weights import checkpoint_info
+
+    info = checkpoint_info(args.model)
+    cfg = info["config"]
+    t, s, d = cfg.text_config, cfg.speech_config, cfg.decoder_config
+    print(f"model: {args.model}")
+    for name, size in info["files"].items():
+        print(f"file: {name} ({_bytes(size)})")
+    print(f"parameters: {info['parameters']:,} in {info['tensors']} tensors; stored as "
+          + ", ".join(f"{k} x{n}" for k, n in sorted(info["dtypes"].items())))
+    for part, n in info["parts"].items():
+        print(f"  {part}: {n:,}")
+    print(f"decoder: {d.num_hidden_layers} layers x {d.hidden_size} ({d.num_attention_heads} heads, inner "
+          f"{d.inner_dim}), speech vocab {d.vocab_size} (start {d.bos_token_id}, stop {d.eos_token_id}), "
+          f"{d.max_position_embeddings} mel positions, {d.max_text_tokens} text positions, "
+          f"{d.num_mel_attn_blocks} conditioning blocks")
+    for label, e in (("text encoder", t), ("speech encoder", s)):
+        print(f"{label}: {e.num_hidden_layers} layers x {e.hidden_size} ({e.num_attention_heads} heads, rotary "
+              f"{e.rotary_dim if e.use_rotary_embedding else 'off'}), vocab {e.vocab_size}, summary "
+              f"{e.summary_type}, projection {e.projection_dim}")
+    print(f"checks: {'the tensors fit config.json' if info['problems'] is None else info['problems']}")
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _add_generation_args(p):
+    p.add_argument("--text", required=True, help="the text to speak")
+    p.add_argument("--voice", action="append", required=True, metavar="CLIP.wav",
+                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--candidates", type=int, metavar="N", help="candidates to generate (default 16)")
+    group.add_argument("--preset", help="Tortoise preset: ultra_fast (16), fast (96), standard / high_quality (256)")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="speech tokens per candidate (default 500)")
+    p.add_argument("--seed", type=int, help="random seed for sampling (default: fresh each run)")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
+    p.add_argument("--json", action="store_true", help="print the ranking as JSON (with each candidate's speech ids)")
+
+
+@command("rank")
+def _add_rank(sub):
+    p = sub.add_parser("rank", help="generate speech-token candidates for a text in a voice, ranked by CLVP")
+    p.add_argument("--model", required=True, metavar="DIR", help="folder with config.json and model.safetensors")
+    _add_generation_args(p)
+    p.set_defaults(func=_cmd_rank)
+
+
+def _cmd_rank(args):
+    import json
+    from pathlib import Path
+
+    from pyclvp.audio import load_audio
+    from pyclvp.model import ClvpModelForConditionalGeneration
+
+    if not args.text.strip():
+        raise ValueError("the text is empty")
+    if not Path(args.model).is_dir():
+        raise ValueError(f"model folder {args.model} does not exist (download config.json + model.safetensors, "
+                         f"or try `pyclvp demo`)")
+    model = ClvpModelForConditionalGeneration.from_pretrained(args.model, backend=args.backend)
+    clips = [load_audio(path) for path in args.voice]  # (T,) float32 at 22,050 Hz each
+    count = 16 if args.candidates is None else args.candidates
+    kwargs = dict(preset=args.preset) if args.preset else dict(num_candidates=count)
+    if args.max_new_tokens is not None:
+        kwargs["max_new_tokens"] = args.max_new_tokens
+    candidates = model.rank(args.text, clips, seed=args.seed, progress=sys.stderr.isatty(), **kwargs)
+    rows = [dict(rank=i + 1, score=round(c.score, 4), tokens=c.length, seconds=round(c.seconds, 2),
+                 speech_ids=c.speech_ids.tolist()) for i, c in enumerate(candidates)]
+    if args.json:
+        print(json.dumps(dict(text=args.text, voices=args.voice, candidates=rows)))
+        return
+    print(f"text: {args.text!r}; voice: {', '.join(args.voice)}; {len(rows)} candidates, best first")
+    print(f"{'rank':>4}  {'score':>8}  {'tokens':>6}  {'seconds':>7}")
+    for r in rows:
+        print(f"{r['rank']:>4}  {r['score']:>8.3f}  {r['tokens']:>6}  {r['seconds']:>7.2f}")
+
+
+DEMO_TEXT = "Hello! This is pyclvp, ranking speech tokens without torch."
+
+
+@command("demo")
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="run `rank` end to end on a small model with RANDOM weights (no download)")
+    p.add_argument("--candidates", type=int, default=4, metavar="N", help="candidates to generate (default 4)")
+    p.add_argument("--max-new-tokens", type=int, default=60, metavar="N", help="tokens per candidate (default 60)")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
+    p.add_argument("--keep", metavar="DIR", help="write the demo model and clip to DIR (default: a temporary folder)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args):
+    import tempfile
+    from pathlib import Path
+
+    from pyclvp.model.demo import write_random_checkpoint, write_voice_clip
+
+    print("pyclvp demo: a small CLVP model with seeded RANDOM weights and a synthesized voice clip.\n"
+          "The scores are meaningless; this shows the pipeline: tokenizer -> WAV -> log-mel features ->\n"
+          "conditioning -> KV-cached sampling of speech tokens -> CLVP ranking. For real weights, see the README.\n")
+    with tempfile.TemporaryDirectory(prefix="pyclvp-demo-") as tmp:
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_random_checkpoint(folder, seed=0)
+        clip = write_voice_clip(folder / "voice.wav")
+        print(f"$ pyclvp rank --model {folder} --text {DEMO_TEXT!r} --voice {clip} --candidates {args.candidates} "
+              f"--max-new-tokens {args.max_new_tokens} --seed 0 --backend {args.backend}")
+        rank_args = argparse.Namespace(model=str(folder), text=DEMO_TEXT, voice=[str(clip)], preset=None,
+                                       candidates=args.candidates, max_new_tokens=args.max_new_tokens, seed=0,
+                                       backend=args.backend, json=False)
+        _cmd_rank(rank_args)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

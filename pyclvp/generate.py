@@ -95,23 +95,25 @@ class GenerationOptions:
         return opts.check()
 
     def check(self) -> "GenerationOptions":
-        def need(ok, msg):
-            if not ok:
-                raise ValueError(msg)
+        def count(x, least):  # an integer >= least
+            return _is_int(x) and x >= least
 
-        need(_is_int(self.max_new_tokens) and self.max_new_tokens >= 1, f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        need(_is_int(self.min_new_tokens) and self.min_new_tokens >= 0, f"min_new_tokens must be an integer >= 0, got {self.min_new_tokens!r}")
-        need(_is_int(self.num_return_sequences) and self.num_return_sequences >= 1,
-             f"the number of candidates must be an integer >= 1, got {self.num_return_sequences!r}")
-        need(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
-        need(self.top_p is None or 0 < self.top_p <= 1, f"top_p must lie in (0, 1], got {self.top_p!r}")
-        need(self.top_k is None or (_is_int(self.top_k) and self.top_k >= 0), f"top_k must be an integer >= 0, got {self.top_k!r}")
-        need(not self.do_sample or self.temperature > 0,
-             f"temperature must be > 0 when sampling, got {self.temperature!r}")
-        need(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
-             f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        need(self.pad_to_max_mel_tokens is None or (_is_int(self.pad_to_max_mel_tokens) and self.pad_to_max_mel_tokens >= 1),
-             f"pad_to_max_mel_tokens must be an integer >= 1, got {self.pad_to_max_mel_tokens!r}")
+        rules = [
+            ("max_new_tokens", count(self.max_new_tokens, 1), "be an integer >= 1"),
+            ("min_new_tokens", count(self.min_new_tokens, 0), "be an integer >= 0"),
+            ("num_return_sequences", count(self.num_return_sequences, 1),
+             "(the number of candidates) be an integer >= 1"),
+            ("repetition_penalty", self.repetition_penalty > 0, "be > 0"),
+            ("top_p", self.top_p is None or 0 < self.top_p <= 1, "lie in (0, 1]"),
+            ("top_k", self.top_k is None or count(self.top_k, 0), "be an integer >= 0"),
+            ("temperature", not self.do_sample or self.temperature > 0, "be > 0 when sampling"),
+            ("batch_size", self.batch_size is None or count(self.batch_size, 1), "be an integer >= 1"),
+            ("pad_to_max_mel_tokens", self.pad_to_max_mel_tokens is None or count(self.pad_to_max_mel_tokens, 1),
+             "be an integer >= 1"),
+        ]
+        for name, ok, requirement in rules:
+            if not ok:
+                raise ValueError(f"{name} must {requirement}, got {getattr(self, name)!r}")
         return self
 
 

@@ -34,7 +34,8 @@ def _prompt(model, rng, B=2, T=5):
 def _recompute(model, prompt, mask, tokens):  # logits after prompt + tokens[:, :k], recomputed from scratch
     B, P, _ = prompt.shape
     k, dec = tokens.shape[1], model.decoder
-    embeds = model.decoder_ref.embed(tokens, np.broadcast_to(np.arange(2, k + 2), tokens.shape))  # k-th token: mel position k+1
+    positions = np.broadcast_to(np.arange(2, k + 2), tokens.shape)  # the k-th token: mel position k+1
+    embeds = model.decoder_ref.embed(tokens, positions)
     seq = np.concatenate([prompt, embeds], axis=1)  # (B, P+k, C)
     full_mask = None if mask is None else np.concatenate([mask, np.ones((B, k), mask.dtype)], axis=1)
     return dec.prefill(seq, full_mask, dec.new_state(B, P + k))

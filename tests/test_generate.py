@@ -370,3 +370,53 @@ def test_rank_bad_input_raises(text, voice, kw, match):
     voice = _clip() if isinstance(voice, str) else voice
     with pytest.raises(ValueError, match=match):
         model.rank(text, voice, **kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI: rank, demo, info
+
+
+def test_cli_rank_table_and_json(tmp_path, capsys):
+    import json
+
+    from pyclvp.cli import main
+    from pyclvp.model.demo import write_voice_clip
+
+    clip = write_voice_clip(tmp_path / "v.wav", seconds=1.0)
+    argv = ["rank", "--model", str(DATA / "tiny_a"), "--text", "Hello there.", "--voice", str(clip), "--voice",
+            str(clip), "--candidates", "3", "--max-new-tokens", "6", "--seed", "4"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["rank", "score", "tokens", "seconds"] and len(table) == 5
+    assert main(argv + ["--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    scores = [c["score"] for c in got["candidates"]]
+    assert [c["rank"] for c in got["candidates"]] == [1, 2, 3] and scores == sorted(scores, reverse=True)
+    assert all(c["seconds"] == c["tokens"] / 20 for c in got["candidates"])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--model", "/no/such/model", "--text", "Hi.", "--voice", "v.wav"], "model folder /no/such/model does not exist"),
+    (["--model", str(DATA / "tiny_a"), "--text", "  ", "--voice", "v.wav"], "the text is empty"),
+    (["--model", str(DATA / "tiny_a"), "--text", "Hi.", "--voice", "v.wav", "--preset", "x"], "unknown preset"),
+    (["--model", str(DATA / "tiny_a"), "--text", "Hi.", "--voice", "v.wav", "--candidates", "0"], "num_candidates"),
+])
+def test_cli_rank_errors(tmp_path, capsys, argv, match):
+    from pyclvp.cli import main
+    from pyclvp.model.demo import write_voice_clip
+
+    write_voice_clip(tmp_path / "v.wav", seconds=0.5)
+    argv = [str(tmp_path / a) if a == "v.wav" else a for a in argv]
+    assert main(["rank"] + argv) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_cli_demo_and_info(tmp_path, capsys):
+    from pyclvp.cli import main
+
+    assert main(["demo", "--candidates", "2", "--max-new-tokens", "5", "--keep", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM weights" in out and "meaningless" in out and len(out.splitlines()[-2:]) == 2
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "parameters:" in out and "F32" in out and "the tensors fit config.json" in out

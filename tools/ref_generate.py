@@ -87,7 +87,8 @@ def _greedy(model, ids, mask, feats, case):
                                           eos_token_id=cfg.text_config.eos_token_id)
     cond = model.conditioning_encoder(input_features=torch.tensor(feats), input_ids=ids, attention_mask=mask)
     B = cond.shape[0]
-    start = dec.input_embeds_layer(torch.full((B, 1), bos)) + dec.position_embeds_layer(torch.zeros((B, 1), dtype=torch.long))
+    start = dec.input_embeds_layer(torch.full((B, 1), bos))  # + mel position 0:
+    start = start + dec.position_embeds_layer(torch.zeros((B, 1), dtype=torch.long))
     prompt = torch.cat([cond, start], dim=1)  # (B, P, C)
 
     processors = LogitsProcessorList()

@@ -79,8 +79,9 @@ def _decoder_outputs(model, cond, mask, suffix):
     import torch
 
     dec = model.speech_decoder_model
-    hidden = dec.model(inputs_embeds=cond, attention_mask=None if mask is None else torch.tensor(mask)).last_hidden_state
-    logits = dec(inputs_embeds=cond, attention_mask=None if mask is None else torch.tensor(mask)).logits
+    mask = None if mask is None else torch.tensor(mask)
+    hidden = dec.model(inputs_embeds=cond, attention_mask=mask).last_hidden_state
+    logits = dec(inputs_embeds=cond, attention_mask=mask).logits
     return {f"dec_hidden{suffix}": _np(hidden), f"dec_logits_head{suffix}": _np(logits[..., :300]),
             f"dec_logits_last{suffix}": _np(logits[:, -1])}
 

@@ -29,7 +29,7 @@ from ..ops.half import as_bf16
 from ..safetensors import SafetensorsError, bfloat16_to_float32, safe_open
 
 __all__ = ["CheckpointError", "checkpoint_spec", "check_shapes", "OPTIONAL", "load_checkpoint", "find_weight_files",
-           "strip_prefix", "DTYPES"]
+           "strip_prefix", "checkpoint_info", "DTYPES"]
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -187,7 +187,7 @@ def _open_all(files):
 
 
 def check_shapes(shapes: dict, spec: dict, where) -> None:
-    """Compare {name: shape} with the spec; one CheckpointError listing every missing, unexpected and misshaped tensor."""
+    """Compare {name: shape} with the spec: one CheckpointError listing every missing, unexpected, misshaped tensor."""
     missing = [n for n in spec if n not in shapes and n not in OPTIONAL]
     unexpected = [n for n in shapes if n not in spec]
     misshaped = [f"{n} {tuple(shapes[n])} (expected {spec[n]})" for n in spec
@@ -259,3 +259,31 @@ def _as_stored(f, name, stored):
     """The tensor as stored, a zero-copy view (BF16 bits marked as a Bf16Array)."""
     arr = np.asarray(f.get_tensor(name))
     return as_bf16(arr) if stored == "BF16" else arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary (`pyclvp info`)
+
+PARTS = ("conditioning_encoder", "speech_decoder_model", "text_encoder_model", "speech_encoder_model")
+
+
+def checkpoint_info(folder) -> dict:
+    """What a safetensors checkpoint holds, from its headers only: files and sizes, parameter counts
+    (in all and per part), stored dtypes, and whether the tensors fit config.json (problems: None or text)."""
+    folder = Path(folder)
+    cfg = ClvpConfig.from_pretrained(folder)
+    files = find_weight_files(folder)
+    entries = _open_all(files)
+    shapes = {name: shape for name, (_, _, shape) in entries.items()}
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    dtypes = {}
+    for _, stored, _ in entries.values():
+        dtypes[stored] = dtypes.get(stored, 0) + 1
+    try:
+        check_shapes(shapes, checkpoint_spec(cfg), folder)
+        problems = None
+    except CheckpointError as e:
+        problems = str(e)
+    return dict(config=cfg, files={f.name: f.stat().st_size for f in files}, tensors=len(entries),
+                parameters=sum(sizes.values()), dtypes=dtypes, problems=problems,
+                parts={p: sum(n for k, n in sizes.items() if k.startswith(p + ".")) for p in PARTS})

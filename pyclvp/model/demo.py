@@ -1,0 +1,77 @@
+"""What `pyclvp demo` runs on when no weights are downloaded: a small CLVP with seeded random weights,
+and a synthesized voice clip.
+
+The model has Tortoise's vocabularies and token ids (text 256; speech 8194 with start 8192 and stop
+8193), so the real tokenizer, feature extractor, decoding and ranking all run unchanged; only the
+sizes are small and the weights random. Its scores mean nothing: it demonstrates the pipeline.
+
+Weights follow the checkpoint spec (weights.py): norms' weights 1 and biases 0, everything else
+N(0, 0.02^2), logit_scale transformers' initial 2.6592. lm_head.bias[stop] is raised so that
+candidates stop at varied lengths, as a trained model's do.
+"""
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ClvpConfig
+from ..safetensors import save_file
+from .weights import checkpoint_spec
+
+DEMO_CONFIG = dict(
+    text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, projection_dim=64, num_hidden_layers=1,
+                     num_attention_heads=2),
+    speech_config=dict(vocab_size=8194, hidden_size=64, intermediate_size=128, projection_dim=64,
+                       num_hidden_layers=1, num_attention_heads=2, bos_token_id=8192, eos_token_id=8193),
+    decoder_config=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_mel_attn_blocks=1,
+                        max_position_embeddings=256, max_text_tokens=128),
+    projection_dim=64,
+)
+STOP_BIAS = 4.0  # about a 2% chance per step to stop at temperature 0.8
+
+
+def _is_norm(name: str) -> bool:
+    return any(part in name for part in ("norm", "layernorm"))
+
+
+def write_random_checkpoint(folder, seed: int = 0) -> ClvpConfig:
+    """config.json + model.safetensors of the demo model, with seeded random weights."""
+    folder = Path(folder)
+    config = ClvpConfig.from_dict(DEMO_CONFIG)
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in checkpoint_spec(config).items():
+        if name == "logit_scale":
+            weights[name] = np.array(config.logit_scale_init_value, np.float32)
+        elif _is_norm(name):
+            weights[name] = (np.ones if name.endswith("weight") else np.zeros)(shape, np.float32)
+        elif name.endswith("inv_freq"):
+            continue  # recomputed from the config
+        else:
+            weights[name] = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+    weights["speech_decoder_model.lm_head.bias"][config.decoder_config.eos_token_id] = STOP_BIAS
+    config.save_pretrained(folder)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt", "pyclvp": "random demo weights"})
+    return config
+
+
+def write_voice_clip(path, seconds: float = 3.0, rate: int = 22050, seed: int = 0) -> Path:
+    """A voice-like 16-bit mono WAV: a 120 Hz glottal tone with vibrato, shaped by two formants, in syllables."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate  # (T,)
+    f0 = 120 * (1 + 0.03 * np.sin(2 * np.pi * 5 * t))  # pitch with vibrato
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    harmonics = sum(np.sin(k * phase) / k for k in range(1, 25))  # a sawtooth-like glottal source
+    formants = sum(np.exp(-((k * f0 - fc) / 150.0) ** 2) * np.sin(k * phase)
+                   for fc in (700, 1200) for k in range(1, 25))
+    syllables = np.clip(np.sin(2 * np.pi * 3 * t), 0, None) ** 0.5  # three syllables a second
+    x = (0.25 * harmonics + 0.5 * formants) * syllables + 0.003 * rng.standard_normal(t.shape)
+    x = 0.5 * x / np.abs(x).max()
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return Path(path)
