@@ -269,9 +269,8 @@ def tortoise_mel_norms() -> np.ndarray:  # -> (80,) float32
 def _mel_blocks(mel_filters: np.ndarray, group: int = 8) -> list:
     """The filter bank cut into blocks of `group` consecutive filters, each with the bins it weighs.
 
-    A mel filter is a triangle over a few bins, so (F, M) is mostly zeros. Block g covers filters
-    m0:m1 and bins k0:k1 (the first to the last bin any of them weighs); its weights are repeated
-    row-wise for the interleaved (re, im) spectrum: [(2*k0, 2*k1, m0, m1, (2*(k1-k0), m1-m0) weights)].
+    A mel filter is a triangle over a few bins, so (F, M) is mostly zeros. Block g covers filters m0:m1
+    and bins k0:k1 (the first to the last bin any of them weighs): [(k0, k1, m0, m1, (k1-k0, m1-m0) weights)].
     """
     blocks = []
     for m0 in range(0, mel_filters.shape[1], group):
@@ -279,7 +278,7 @@ def _mel_blocks(mel_filters: np.ndarray, group: int = 8) -> list:
         weighed = np.flatnonzero(cols.any(axis=1))
         if weighed.size:  # an all-zero filter gives log(1e-5), from the zero-initialised output
             k0, k1 = int(weighed[0]), int(weighed[-1]) + 1
-            blocks.append((2 * k0, 2 * k1, m0, m0 + cols.shape[1], np.repeat(cols[k0:k1], 2, axis=0)))
+            blocks.append((k0, k1, m0, m0 + cols.shape[1], np.ascontiguousarray(cols[k0:k1])))
     return blocks
 
 
@@ -307,10 +306,9 @@ def log_mel_spectrogram(waveform, mel_filters, n_fft: int = 1024, hop_length: in
     unlike torch's, it also accepts clips no longer than n_fft // 2 (by reflecting again). That
     function's mel_floor (1e-10) is below the clip at 1e-5 and so has no effect here.
 
-    Shortcuts, exact up to rounding: |X|^2 @ W is computed as [Re X, Im X]^2 @ [W; W] on the
-    interleaved (re, im) view of the spectrum, so the power spectrum is never formed, and only over the
-    non-zero blocks of W (`_mel_blocks`). Clips go one per task over a few threads, and each clip's
-    frames stay in cache.
+    Shortcuts, exact up to rounding: bins above the last filter's top (8 kHz for CLVP) are dropped, and
+    each block of filters is applied only to the bins it weighs (`_mel_blocks`). Clips go one per task
+    over a few threads (`num_threads`), and each clip's frames stay in cache.
     """
     x = np.asarray(waveform, dtype=np.float64)
     if x.shape[-1] == 0:
@@ -319,15 +317,16 @@ def log_mel_spectrogram(waveform, mel_filters, n_fft: int = 1024, hop_length: in
     x = np.pad(x.reshape(-1, x.shape[-1]), [(0, 0), (n_fft // 2, n_fft // 2)], mode="reflect")  # (B, T + n_fft)
     mel_filters = np.asarray(mel_filters, dtype=np.float64)                     # (F, M)
     blocks = _mel_blocks(mel_filters)
-    used = max((k1 for _, k1, _, _, _ in blocks), default=0) // 2               # bins 0..K-1 carry weight
+    used = max((k1 for _, k1, _, _, _ in blocks), default=0)                    # bins 0..K-1 carry weight
     window = hann_window(n_fft)                                                 # (n_fft,)
 
     def clip_mel(b):  # -> (frames, M)
         spec = stft(x[b], n_fft, hop_length, window=window, center=False)      # (T + n_fft,) -> (F, frames)
-        power_parts = np.square(spec[:used].T.view(np.float64))                 # (frames, K) complex -> (frames, 2K)
+        power = np.abs(spec[:used].T)                                           # (frames, K) magnitudes
+        power *= power                                                          # (frames, K) |X|^2
         mel = np.zeros((spec.shape[1], mel_filters.shape[1]))                   # (frames, M)
-        for a0, a1, m0, m1, weights in blocks:
-            mel[:, m0:m1] = power_parts[:, a0:a1] @ weights                     # (frames, 2k) @ (2k, m) -> (frames, m)
+        for k0, k1, m0, m1, weights in blocks:
+            mel[:, m0:m1] = power[:, k0:k1] @ weights                           # (frames, k) @ (k, m) -> (frames, m)
         return mel
 
     mel = np.stack(_map_clips(clip_mel, x.shape[0]))                            # (B, frames, M)
@@ -469,7 +468,7 @@ class ClvpFeatureExtractor:
         for clip in clips:
             missing = target - len(clip) if strategy != "do_not_pad" else 0
             side = (0, max(missing, 0)) if self.padding_side == "right" else (max(missing, 0), 0)
-            out.append(np.pad(clip, side, constant_values=self.padding_value))
+            out.append(np.pad(clip, side, constant_values=self.padding_value) if missing > 0 else clip)
             masks.append(np.pad(np.ones(len(clip), dtype=np.int32), side))
         return out, (masks if return_attention_mask else None)
 
@@ -477,7 +476,8 @@ class ClvpFeatureExtractor:
     def _extract(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         """(M, frames) float32 log-mel features per clip; equal-length clips go through as one batch."""
         if len({len(clip) for clip in clips}) == 1:
-            return list(log_mel_spectrogram(np.stack(clips), self.mel_filters, self.n_fft, self.hop_length,
+            batch = np.array(clips, dtype=np.float64)                              # (B, T)
+            return list(log_mel_spectrogram(batch, self.mel_filters, self.n_fft, self.hop_length,
                                             self.mel_norms))                      # (B, T) -> (B, M, frames)
         return [log_mel_spectrogram(clip, self.mel_filters, self.n_fft, self.hop_length, self.mel_norms)
                 for clip in clips]
