@@ -109,7 +109,7 @@ def _cmd_mel(args):
         print(f"picture: {args.png}")
 
 
-# viridis at 0, 1/8, ..., 1 (matplotlib's colour map, sampled): dark blue for quiet, yellow for loud
+# viridis (matplotlib's CC0 colour map) sampled at 0, 1/8, ..., 1: dark blue for quiet, yellow for loud
 _VIRIDIS = [(68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140),
             (40, 174, 128), (94, 201, 98), (173, 220, 48), (253, 231, 37)]
 
