@@ -23,7 +23,14 @@ TOLERANCE = {
     ("numpy", "float32"): dict(atol=1e-4, rtol=1e-4),
     ("cpu", "float32"): dict(atol=1e-4, rtol=1e-4),
     ("cuda", "float32"): dict(atol=1e-3, rtol=1e-3),
+    # half-precision *stored* weights, against the reference on the same weights widened to float32
+    # (the kernels widen on load and accumulate in float32: only the summation order differs)
+    ("cpu", "float16"): dict(atol=1e-4, rtol=1e-4),
+    ("cpu", "bfloat16"): dict(atol=1e-4, rtol=1e-4),
 }
+
+# The CPU ISAs, named as csrc/cpu/isa.h names them.
+ISAS = ("scalar", "avx2", "avx512")
 
 
 def assert_close(got, want, *, atol=1e-4, rtol=0.0, name="array"):
@@ -56,6 +63,24 @@ def backend_params():
             params.append(pytest.param(name, id=name))
         except Exception as e:  # not built here, no device, or not written yet
             params.append(pytest.param(name, id=name, marks=pytest.mark.skip(reason=f"{name} backend unavailable: {e}")))
+    return params
+
+
+def isa_params():
+    """pytest.param per CPU ISA: the ones this CPU and build can run plain, the others skipped with the reason."""
+    try:
+        from pyclvp import _core
+
+        info = _core.build_info()
+    except ImportError as e:
+        return [pytest.param(n, id=n, marks=pytest.mark.skip(reason=f"pyclvp._core unavailable: {e}")) for n in ISAS]
+    params = []
+    for n in ISAS:
+        if n in info["isas_supported"]:
+            params.append(pytest.param(n, id=n))
+        else:
+            why = "this CPU lacks it" if n in info["isas_compiled"] else "not compiled for this architecture"
+            params.append(pytest.param(n, id=n, marks=pytest.mark.skip(reason=f"ISA {n}: {why}")))
     return params
 
 

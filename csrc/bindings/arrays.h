@@ -61,7 +61,7 @@ inline DType weight_dtype(const py::array& a, const char* name) {
   if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
   if (a.dtype().is(py::dtype("float16"))) return DType::F16;
   if (a.dtype().is(py::dtype::of<uint16_t>())) return DType::BF16;
-  fail(name, " must be float32, float16 or uint16 (bfloat16 bits), got ", std::string(py::str(a.dtype())));
+  fail(__func__, name, " must be float32, float16 or uint16 (bfloat16 bits), got ", std::string(py::str(a.dtype())));
 }
 
 // A weight matrix of logical shape (Cout, Cin) (the numpy_ops.linear convention): C order is the
@@ -76,7 +76,7 @@ inline cpu::WeightView weight(const py::handle& obj, const char* name, int64_t C
   w.dtype = weight_dtype(a, name);
   if (c_contiguous(a)) w.kn = false;
   else if (f_contiguous(a)) w.kn = true;
-  else fail(name, " must be C- or Fortran-contiguous (a transposed contiguous matrix)");
+  else fail(__func__, name, " must be C- or Fortran-contiguous (a transposed contiguous matrix)");
   return w;
 }
 

@@ -1,0 +1,332 @@
+"""The C++ CPU kernels against the NumPy reference ops, on every ISA this machine can run.
+
+Each op of pyclvp/ops/numpy_ops.py is run through CpuOps (pyclvp/ops/cpu_ops.py -> pyclvp._core)
+with hypothesis-drawn shapes (odd sizes, sizes around the SIMD widths, strided inputs) and compared
+with the reference at TOLERANCE["cpu", dtype]. Half-precision weights are compared with the
+reference on the same weights widened to float32: the kernels widen on load and accumulate in
+float32, so only the summation order differs and float32's 1e-4 bound holds for them too.
+Every property has a sibling test with literal values; the bindings' argument checks have theirs.
+"""
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import MAX_EXAMPLES, TOLERANCE, assert_close, isa_params
+from pyclvp import _core
+from pyclvp.ops import numpy_ops as ref
+from pyclvp.ops.cpu_ops import CpuOps
+from pyclvp.ops.half import Bf16Array, as_bf16, to_dtype, to_float32
+
+ops = CpuOps()
+MASK_MIN = np.finfo(np.float32).min
+hyp = settings(deadline=None, max_examples=MAX_EXAMPLES)
+ISA = pytest.mark.parametrize("isa", isa_params())
+TOL = TOLERANCE["cpu", "float32"]
+# sizes around the SIMD widths (8, 16), the kernels' tiles and their ragged ends
+SIZES = st.one_of(st.integers(1, 70), st.sampled_from([1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 127, 129, 257]))
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+@contextmanager
+def using(isa):
+    before = _core.get_isa()
+    _core.set_isa(isa)
+    try:
+        yield
+    finally:
+        _core.set_isa(before)
+
+
+def rand(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def strided(rng, *shape):  # a non-contiguous view with these values' shape (every other column)
+    full = rand(rng, *shape[:-1], 2 * shape[-1])
+    return full[..., ::2]
+
+
+# ----------------------------------------------------------------------------------------------
+# linear
+
+
+@ISA
+@hyp
+@given(N=SIZES, Cin=SIZES, Cout=SIZES, seed=SEEDS, dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
+       conv1d=st.booleans(), bias=st.booleans(), strided_x=st.booleans())
+def test_hyp_linear(isa, N, Cin, Cout, seed, dtype, conv1d, bias, strided_x):
+    rng = np.random.default_rng(seed)
+    x = strided(rng, N, Cin) if strided_x else rand(rng, N, Cin)
+    w = to_dtype(rand(rng, Cin, Cout) if conv1d else rand(rng, Cout, Cin), dtype)  # Conv1D stores (Cin, Cout)
+    w = w.T if conv1d else w  # (Cout, Cin) either way; Conv1D's is a Fortran-order view
+    b = rand(rng, Cout) if bias else None
+    with using(isa):
+        got = ops.linear(x, w, b)
+    assert_close(got, ref.linear(x, to_float32(w), b), **TOLERANCE["cpu", dtype], name=f"linear {dtype}")
+
+
+@ISA
+@pytest.mark.parametrize("shape", [(1, 1024, 1024), (1, 1024, 4096), (16, 1024, 4096), (3, 4096, 1024), (2, 1024, 8194)])
+def test_linear_decoder_shapes(isa, shape):
+    N, Cin, Cout = shape
+    rng = np.random.default_rng(0)
+    x, w, b = rand(rng, 2, N, Cin), rand(rng, Cin, Cout, scale=0.03), rand(rng, Cout)  # leading dims flattened
+    with using(isa):
+        assert_close(ops.linear(x, w.T, b), ref.linear(x, w.T, b), **TOL, name="conv1d")
+        assert_close(ops.linear(x, to_dtype(w.T.copy(), "bfloat16"), b),
+                     ref.linear(x, to_float32(to_dtype(w.T.copy(), "bfloat16")), b), **TOL, name="bf16")
+
+
+def test_linear_literal():
+    x = np.array([[1.0, 2.0]], np.float32)
+    w = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    for isa in _core.build_info()["isas_supported"]:
+        with using(isa):
+            assert ops.linear(x, w, np.array([0, 0, 1], np.float32)).tolist() == [[1.0, 2.0, 4.0]]
+            assert ops.linear(x, np.asfortranarray(w)).tolist() == [[1.0, 2.0, 3.0]]
+
+
+def test_linear_same_result_for_any_thread_count():
+    rng = np.random.default_rng(0)
+    x, w = rand(rng, 5, 300), rand(rng, 700, 300)
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1)
+        one = ops.linear(x, w)
+        _core.set_num_threads(3)
+        three = ops.linear(x, w)
+    finally:
+        _core.set_num_threads(before)
+    assert np.array_equal(one, three)
+
+
+# ----------------------------------------------------------------------------------------------
+# normalizations
+
+
+@ISA
+@hyp
+@given(N=SIZES, C=SIZES, seed=SEEDS, strided_x=st.booleans(), offset=st.floats(-100, 100))
+def test_hyp_layer_norm(isa, N, C, seed, strided_x, offset):
+    rng = np.random.default_rng(seed)
+    x = (strided(rng, N, C) if strided_x else rand(rng, N, C)) + np.float32(offset)  # an offset tests the two passes
+    g, b = rand(rng, C), rand(rng, C)
+    with using(isa):
+        assert_close(ops.layer_norm(x, g, b, 1e-5), ref.layer_norm(x, g, b, 1e-5), **TOL, name="layer_norm")
+
+
+@ISA
+@hyp
+@given(N=SIZES, C=SIZES, seed=SEEDS)
+def test_hyp_rms_norm(isa, N, C, seed):
+    rng = np.random.default_rng(seed)
+    x, g = rand(rng, 2, N, C), rand(rng, C)
+    with using(isa):
+        assert_close(ops.rms_norm(x, g, 1e-6), ref.rms_norm(x, g, 1e-6), **TOL, name="rms_norm")
+
+
+@ISA
+@hyp
+@given(B=st.integers(1, 3), G=st.integers(1, 8), cpg=st.integers(1, 9), T=SIZES, seed=SEEDS)
+def test_hyp_group_norm(isa, B, G, cpg, T, seed):
+    rng = np.random.default_rng(seed)
+    C = G * cpg
+    x, g, b = rand(rng, B, C, T) + np.float32(3), rand(rng, C), rand(rng, C)
+    with using(isa):
+        assert_close(ops.group_norm(x, g, b, G, 1e-5), ref.group_norm(x, g, b, G, 1e-5), **TOL, name="group_norm")
+
+
+def test_norms_literal():
+    one, zero = np.ones(3, np.float32), np.zeros(3, np.float32)
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    for isa in _core.build_info()["isas_supported"]:
+        with using(isa):
+            assert_close(ops.layer_norm(x, one, zero, 0.0), [[-1.2247449, 0.0, 1.2247449]], atol=1e-6)
+            assert_close(ops.rms_norm(np.array([[3.0, 4.0]], np.float32), one[:2], 0.0), [[0.8485281, 1.1313708]],
+                         atol=1e-6)
+            assert_close(ops.group_norm(x.reshape(1, 3, 1), one, zero, 1, 0.0), [[[-1.2247449], [0.0], [1.2247449]]],
+                         atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# activations and softmax
+
+
+@ISA
+@hyp
+@given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS, scale=st.sampled_from([0.01, 1.0, 5.0, 30.0]))
+def test_hyp_activations(isa, shape, seed, scale):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, *shape, scale=scale)
+    with using(isa):
+        assert_close(ops.gelu_new(x), ref.gelu_new(x), **TOL, name="gelu_new")
+        assert_close(ops.gelu(x), ref.gelu(x), **TOL, name="gelu")
+        if shape[-1] % 2 == 0:
+            assert_close(ops.gated_gelu(x), ref.gated_gelu(x), **TOL, name="gated_gelu")
+
+
+def test_activations_literal():
+    x = np.array([-3.0, -1.0, 0.5, 1.0, 2.0], np.float32)
+    for isa in _core.build_info()["isas_supported"]:
+        with using(isa):
+            assert_close(ops.gelu_new(x), [-0.0036373921, -0.15880801, 0.34571401, 0.84119199, 1.9545977], atol=1e-6)
+            assert_close(ops.gelu(x), [-0.0040496941, -0.15865525, 0.34573123, 0.84134475, 1.9544997], atol=1e-6)
+            assert_close(ops.gated_gelu(np.array([2.0, 1.0], np.float32)), [1.6826895], atol=1e-6)
+
+
+@ISA
+@hyp
+@given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS, scale=st.sampled_from([1.0, 20.0, 1e4]),
+       axis=st.integers(-3, 2))
+def test_hyp_softmax(isa, shape, seed, scale, axis):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, *shape, scale=scale)
+    axis = axis % len(shape)
+    with using(isa):
+        assert_close(ops.softmax(x, axis=axis), ref.softmax(x, axis=axis), **TOL, name="softmax")
+
+
+def test_softmax_literal():
+    for isa in _core.build_info()["isas_supported"]:
+        with using(isa):
+            assert_close(ops.softmax(np.array([0.0, np.log(3.0)], np.float32)), [0.25, 0.75], atol=1e-7)
+            assert_close(ops.softmax(np.array([MASK_MIN, MASK_MIN], np.float32)), [0.5, 0.5], atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# attention
+
+
+def _rotary_tables(T, R):  # cos, sin (T, R) as the encoders build them
+    inv = 1.0 / 10000 ** (np.arange(0, R, 2) / R)
+    ang = np.arange(T)[:, None] * inv[None]
+    ang = np.concatenate([ang, ang], -1)
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+@ISA
+@hyp
+@given(B=st.integers(1, 3), H=st.integers(1, 3), T=SIZES, half_r=st.integers(1, 20), extra=st.integers(0, 17),
+       seed=SEEDS)
+def test_hyp_rotary(isa, B, H, T, half_r, extra, seed):
+    rng = np.random.default_rng(seed)
+    R = 2 * half_r
+    x = rand(rng, B, H, T, R + extra)
+    cos, sin = _rotary_tables(T, R)
+    with using(isa):
+        assert_close(ops.rotary(x, cos, sin), ref.rotary(x, cos, sin), **TOL, name="rotary")
+
+
+def _mask(rng, kind, B, T, S):
+    if kind == "none":
+        return None
+    if kind == "padding":  # (B, 1, 1, S): some keys of each row dropped
+        return np.where(rng.random((B, 1, 1, S)) < 0.3, MASK_MIN, 0).astype(np.float32)
+    if kind == "causal":  # (1, 1, T, S), the last query sees every key
+        keep = np.tril(np.ones((T, S), bool), k=S - T)
+        return np.where(keep, 0, MASK_MIN).astype(np.float32)[None, None]
+    if kind == "all_dropped":  # every key of row 0 dropped: the reference averages them uniformly
+        m = np.zeros((B, 1, T, S), np.float32)
+        m[0] = MASK_MIN
+        return m
+    return rand(rng, B, 1, T, S)  # "additive": arbitrary float biases
+
+
+@ISA
+@hyp
+@given(B=st.integers(1, 3), H=st.integers(1, 3), T=st.integers(1, 40), S=st.one_of(st.integers(1, 40), st.integers(120, 300)),
+       D=SIZES, seed=SEEDS, kind=st.sampled_from(["none", "padding", "causal", "all_dropped", "additive"]))
+def test_hyp_attention(isa, B, H, T, S, D, seed, kind):
+    rng = np.random.default_rng(seed)
+    q, k, v = rand(rng, B, H, T, D), rand(rng, B, H, S, D), rand(rng, B, H, S, D)
+    mask = _mask(rng, kind, B, T, S)
+    scale = D ** -0.5
+    with using(isa):
+        got = ops.attention(q, k, v, mask, scale=scale)
+    assert_close(got, ref.attention(q, k, v, mask, scale=scale), **TOL, name=f"attention ({kind} mask)")
+
+
+@ISA
+@pytest.mark.parametrize("T,S", [(1, 1), (5, 5), (3, 300), (200, 200)])
+def test_attention_causal_flag_equals_causal_mask(isa, T, S):
+    rng = np.random.default_rng(T)
+    q, k, v = rand(rng, 2, 3, T, 16), rand(rng, 2, 3, S, 16), rand(rng, 2, 3, S, 16)
+    with using(isa):
+        got = _core.attention(q, k, v, None, 0.25, True)
+    assert_close(got, ref.attention(q, k, v, _mask(rng, "causal", 2, T, S), 0.25), **TOL, name="causal")
+
+
+def test_attention_literal():
+    v = np.arange(6, dtype=np.float32).reshape(1, 1, 3, 2)  # keys' values [0,1], [2,3], [4,5]
+    q = np.zeros((1, 1, 1, 2), np.float32)  # equal scores: the mean of the values
+    for isa in _core.build_info()["isas_supported"]:
+        with using(isa):
+            assert_close(ops.attention(q, v, v), [[[[2.0, 3.0]]]], atol=1e-6)
+            drop_last = np.array([0, 0, MASK_MIN], np.float32).reshape(1, 1, 1, 3)
+            assert_close(ops.attention(q, v, v, drop_last), [[[[1.0, 2.0]]]], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# the bindings refuse bad arguments with a ValueError naming the argument
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: _core.linear(np.zeros((2, 3), np.float64), np.zeros((4, 3), np.float32)), "x must be float32"),
+    (lambda: _core.linear(np.zeros((2, 3), np.float32)[:, ::2], np.zeros((4, 2), np.float32)), "x must be C-contiguous"),
+    (lambda: _core.linear(np.zeros((2, 3), np.float32), np.zeros((4, 5), np.float32)), r"w has shape \(4, 5\)"),
+    (lambda: _core.linear(np.zeros((2, 3), np.float32), np.zeros((4, 3), np.int32)), "w must be float32, float16 or uint16"),
+    (lambda: _core.linear(np.zeros((2, 3), np.float32), np.zeros((4, 6), np.float32)[:, ::2]), "w must be C- or Fortran"),
+    (lambda: _core.linear(np.zeros((2, 3), np.float32), np.zeros((4, 3), np.float32), np.zeros(5, np.float32)),
+     r"b has shape \(5,\)"),
+    (lambda: _core.linear(np.zeros(3, np.float32), np.zeros((4, 3), np.float32)), "x must have 2 dimensions"),
+    (lambda: _core.linear([[1.0]], np.zeros((1, 1), np.float32)), "x must be a numpy array"),
+    (lambda: _core.layer_norm(np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.zeros(3, np.float32), 1e-5),
+     r"g has shape \(4,\)"),
+    (lambda: _core.group_norm(np.zeros((1, 6, 2), np.float32), np.zeros(6, np.float32), np.zeros(6, np.float32), 4, 1e-5),
+     "groups must"),
+    (lambda: _core.gated_gelu(np.zeros((2, 3), np.float32)), "must be even"),
+    (lambda: _core.softmax(np.zeros((2, 0), np.float32)), "must not be empty"),
+    (lambda: _core.rotary(np.zeros((1, 2, 4), np.float32), np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32)),
+     "must be even"),
+    (lambda: _core.attention(np.zeros((1, 1, 2, 4), np.float32), np.zeros((1, 1, 3, 4), np.float32),
+                             np.zeros((1, 1, 2, 4), np.float32)), r"v has shape"),
+    (lambda: _core.attention(np.zeros((1, 1, 2, 4), np.float32), np.zeros((1, 1, 3, 4), np.float32),
+                             np.zeros((1, 1, 3, 4), np.float32), np.zeros((1, 2, 2, 3), np.float32)), r"mask has shape"),
+    (lambda: _core.set_num_threads(0), r"n must be in \[1, 256\]"),
+])
+def test_bindings_reject_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ----------------------------------------------------------------------------------------------
+# half-precision weights in NumPy (pyclvp/ops/half.py)
+
+
+def test_bf16array_views_keep_bits_and_arithmetic_widens():
+    w = to_dtype(np.array([[1.0, -2.5], [3.0, 0.15625]], np.float32), "bfloat16")
+    assert isinstance(w, Bf16Array) and w.dtype == np.uint16
+    assert isinstance(w.T, Bf16Array) and isinstance(w[0], Bf16Array) and isinstance(w[[1, 0]], Bf16Array)
+    assert w.view(np.ndarray).tolist() == [[0x3F80, 0xC020], [0x4040, 0x3E20]]  # exact bfloat16 bits
+    x = np.array([1.0, 1.0], np.float32)
+    assert (x @ w.T).tolist() == [-1.5, 3.15625]  # matmul sees the values, not the bits
+    assert (w + 0).tolist() == [[1.0, -2.5], [3.0, 0.15625]]
+    assert w.astype(np.float32).tolist() == [[1.0, -2.5], [3.0, 0.15625]]
+    assert np.dot(x, w).tolist() == [4.0, -2.34375]  # non-layout np functions widen too
+    assert np.concatenate([w, w]).dtype == np.uint16  # layout functions keep the bits
+    assert to_float32(as_bf16(np.array([0x7F80], np.uint16))).tolist() == [np.inf]
+
+
+def test_prepare_weight_keeps_matrices_in_the_storage_dtype_without_copies():
+    m = np.ones((4, 3), np.float16)
+    assert ops.prepare_weight("w", m, "float16") is m
+    bits = as_bf16(np.zeros((4, 3), np.uint16))
+    assert ops.prepare_weight("w", bits, "bfloat16") is bits
+    assert isinstance(ops.prepare_weight("w", np.ones((4, 3), np.float32), "bfloat16"), Bf16Array)
+    assert ops.prepare_weight("b", np.ones(3, np.float16), "float16").dtype == np.float32  # vectors widen
+    assert ops.prepare_weight("logit_scale", np.float16(2.5), "float16").dtype == np.float32
+    with pytest.raises(ValueError, match="unknown dtype"):
+        ops.prepare_weight("w", m, "int8")
