@@ -25,7 +25,10 @@ opcodes (containers, numbers, strings, memo) plus GLOBAL/REDUCE/BUILD/BINPERSID.
 name up in ALLOWED, whose values are stand-ins defined in this module (never an imported object), so
 REDUCE can only ever call this module's own rebuild functions. Any other name, and any other opcode
 (INST, OBJ, NEWOBJ, EXT*, ...), raises UnsafeCheckpointError before anything runs. This mirrors
-torch's own `weights_only=True` unpickler (torch/_weights_only_unpickler.py), minus torch.
+torch's own `weights_only=True` unpickler (torch/_weights_only_unpickler.py), minus torch. The
+interpreter never recurses, and what CPython itself would recurse on is bounded: dict keys and set
+items must be scalars or short flat tuples (hashing a million-deep tuple overflows the C stack),
+tensors have at most 32 dimensions, and messages quote hostile objects through reprlib.
 
 The zip is checked before any storage is read: member names must stay inside the archive's folder,
 no name appears twice, members must not overlap (the overlapping-entry zip bomb), only stored or
