@@ -58,7 +58,7 @@ class CpuDecoder:
 
     def __init__(self, params, cfg, cache_dtype: str = "float32"):
         cfg = getattr(cfg, "decoder_config", cfg)
-        self.cfg = cfg
+        self.cfg, self.params = cfg, params  # the session holds pointers into these arrays
         self.cache_dtype = cache_dtype
         self.num_layers, self.num_heads = cfg.num_hidden_layers, cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
