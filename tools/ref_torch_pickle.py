@@ -25,7 +25,6 @@ import collections
 import copy
 import hashlib
 import io
-import json
 import os
 import pickle
 import shutil
