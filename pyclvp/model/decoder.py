@@ -27,7 +27,9 @@ start-token embedding + mel position 0], and nothing more is added to it. The k-
 transformers' generate() prefill, whose first call adds position 0 to every prompt entry.
 
 The KV cache layout (L, B, H, S, D), float32, is shared with the C++ and CUDA decoders: a backend
-whose Ops object has make_decoder(params, cfg) supplies its own class with these methods.
+whose Ops object has make_decoder(params, cfg) supplies its own decoder for generation, with
+new_state / prefill / step and a state with select(); forward() and embed() always come from this
+class (run through the backend's ops).
 
 ref: transformers/models/clvp/modeling_clvp.py: ClvpForCausalLM.forward, ClvpDecoder.forward,
 ClvpDecoderLayer, ClvpSelfAttention, ClvpDecoderMLP (GPT-2's, Conv1D weights in (Cin, Cout) layout).
