@@ -12,3 +12,20 @@ Map of the package:
 Nothing heavy is imported here; the submodules are imported on first use.
 """
 __version__ = "0.1.0"
+
+# Public names, imported lazily (PEP 562) so that `import pyclvp` stays instant.
+_PUBLIC = {
+    "ClvpConfig": "config", "ClvpEncoderConfig": "config", "ClvpDecoderConfig": "config",
+    "ClvpTokenizer": "tokenizer", "ClvpFeatureExtractor": "features", "ClvpProcessor": "processor",
+    "load_audio": "audio", "ClvpModelForConditionalGeneration": "model", "ClvpOutput": "model",
+    "get_ops": "ops",
+}
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module 'pyclvp' has no attribute {name!r}")

@@ -31,3 +31,8 @@ def test_set_isa_roundtrip():
             assert _core.get_isa() == isa
     finally:
         _core.set_isa(before)
+
+
+def test_public_api_resolves():
+    for name in pyclvp.__all__:
+        assert getattr(pyclvp, name) is not None, name
