@@ -35,7 +35,7 @@ inline bool f_contiguous(const py::array& a) { return a.flags() & py::array::f_s
 
 // A float32, C-contiguous array of `ndim` dimensions (any ndim when -1); shape entries of -1 are free.
 inline py::array f32(const py::handle& obj, const char* name, std::initializer_list<int64_t> shape = {}, int ndim = -1) {
-  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array, got ", std::string(py::str(obj.get_type())));
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array, got ", std::string(Py_TYPE(obj.ptr())->tp_name));
   py::array a = py::reinterpret_borrow<py::array>(obj);
   PYCLVP_CHECK(a.dtype().is(py::dtype::of<float>()), name, " must be float32, got ", std::string(py::str(a.dtype())));
   PYCLVP_CHECK(c_contiguous(a), name, " must be C-contiguous");
@@ -67,7 +67,7 @@ inline DType weight_dtype(const py::array& a, const char* name) {
 // A weight matrix of logical shape (Cout, Cin) (the numpy_ops.linear convention): C order is the
 // nn.Linear layout; Fortran order (a transposed view of a (Cin, Cout) Conv1D weight) is the Conv1D layout.
 inline cpu::WeightView weight(const py::handle& obj, const char* name, int64_t Cout, int64_t Cin) {
-  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array, got ", std::string(py::str(obj.get_type())));
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array, got ", std::string(Py_TYPE(obj.ptr())->tp_name));
   py::array a = py::reinterpret_borrow<py::array>(obj);
   PYCLVP_CHECK(a.ndim() == 2 && a.shape(0) == Cout && a.shape(1) == Cin, name, " has shape ", shape_str(a),
                ", expected (", Cout, ", ", Cin, ")");
