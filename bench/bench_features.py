@@ -11,8 +11,9 @@ Contenders, each taking the batch to (B, 80, 517) float32 log-mel features with 
   torch.stft    torch.stft (float32, torch's default threads) + the same mel matrix, log, norms, when installed
 
 The contenders take turns, run after run, with a pause between them so that no contender's idle
-threads spin into the next one's time; each reports its best and median time over --repeats runs,
-and its largest difference from transformers' output (or pyclvp's when transformers is absent).
+threads spin into the next one's time; each reports its best and median wall time over --repeats runs,
+its best CPU time (all threads; for the one-thread contenders the figure least moved by other jobs on a
+shared machine), and its largest difference from transformers' output (or pyclvp's without transformers).
 """
 from __future__ import annotations
 
@@ -91,24 +92,28 @@ def main() -> int:
             print(f"{name}: not installed ({e}), skipped")
     outputs = {name: run(batch) for name, run in contenders.items()}  # warm-up, and the outputs to compare
     times = {name: [] for name in contenders}
+    cpu = {name: [] for name in contenders}
     for _ in range(args.repeats):
         for name, run in contenders.items():
             time.sleep(0.1)  # let the previous contender's idle threads (torch's OpenMP pool spins) go to sleep
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run(batch)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     reference = "transformers" if "transformers" in outputs else "pyclvp"
     print(f"batch: {len(batch)} clips x {SECONDS} s -> {outputs['pyclvp'].shape} float32; "
           f"{os.cpu_count()} CPUs; best / median of {args.repeats} runs")
-    print(f"{'contender':<16} {'best ms':>9} {'median ms':>10} {'max |diff| vs ' + reference:>24}")
+    print(f"{'contender':<16} {'best ms':>9} {'median ms':>10} {'best cpu ms':>12} {'max |diff| vs ' + reference:>24}")
     for name in contenders:
         diff = float(np.abs(outputs[name] - outputs[reference]).max())
-        print(f"{name:<16} {min(times[name]) * 1e3:9.1f} {statistics.median(times[name]) * 1e3:10.1f} {diff:24.2e}")
+        print(f"{name:<16} {min(times[name]) * 1e3:9.1f} {statistics.median(times[name]) * 1e3:10.1f} "
+              f"{min(cpu[name]) * 1e3:12.1f} {diff:24.2e}")
     for other in contenders:
         if not other.startswith("pyclvp"):
             for mine in ("pyclvp", "pyclvp 1 thread"):
                 print(f"ratio {other} / {mine}: best {min(times[other]) / min(times[mine]):.2f}x, "
-                      f"median {statistics.median(times[other]) / statistics.median(times[mine]):.2f}x")
+                      f"median {statistics.median(times[other]) / statistics.median(times[mine]):.2f}x, "
+                      f"cpu {min(cpu[other]) / min(cpu[mine]):.2f}x")
     return 0
 
 
