@@ -87,3 +87,34 @@ def isa_params():
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+# ---------------------------------------------------------------------------------------------- tiny models
+
+TINY = ["tiny_a", "tiny_b"]  # the two fixture architectures (tools/ref_common.py: TINY_CONFIGS)
+_MODELS = {}
+
+
+def load_tiny(name, backend="numpy", dtype="float32", folder=None):
+    """A model loaded once per (checkpoint, backend, dtype) for the whole session; tests must not mutate it."""
+    from pyclvp.model import ClvpModelForConditionalGeneration
+
+    key = (name, backend, dtype, folder)
+    if key not in _MODELS:
+        _MODELS[key] = ClvpModelForConditionalGeneration.from_pretrained(folder or DATA / name, backend=backend, dtype=dtype)
+    return _MODELS[key]
+
+
+@pytest.fixture(params=TINY)
+def name(request):
+    return request.param
+
+
+@pytest.fixture(params=backend_params())
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def model(name, backend):
+    return load_tiny(name, backend)

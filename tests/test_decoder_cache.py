@@ -6,23 +6,7 @@ tokens embedded with their mel positions), which uses no cache from earlier call
 import numpy as np
 import pytest
 
-from conftest import DATA, TOLERANCE, assert_close, backend_params
-from pyclvp.model import ClvpModelForConditionalGeneration
-
-
-@pytest.fixture(params=["tiny_a", "tiny_b"])
-def name(request):
-    return request.param
-
-
-@pytest.fixture(params=backend_params())
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def model(name, backend):
-    return ClvpModelForConditionalGeneration.from_pretrained(DATA / name, backend=backend)
+from conftest import TOLERANCE, assert_close, load_tiny
 
 
 def _prompt(model, rng, B=2, T=5):
@@ -118,6 +102,6 @@ def test_step_errors(model):
 
 
 def test_numpy_step_refuses_float_ids():
-    model = ClvpModelForConditionalGeneration.from_pretrained(DATA / "tiny_b")
+    model = load_tiny("tiny_b")
     with pytest.raises(ValueError, match="must be integers"):
         model.decoder.step(np.array([1.0, 2.0]), np.array([0, 0]), model.decoder.new_state(2, 1))

@@ -7,28 +7,29 @@ eos_bias to lm_head.bias[eos] so that rows stop; the tests do the same to a copy
 import numpy as np
 import pytest
 
-from conftest import DATA, MAX_EXAMPLES, TOLERANCE, assert_close, backend_params
+from conftest import DATA, MAX_EXAMPLES, TOLERANCE, assert_close, load_tiny
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyclvp.generate import (PRESETS, GenerationOptions, apply_top_p, decode, prepare_text, process_logits, sample)
 from pyclvp.model import ClvpModelForConditionalGeneration
 
 CASES = ["b1", "b2pad", "b1_rep", "b1_eos", "b2_eos"]
-_MODELS = {}
+_BIASED = {}
 
 
 def _model(name, backend="numpy", eos_bias=0.0):
+    """The tiny model, with eos_bias added to lm_head.bias[eos] when asked (so that rows stop)."""
+    base = load_tiny(name, backend)
+    if not eos_bias:
+        return base
     key = (name, backend, float(eos_bias))
-    if key not in _MODELS:
-        base = ClvpModelForConditionalGeneration.from_pretrained(DATA / name, backend=backend)
-        if eos_bias:
-            w = dict(base.weights)
-            bias = w["speech_decoder_model.lm_head.bias"].copy()
-            bias[base.config.decoder_config.eos_token_id] += np.float32(eos_bias)
-            w["speech_decoder_model.lm_head.bias"] = bias
-            base = ClvpModelForConditionalGeneration(base.config, w, backend)
-        _MODELS[key] = base
-    return _MODELS[key]
+    if key not in _BIASED:
+        w = dict(base.weights)
+        bias = w["speech_decoder_model.lm_head.bias"].copy()
+        bias[base.config.decoder_config.eos_token_id] += np.float32(eos_bias)
+        w["speech_decoder_model.lm_head.bias"] = bias
+        _BIASED[key] = ClvpModelForConditionalGeneration(base.config, w, backend)
+    return _BIASED[key]
 
 
 def _ref(name):
@@ -41,16 +42,6 @@ def _case(ref, c):
                 attention_mask=ref[f"{c}_attention_mask"]), dict(
         max_new_tokens=int(ref[f"{c}_max_new_tokens"]), min_new_tokens=int(ref[f"{c}_min_new_tokens"]),
         repetition_penalty=float(ref[f"{c}_repetition_penalty"]))
-
-
-@pytest.fixture(params=["tiny_a", "tiny_b"])
-def name(request):
-    return request.param
-
-
-@pytest.fixture(params=backend_params())
-def backend(request):
-    return request.param
 
 
 def _inputs(model, B=1, T=6, seed=0):

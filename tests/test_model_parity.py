@@ -8,41 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA, MAX_EXAMPLES, TOLERANCE, assert_close, backend_params
-from pyclvp.model import ClvpModelForConditionalGeneration
+from conftest import DATA, MAX_EXAMPLES, TOLERANCE, assert_close, load_tiny
 from pyclvp.model.conditioning import groupnorm_groups, pad_extra_bos_eos_tokens
-
-CONFIGS = ["tiny_a", "tiny_b"]
-
-
-_MODELS = {}
-
-
-def _model(name, backend):
-    if (name, backend) not in _MODELS:
-        _MODELS[name, backend] = ClvpModelForConditionalGeneration.from_pretrained(DATA / name, backend=backend)
-    return _MODELS[name, backend]
-
-
-@pytest.fixture(params=CONFIGS)
-def name(request):
-    return request.param
-
-
-@pytest.fixture(params=backend_params())
-def backend(request):
-    return request.param
-
 
 @pytest.fixture
 def ref(name):
     with np.load(DATA / "model" / f"{name}.npz") as f:
         return dict(f)
-
-
-@pytest.fixture
-def model(name, backend):
-    return _model(name, backend)
 
 
 @pytest.fixture
@@ -165,7 +137,7 @@ def _fix_loop(ids, eos, codes):  # Tortoise's api.fix_autoregressive_output, one
 @given(st.integers(1, 4), st.integers(4, 12), st.data())
 @settings(deadline=None, max_examples=MAX_EXAMPLES)
 def test_hyp_fix_speech_decoder_output_matches_loop(B, T, data):
-    model = _model("tiny_b", "numpy")
+    model = load_tiny("tiny_b")
     eos, codes = 299, model.config.decoder_config.decoder_fixing_codes
     ids = np.array(data.draw(st.lists(st.lists(st.sampled_from([1, 2, 299]), min_size=T, max_size=T),
                                       min_size=B, max_size=B)))
@@ -200,7 +172,7 @@ def test_forward_without_loss_has_none(ref, model):
     (dict(input_features=np.full((1, 80, 5), np.nan, np.float32)), "finite"),
 ])
 def test_bad_inputs_raise(args, match):
-    model = _model("tiny_b", "numpy")
+    model = load_tiny("tiny_b")
     kw = dict(input_ids=np.array([[5, 6, 7]]), input_features=np.zeros((1, 80, 5), np.float32), attention_mask=None)
     kw.update(args)
     with pytest.raises(ValueError, match=match):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import DATA, MAX_EXAMPLES
+from conftest import DATA
 from pyclvp import safetensors as sf
 from pyclvp.safetensors import SafetensorsError
 
