@@ -25,10 +25,15 @@ inline void cpu_relax() {
 #endif
 }
 
-constexpr auto kSpin = std::chrono::microseconds(200);  // how long an idle worker spins before sleeping
+constexpr auto kSpin = std::chrono::microseconds(20);    // an idle worker spins this long (pause) ...
+constexpr auto kYield = std::chrono::microseconds(300);  // ... then yields the CPU until this long, then sleeps
 
 thread_local bool t_in_job = false;  // set while this thread runs chunks: nested calls run inline
 
+// One job at a time. `state` packs (generation << 32 | next chunk index); a thread claims chunk i of
+// generation g with a compare-exchange, so a worker that wakes up late cannot take a chunk of a
+// newer job it has not read. The caller waits for the chunks to be *done*, never for the workers to
+// show up: on a busy machine a descheduled worker costs nothing unless it holds a chunk.
 class Pool {
  public:
   explicit Pool(int nthreads) : nworkers_(nthreads - 1) {
@@ -42,58 +47,82 @@ class Pool {
     cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
-  int size() const { return nworkers_ + 1; }
 
   // Runs the job on the pool and returns true, or returns false at once if the pool is busy.
   bool try_run(int64_t n, const std::function<void(int64_t)>& fn) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (!busy.owns_lock()) return false;
-    fn_ = &fn;
-    n_ = n;
-    next_.store(0, std::memory_order_relaxed);
-    acknowledged_.store(0, std::memory_order_relaxed);
-    {
-      std::lock_guard<std::mutex> lk(m_);  // under m_: a worker about to sleep cannot miss it
-      generation_.fetch_add(1, std::memory_order_release);
+    if (!busy.owns_lock() || n >= (int64_t{1} << 31)) return false;
+    fn_.store(&fn, std::memory_order_relaxed);
+    n_.store(n, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    const uint64_t gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
+    state_.store(gen << 32);  // seq_cst: ordered before the sleepers_ check below (see worker_loop)
+    if (sleepers_.load() > 0) {
+      { std::lock_guard<std::mutex> lk(m_); }
+      cv_.notify_all();
     }
-    cv_.notify_all();
-    work();
-    // Every worker acknowledges every job, so fn_ and n_ stay valid until all have left it.
-    for (int spins = 0; acknowledged_.load(std::memory_order_acquire) < nworkers_; ++spins) {
-      if (spins < 4096) cpu_relax();
-      else std::this_thread::yield();
+    t_in_job = true;
+    int64_t mine = 0;
+    for (int64_t i; (i = claim(gen)) >= 0; ++mine) fn(i);
+    t_in_job = false;
+    if (mine < n) {
+      done_.fetch_add(mine, std::memory_order_acq_rel);
+      wait_until([&] { return done_.load(std::memory_order_acquire) >= n; });
     }
     return true;
   }
 
  private:
-  void work() {
-    t_in_job = true;
+  // The next unclaimed chunk of generation `gen`, or -1 when it has none left (or is over).
+  int64_t claim(uint64_t gen) {
+    uint64_t s = state_.load(std::memory_order_acquire);
     for (;;) {
-      const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-      if (i >= n_) break;
-      (*fn_)(i);
+      if ((s >> 32) != gen) return -1;
+      const int64_t i = static_cast<int64_t>(s & 0xffffffffu);
+      if (i >= n_.load(std::memory_order_relaxed)) return -1;
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) return i;
     }
-    t_in_job = false;
+  }
+
+  template <class Pred>
+  static void wait_until(Pred ready) {
+    for (int spins = 0; !ready(); ++spins) {
+      if (spins < 2048) cpu_relax();
+      else std::this_thread::yield();
+    }
   }
 
   void worker_loop() {
-    uint64_t seen = 0;
+    uint64_t seen = 0;  // the last generation this worker took part in
     for (;;) {
-      uint64_t g = generation_.load(std::memory_order_acquire);
       const auto t0 = std::chrono::steady_clock::now();
-      for (int spins = 0; g == seen && !stop_.load(std::memory_order_relaxed); ++spins) {
-        cpu_relax();
-        if ((spins & 255) == 255 && std::chrono::steady_clock::now() - t0 > kSpin) {
-          std::unique_lock<std::mutex> lk(m_);
-          cv_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(); });
+      uint64_t gen;
+      for (int spins = 0;; ++spins) {
+        if (stop_.load(std::memory_order_relaxed)) return;
+        gen = state_.load(std::memory_order_acquire) >> 32;
+        if (gen != seen) break;
+        if ((spins & 63) != 63) {
+          cpu_relax();
+          continue;
         }
-        g = generation_.load(std::memory_order_acquire);
+        const auto idle = std::chrono::steady_clock::now() - t0;
+        if (idle < kSpin) continue;
+        if (idle < kYield) {
+          std::this_thread::yield();
+          continue;
+        }
+        std::unique_lock<std::mutex> lk(m_);
+        sleepers_.fetch_add(1);  // seq_cst, then re-check state_ under the lock: no lost wake-up
+        cv_.wait(lk, [&] { return (state_.load() >> 32) != seen || stop_.load(); });
+        sleepers_.fetch_sub(1);
       }
-      if (stop_.load()) return;
-      seen = g;
-      work();
-      acknowledged_.fetch_add(1, std::memory_order_release);
+      seen = gen;
+      const std::function<void(int64_t)>* fn = fn_.load(std::memory_order_relaxed);
+      t_in_job = true;
+      int64_t mine = 0;
+      for (int64_t i; (i = claim(gen)) >= 0; ++mine) (*fn)(i);  // a successful claim means fn is gen's
+      t_in_job = false;
+      if (mine) done_.fetch_add(mine, std::memory_order_acq_rel);
     }
   }
 
@@ -102,12 +131,11 @@ class Pool {
   std::mutex busy_;  // held by the caller for the whole job
   std::mutex m_;     // guards sleeping/waking
   std::condition_variable cv_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> acknowledged_{0};
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int64_t> n_{0}, done_{0};
+  std::atomic<const std::function<void(int64_t)>*> fn_{nullptr};
+  std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
-  int64_t n_ = 0;
-  const std::function<void(int64_t)>* fn_ = nullptr;
 };
 
 int default_threads() {

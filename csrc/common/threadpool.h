@@ -10,7 +10,9 @@
 //   * after fork() the child gets a fresh pool (the parent's threads do not exist there);
 //   * chunk functions must not throw: kernels check their arguments before any parallel_for.
 // Workers spin briefly after each job (the decoder step issues a few hundred jobs per token, each a
-// few tens of microseconds), then sleep on a condition variable.
+// few tens of microseconds), then yield the CPU for a while, then sleep on a condition variable.
+// The caller waits for the chunks to be done, never for a worker to wake up: on a machine shared
+// with other processes, a descheduled worker does not stall the job (the caller takes its chunks).
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -1,23 +1,31 @@
 // linear: y = act(x @ W^T + b) for float32 activations and float32 / float16 / bfloat16 weights.
 // matches pyclvp/ops/numpy_ops.py::linear. Compiled once per ISA (see csrc/cpu/kernels.h).
 //
-// Two weight layouts, two register-tiled micro-kernels, no copy of the weights:
+// The weights are never copied as a whole (they are memory-mapped); half ones are widened to float32
+// as they are loaded, and every sum is float32. Four kernels, chosen by layout and row count N:
 //
-//   (Cout, Cin)  nn.Linear   "dot" kernel: a tile of RB rows x CB output columns keeps RB*CB
-//                            vector accumulators; each step loads RB x vectors and CB weight-row
-//                            vectors along k and does RB*CB FMAs; the lanes are summed at the end.
-//   (Cin, Cout)  Conv1D      "outer" kernel: a tile of RB rows x CV vectors of columns; each step
-//                            loads CV vectors of weight row k, broadcasts x[r, k] and does RB*CV
-//                            FMAs (the BLIS-style outer product; no horizontal sums).
+//   (Cout, Cin) nn.Linear weights:
+//     dot     N <= FEW_ROWS (decode): a tile of RB rows x CB output columns keeps RB*CB vector
+//             accumulators along k (x and weight rows both contiguous); the lanes are summed at the
+//             end. With N == 1 a thread streams 8 weight rows at once.
+//     wt      more rows: the weight rows are the broadcast operand. A task packs x^T into panels of
+//             XR rows (Xp[k][0:XR], contiguous), widens WR weight rows to float32, and an
+//             WR x XR register tile does, per k, 2 vector loads of Xp, WR broadcasts and 2*WR FMAs.
+//             Each weight row is read once, contiguously, per panel: no transposition of W.
+//   (Cin, Cout) Conv1D weights (GPT-2's MLP):
+//     splitk  N <= FEW_ROWS (decode): a task owns a range of k, i.e. a contiguous slab of W, and
+//             accumulates x[:, k] W[k, :] over it into its own partial y (in L1); the partials are
+//             summed afterwards. Reading W in storage order keeps the memory system streaming.
+//     gemm    more rows: BLIS-style. A task packs a KC x NC block of W (row by row, contiguous
+//             reads) into float32 panels of NR columns (Bp[k][0:NR]); an MR x NR register tile
+//             runs over each panel: per k, 2 vector loads of the panel, MR broadcasts of x[r, k],
+//             2*MR FMAs. The panel stays in L1 across the row tiles, the x rows in L2.
 //
-// Both are blocked for the caches: a task is a block of rows x columns (the weight block stays in
-// L2 while the row tiles pass over it; the outer kernel also splits k so a weight tile stays in L1).
-// Tasks are spread over the thread pool; several products (q, k, v) can share one parallel region.
-// Edge tiles clamp their row pointers to the last row and drop the duplicate results, so one
-// instantiation per tile shape serves every N. With N == 1 (decode) the tiles are 1 row wide and
-// many columns wide, so each thread streams several weight rows / lines at once.
-// Half weights are widened to float32 as they are loaded; accumulation is always float32.
+// Tasks (row block x column block, or k slab) are spread over the thread pool; several products (the
+// decoder's q, k, v) share one parallel region. Ragged edges: row pointers are clamped to the last
+// row and the duplicate results dropped; the last column vector is loaded and stored partially.
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "common/threadpool.h"
@@ -33,31 +41,42 @@ using V = Vec<ISA>;
 constexpr int W = V::W;
 
 // Tile shapes, sized to the register file (16 ymm for AVX2, 32 zmm for AVX-512).
-constexpr int DOT_RB = W == 16 ? 4 : 3, DOT_CB = W == 16 ? 6 : 4;  // rows x columns
-constexpr int DOT_CB1 = 8;                                          // columns when N == 1
-constexpr int OUT_RB = W == 16 ? 6 : 4, OUT_CV = W == 16 ? 4 : 3;  // rows x column vectors
-constexpr int OUT_CV1 = 8;                                          // column vectors when N == 1
-constexpr int64_t OUT_KC = 256;                                     // k chunk of the outer kernel
+constexpr int DOT_RB = 3, DOT_CB = 4;  // dot: rows x columns (N > 1)
+constexpr int DOT_CB1 = 8;             // dot: columns when N == 1
+constexpr int MR = W == 16 ? 12 : 6;   // gemm: rows of the register tile
+constexpr int NR = 2 * W;              // gemm: columns of a packed panel (two vectors)
+constexpr int64_t KC = 256;            // gemm: k chunk (a KC x NR panel is 16 KiB (AVX2) / 32 KiB)
+constexpr int64_t NC_MAX = 256;        // gemm: columns of a packed block
+constexpr int64_t MC = 8 * MR;         // gemm: rows of a task
+constexpr int WR = W == 16 ? 12 : 6;   // wt: weight rows (output columns) of the register tile
+constexpr int XR = 2 * W;              // wt: x rows of a packed panel (two vectors)
+constexpr int64_t WT_KC = 512;         // wt: k chunk
+constexpr int64_t WT_MC = 4 * XR;      // wt: rows of a task
+constexpr int64_t FEW_ROWS = 4;        // dot / splitk up to this many rows
 
-// ---------------------------------------------------------------------------------------------
-// Epilogue helpers
+inline int lanes(int64_t n, int64_t i) { return static_cast<int>(std::min<int64_t>(W, n - i)); }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Columns per task: at most `cap`, at least `unit`, and small enough for ~4 tasks per thread.
+int64_t task_cols(int64_t Cout, int64_t unit, int64_t cap) {
+  const int64_t want = ceil_div(Cout, 4 * static_cast<int64_t>(num_threads()));
+  return std::clamp(round_up(want, unit), unit, std::max(unit, cap));
+}
 
 inline float bias_at(const LinearJob& j, int64_t c) { return j.b ? j.b[c] : 0.0f; }
 
-// act over y[n0:n1, c0:c1] (the dot kernel writes scalars; the activation runs vectorized after)
+// y[n0:n1, c0:c1] = act(y) (the dot and stream kernels apply the activation once their block is done)
 void apply_act(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
   if (j.act != Act::GELU_NEW) return;
   for (int64_t n = n0; n < n1; ++n) {
     float* y = j.y + n * j.ldy;
-    for (int64_t c = c0; c < c1; c += W) {
-      const int m = static_cast<int>(std::min<int64_t>(W, c1 - c));
-      store_n(y + c, vgelu_new(load_n<V>(y + c, m)), m);
-    }
+    for (int64_t c = c0; c < c1; c += W) store_n(y + c, vgelu_new(load_n<V>(y + c, lanes(c1, c))), lanes(c1, c));
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// (Cout, Cin) weights: dot-product tiles
+// dot: (Cout, Cin) weights, few rows
 
 template <int RB, int CB, class WT>
 void dot_tile(const LinearJob& j, const WT* w, int64_t n0, int64_t c0) {
@@ -98,123 +117,306 @@ void dot_tile(const LinearJob& j, const WT* w, int64_t n0, int64_t c0) {
 template <int RB, int CB, class WT>
 void dot_block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
   const WT* w = static_cast<const WT*>(j.w.data);
-  for (int64_t n = n0; n < n1; n += RB)
-    for (int64_t c = c0; c < c1; c += CB) dot_tile<RB, CB, WT>(j, w, n, c);
+  for (int64_t c = c0; c < c1; c += CB)
+    for (int64_t n = n0; n < n1; n += RB) dot_tile<RB, CB, WT>(j, w, n, c);
   apply_act(j, n0, n1, c0, c1);
 }
 
 // ---------------------------------------------------------------------------------------------
-// (Cin, Cout) weights: outer-product tiles over one k chunk [k0, k1)
+// splitk: (Cin, Cout) weights, few rows. part (N, Cout) = x[:, k0:k1] @ W[k0:k1, :]
 
-template <int RB, int CV, class WT>
-void outer_tile(const LinearJob& j, const WT* w, int64_t n0, int64_t c0, int64_t k0, int64_t k1) {
-  const bool first = k0 == 0, last = k1 == j.Cin;
-  const int64_t ncols = std::min<int64_t>(CV * W, j.Cout - c0);
-  int nv[CV];  // valid lanes of each column vector (W, a ragged count, or 0)
-  for (int c = 0; c < CV; ++c) nv[c] = static_cast<int>(std::clamp<int64_t>(ncols - c * W, 0, W));
-  const bool full = ncols == CV * W;
-  const float* xr[RB];
-  for (int r = 0; r < RB; ++r) xr[r] = j.x + std::min(n0 + r, j.N - 1) * j.ldx;
-
-  V acc[RB][CV];
-  for (int r = 0; r < RB; ++r)
-    for (int c = 0; c < CV; ++c)
-      acc[r][c] = (!first || j.accumulate) && n0 + r < j.N && nv[c] ? load_n<V>(j.y + (n0 + r) * j.ldy + c0 + c * W, nv[c])
-                                                                    : V::zero();
-  const WT* wk = w + k0 * j.Cout + c0;
-  if (full) {
-    for (int64_t k = k0; k < k1; ++k, wk += j.Cout) {
-      V wv[CV];
-      for (int c = 0; c < CV; ++c) wv[c] = V::load(wk + c * W);
-      for (int r = 0; r < RB; ++r) {
-        const V xb = V::set1(xr[r][k]);
-        for (int c = 0; c < CV; ++c) acc[r][c] = V::fma(xb, wv[c], acc[r][c]);
+template <int NROWS, class WT>
+void splitk_slab(const LinearJob& j, int64_t k0, int64_t k1, float* part) {
+  const WT* w = static_cast<const WT*>(j.w.data);
+  const int64_t C = j.Cout, c_full = C / W * W;  // whole vectors, then one ragged one
+  std::fill(part, part + NROWS * C, 0.0f);
+  int64_t k = k0;
+  for (; k + 4 <= k1; k += 4) {  // four weight rows per pass: one load and store of y per 4 FMAs
+    const WT* w0 = w + k * C;
+    const WT *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+    V xb[NROWS][4];
+    for (int n = 0; n < NROWS; ++n)
+      for (int i = 0; i < 4; ++i) xb[n][i] = V::set1(j.x[n * j.ldx + k + i]);
+    for (int64_t c = 0; c < c_full; c += W) {
+      const V a = V::load(w0 + c), b = V::load(w1 + c), d = V::load(w2 + c), e = V::load(w3 + c);
+      for (int n = 0; n < NROWS; ++n) {
+        float* y = part + n * C + c;
+        V acc = V::fma(xb[n][0], a, V::load(y));
+        acc = V::fma(xb[n][1], b, acc);
+        acc = V::fma(xb[n][2], d, acc);
+        V::fma(xb[n][3], e, acc).store(y);
       }
     }
-  } else {  // the ragged last column tile
-    for (int64_t k = k0; k < k1; ++k, wk += j.Cout) {
-      V wv[CV];
-      for (int c = 0; c < CV; ++c) wv[c] = nv[c] ? load_n<V>(wk + c * W, nv[c]) : V::zero();
-      for (int r = 0; r < RB; ++r) {
-        const V xb = V::set1(xr[r][k]);
-        for (int c = 0; c < CV; ++c) acc[r][c] = V::fma(xb, wv[c], acc[r][c]);
+    if (c_full < C) {
+      const int m = static_cast<int>(C - c_full);
+      const V a = load_n<V>(w0 + c_full, m), b = load_n<V>(w1 + c_full, m), d = load_n<V>(w2 + c_full, m),
+              e = load_n<V>(w3 + c_full, m);
+      for (int n = 0; n < NROWS; ++n) {
+        float* y = part + n * C + c_full;
+        const V acc = V::fma(xb[n][3], e, V::fma(xb[n][2], d, V::fma(xb[n][1], b, V::fma(xb[n][0], a, load_n<V>(y, m)))));
+        store_n(y, acc, m);
       }
     }
   }
-  for (int c = 0; c < CV; ++c) {
-    if (!nv[c]) continue;
-    const V bias = last && j.b ? load_n<V>(j.b + c0 + c * W, nv[c]) : V::zero();
-    for (int r = 0; r < RB && n0 + r < j.N; ++r) {
-      V out = acc[r][c] + bias;
-      if (last && j.act == Act::GELU_NEW) out = vgelu_new(out);
-      store_n(j.y + (n0 + r) * j.ldy + c0 + c * W, out, nv[c]);
+  for (; k < k1; ++k)  // the slab's last rows, one at a time
+    for (int n = 0; n < NROWS; ++n) {
+      const V xb = V::set1(j.x[n * j.ldx + k]);
+      for (int64_t c = 0; c < C; c += W)
+        store_n(part + n * C + c, V::fma(xb, load_n<V>(w + k * C + c, lanes(C, c)), load_n<V>(part + n * C + c, lanes(C, c))),
+                lanes(C, c));
+    }
+}
+
+// y[:, c0:c1] = act((accumulate ? y : 0) + sum of the slabs' partials + b)
+void splitk_reduce(const LinearJob& j, const float* parts, int64_t slabs, int64_t c0, int64_t c1) {
+  const int64_t C = j.Cout;
+  for (int64_t n = 0; n < j.N; ++n) {
+    float* y = j.y + n * j.ldy;
+    for (int64_t c = c0; c < c1; c += W) {
+      const int m = lanes(c1, c);
+      V acc = j.accumulate ? load_n<V>(y + c, m) : V::zero();
+      if (j.b) acc = acc + load_n<V>(j.b + c, m);
+      for (int64_t s = 0; s < slabs; ++s) acc = acc + load_n<V>(parts + (s * j.N + n) * C + c, m);
+      if (j.act == Act::GELU_NEW) acc = vgelu_new(acc);
+      store_n(y + c, acc, m);
     }
   }
 }
 
-template <int RB, int CV, class WT>
-void outer_block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
-  const WT* w = static_cast<const WT*>(j.w.data);
-  for (int64_t k0 = 0; k0 < j.Cin; k0 += OUT_KC) {
-    const int64_t k1 = std::min(j.Cin, k0 + OUT_KC);
-    for (int64_t c = c0; c < c1; c += CV * W)
-      for (int64_t n = n0; n < n1; n += RB) outer_tile<RB, CV, WT>(j, w, n, c, k0, k1);
+template <class WT>
+void splitk_run(const LinearJob& j, int64_t k0, int64_t k1, float* part) {
+  switch (j.N) {
+    case 1: return splitk_slab<1, WT>(j, k0, k1, part);
+    case 2: return splitk_slab<2, WT>(j, k0, k1, part);
+    case 3: return splitk_slab<3, WT>(j, k0, k1, part);
+    default: return splitk_slab<4, WT>(j, k0, k1, part);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Blocking: a job is cut into (row block) x (column block) tasks
+// wt: (Cout, Cin) weights, more rows; the weight rows are broadcast against packed x^T panels
 
-struct Blocking {
-  int64_t rows, cols;  // block sizes
-  void (*run)(const LinearJob&, int64_t, int64_t, int64_t, int64_t);
+// Xp[p][k][0:XR] = x[n0 + p*XR + r, k0 + k] for the rows [n0, n1) (zeros past n1)
+void pack_xt(float* xp, const LinearJob& j, int64_t n0, int64_t n1, int64_t k0, int64_t kc) {
+  for (int64_t p = 0; n0 + p * XR < n1; ++p) {
+    float* dst = xp + p * kc * XR;
+    for (int r = 0; r < XR; ++r) {
+      const int64_t n = n0 + p * XR + r;
+      if (n >= n1) {
+        for (int64_t k = 0; k < kc; ++k) dst[k * XR + r] = 0.0f;
+        continue;
+      }
+      const float* src = j.x + n * j.ldx + k0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * XR + r] = src[k];
+    }
+  }
+}
+
+// Wf[i][0:kc] = W[c0 + i, k0:k0+kc] widened to float32 (rows past Cout repeat the last one)
+template <class WT>
+void widen_rows(float* wf, const LinearJob& j, int64_t c0, int64_t k0, int64_t kc) {
+  const WT* w = static_cast<const WT*>(j.w.data);
+  for (int i = 0; i < WR; ++i) {
+    const WT* src = w + std::min(c0 + i, j.Cout - 1) * j.Cin + k0;
+    for (int64_t k = 0; k < kc; k += W) store_n(wf + i * kc + k, load_n<V>(src + k, lanes(kc, k)), lanes(kc, k));
+  }
+}
+
+// y[n0:n0+XR, c0:c0+WR] (+)= x[., k0:k0+kc] @ W[c0:c0+WR, k0:k0+kc]^T, from Xp (kc x XR) and Wf (WR x kc)
+void wt_micro(const LinearJob& j, const float* wf, const float* xp, int64_t kc, int64_t n0, int64_t c0, int64_t k0) {
+  V acc[WR][2];
+  for (int i = 0; i < WR; ++i) acc[i][0] = acc[i][1] = V::zero();
+  for (int64_t k = 0; k < kc; ++k) {
+    const V x0 = V::load(xp + k * XR), x1 = V::load(xp + k * XR + W);
+    for (int i = 0; i < WR; ++i) {
+      const V a = V::set1(wf[i * kc + k]);
+      acc[i][0] = V::fma(a, x0, acc[i][0]);
+      acc[i][1] = V::fma(a, x1, acc[i][1]);
+    }
+  }
+  const bool add_y = k0 > 0 || j.accumulate, last = k0 + kc == j.Cin;
+  float col[XR];  // one output column for the panel's XR rows
+  for (int i = 0; i < WR && c0 + i < j.Cout; ++i) {
+    acc[i][0].store(col);
+    acc[i][1].store(col + W);
+    const float bias = last ? bias_at(j, c0 + i) : 0.0f;
+    for (int r = 0; r < XR && n0 + r < j.N; ++r) {
+      float* y = j.y + (n0 + r) * j.ldy + c0 + i;
+      *y = (add_y ? *y : 0.0f) + col[r] + bias;
+    }
+  }
+}
+
+template <class WT>
+void wt_block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
+  thread_local std::vector<float> xp, wf;
+  xp.resize(static_cast<size_t>(WT_MC * WT_KC));
+  wf.resize(static_cast<size_t>(WR * WT_KC));
+  for (int64_t k0 = 0; k0 < j.Cin; k0 += WT_KC) {
+    const int64_t kc = std::min(WT_KC, j.Cin - k0);
+    pack_xt(xp.data(), j, n0, n1, k0, kc);
+    for (int64_t c = c0; c < c1; c += WR) {
+      widen_rows<WT>(wf.data(), j, c, k0, kc);
+      for (int64_t n = n0; n < n1; n += XR) wt_micro(j, wf.data(), xp.data() + (n - n0) * kc, kc, n, c, k0);
+    }
+  }
+  apply_act(j, n0, n1, c0, c1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm: packed panels
+
+// Bp[p][k][0:NR] = W[k0 + k, c0 + p*NR : ...] for the block (kc x nc), zero past Cout. Row by row,
+// so each weight row segment is read contiguously.
+template <class WT>
+void pack_kn(float* bp, const LinearJob& j, int64_t k0, int64_t kc, int64_t c0, int64_t nc) {
+  const WT* w = static_cast<const WT*>(j.w.data);
+  for (int64_t k = 0; k < kc; ++k) {
+    const WT* src = w + (k0 + k) * j.Cout + c0;
+    for (int64_t p = 0; p < nc; p += NR) {
+      float* dst = bp + p * kc + k * NR;
+      for (int v = 0; v < NR; v += W) {
+        const int m = static_cast<int>(std::clamp<int64_t>(j.Cout - c0 - p - v, 0, W));
+        (m ? load_n<V>(src + p + v, m) : V::zero()).store(dst + v);
+      }
+    }
+  }
+}
+
+// The MR x NR register tile over one packed panel: y[n0:n0+MR, c0:c0+ncols] (+)= x[:, k0:k0+kc] @ panel
+void micro(const LinearJob& j, const float* bp, int64_t n0, int64_t c0, int64_t k0, int64_t kc, int ncols) {
+  const bool first = k0 == 0, last = k0 + kc == j.Cin;
+  const float* xr[MR];
+  for (int r = 0; r < MR; ++r) xr[r] = j.x + std::min(n0 + r, j.N - 1) * j.ldx + k0;
+  V acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = V::zero();
+  for (int64_t k = 0; k < kc; ++k) {
+    const V b0 = V::load(bp + k * NR), b1 = V::load(bp + k * NR + W);
+    for (int r = 0; r < MR; ++r) {
+      const V a = V::set1(xr[r][k]);
+      acc[r][0] = V::fma(a, b0, acc[r][0]);
+      acc[r][1] = V::fma(a, b1, acc[r][1]);
+    }
+  }
+  const int m0 = std::clamp(ncols, 0, W), m1 = std::clamp(ncols - W, 0, W);
+  V bias0 = V::zero(), bias1 = V::zero();
+  if (last && j.b) {
+    if (m0) bias0 = load_n<V>(j.b + c0, m0);
+    if (m1) bias1 = load_n<V>(j.b + c0 + W, m1);
+  }
+  for (int r = 0; r < MR && n0 + r < j.N; ++r) {
+    float* y = j.y + (n0 + r) * j.ldy + c0;
+    const bool add_y = !first || j.accumulate;
+    V v0 = acc[r][0] + bias0, v1 = acc[r][1] + bias1;
+    if (m0) {
+      if (add_y) v0 = v0 + load_n<V>(y, m0);
+      if (last && j.act == Act::GELU_NEW) v0 = vgelu_new(v0);
+      store_n(y, v0, m0);
+    }
+    if (m1) {
+      if (add_y) v1 = v1 + load_n<V>(y + W, m1);
+      if (last && j.act == Act::GELU_NEW) v1 = vgelu_new(v1);
+      store_n(y + W, v1, m1);
+    }
+  }
+}
+
+template <class WT>
+void gemm_block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
+  thread_local std::vector<float> packed;
+  const int64_t nc = round_up(c1 - c0, NR);
+  packed.resize(static_cast<size_t>(KC * NC_MAX));
+  for (int64_t k0 = 0; k0 < j.Cin; k0 += KC) {
+    const int64_t kc = std::min(KC, j.Cin - k0);
+    pack_kn<WT>(packed.data(), j, k0, kc, c0, nc);
+    for (int64_t p = 0; p < nc; p += NR) {
+      const int ncols = static_cast<int>(std::min<int64_t>(NR, c1 - c0 - p));
+      for (int64_t n = n0; n < n1; n += MR) micro(j, packed.data() + p * kc, n, c0 + p, k0, kc, ncols);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning: each job becomes tasks; the split-k jobs get a reduction afterwards
+
+using BlockFn = void (*)(const LinearJob&, int64_t, int64_t, int64_t, int64_t);
+using SlabFn = void (*)(const LinearJob&, int64_t, int64_t, float*);
+
+struct Plan {
+  BlockFn block = nullptr;      // tiles: rows x cols blocks
+  int64_t rows = 0, cols = 0;
+  SlabFn slab = nullptr;        // split-k: slabs of `krows` rows of W, partials in parts
+  int64_t krows = 0, slabs = 0;
+  float* parts = nullptr;       // (slabs, N, Cout)
+  int64_t ntasks = 0, first_task = 0;
 };
 
 template <class WT>
-Blocking blocking_for(const LinearJob& j) {
-  if (j.w.kn) {
-    if (j.N == 1) return {1, 4 * OUT_CV1 * W, outer_block<1, OUT_CV1, WT>};
-    return {OUT_RB * 8, OUT_CV * W * 4, outer_block<OUT_RB, OUT_CV, WT>};
+Plan plan_for(const LinearJob& j) {
+  Plan p;
+  if (j.w.kn && j.N <= FEW_ROWS) {
+    p.slab = splitk_run<WT>;
+    const int64_t want = std::max<int64_t>(2 * num_threads(), 1);
+    p.krows = std::max<int64_t>(16, round_up(ceil_div(j.Cin, want), 4));
+    p.slabs = p.ntasks = ceil_div(j.Cin, p.krows);
+    return p;
   }
-  if (j.N == 1) return {1, DOT_CB1 * 4, dot_block<1, DOT_CB1, WT>};
-  return {DOT_RB * 16, DOT_CB * 8, dot_block<DOT_RB, DOT_CB, WT>};
+  if (j.w.kn) p.block = gemm_block<WT>, p.rows = MC, p.cols = task_cols(j.Cout, NR, NC_MAX);
+  else if (j.N == 1) p.block = dot_block<1, DOT_CB1, WT>, p.rows = 1, p.cols = task_cols(j.Cout, DOT_CB1, 256);
+  else if (j.N <= FEW_ROWS) p.block = dot_block<DOT_RB, DOT_CB, WT>, p.rows = j.N, p.cols = task_cols(j.Cout, DOT_CB, 64);
+  else p.block = wt_block<WT>, p.rows = WT_MC, p.cols = task_cols(j.Cout, WR, 16 * WR);
+  p.ntasks = ceil_div(j.N, p.rows) * ceil_div(j.Cout, p.cols);
+  return p;
 }
 
-Blocking blocking(const LinearJob& j) {
+Plan plan(const LinearJob& j) {
   switch (j.w.dtype) {
-    case DType::F16: return blocking_for<f16_t>(j);
-    case DType::BF16: return blocking_for<bf16_t>(j);
-    default: return blocking_for<float>(j);
+    case DType::F16: return plan_for<f16_t>(j);
+    case DType::BF16: return plan_for<bf16_t>(j);
+    default: return plan_for<float>(j);
   }
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+void run_task(const LinearJob& j, const Plan& p, int64_t t) {
+  if (p.slab) {
+    const int64_t k0 = t * p.krows;
+    return p.slab(j, k0, std::min(j.Cin, k0 + p.krows), p.parts + t * j.N * j.Cout);
+  }
+  const int64_t col_blocks = ceil_div(j.Cout, p.cols), n0 = t / col_blocks * p.rows, c0 = t % col_blocks * p.cols;
+  p.block(j, n0, std::min(j.N, n0 + p.rows), c0, std::min(j.Cout, c0 + p.cols));
+}
 
 }  // namespace
 
 template <>
 void linear<ISA>(const LinearJob* jobs, int njobs) {
-  struct Plan {
-    Blocking b;
-    int64_t col_blocks, first_task;
-  };
   std::vector<Plan> plans(njobs);
-  int64_t ntasks = 0;
+  int64_t ntasks = 0, nparts = 0;
   for (int i = 0; i < njobs; ++i) {
-    const LinearJob& j = jobs[i];
-    plans[i].b = blocking(j);
-    plans[i].col_blocks = ceil_div(j.Cout, plans[i].b.cols);
+    plans[i] = jobs[i].N > 0 && jobs[i].Cout > 0 ? plan(jobs[i]) : Plan{};
     plans[i].first_task = ntasks;
-    if (j.N > 0 && j.Cout > 0) ntasks += ceil_div(j.N, plans[i].b.rows) * plans[i].col_blocks;
+    ntasks += plans[i].ntasks;
+    nparts += plans[i].slabs * jobs[i].N * jobs[i].Cout;
+  }
+  std::vector<float> parts(static_cast<size_t>(nparts));
+  for (int i = 0, off = 0; i < njobs; ++i) {
+    plans[i].parts = parts.data() + off;
+    off += plans[i].slabs * jobs[i].N * jobs[i].Cout;
   }
   parallel_for(ntasks, [&](int64_t t) {
     int i = njobs - 1;
     while (plans[i].first_task > t) --i;
-    const LinearJob& j = jobs[i];
-    const Plan& p = plans[i];
-    const int64_t local = t - p.first_task, rb = local / p.col_blocks, cb = local % p.col_blocks;
-    const int64_t n0 = rb * p.b.rows, c0 = cb * p.b.cols;
-    p.b.run(j, n0, std::min(j.N, n0 + p.b.rows), c0, std::min(j.Cout, c0 + p.b.cols));
+    run_task(jobs[i], plans[i], t - plans[i].first_task);
+  });
+  // split-k jobs: sum the partials, in column chunks
+  constexpr int64_t kChunk = 512;
+  std::vector<std::pair<int, int64_t>> chunks;
+  for (int i = 0; i < njobs; ++i)
+    if (plans[i].slab)
+      for (int64_t c = 0; c < jobs[i].Cout; c += kChunk) chunks.emplace_back(i, c);
+  parallel_for(static_cast<int64_t>(chunks.size()), [&](int64_t t) {
+    const auto [i, c0] = chunks[t];
+    splitk_reduce(jobs[i], plans[i].parts, plans[i].slabs, c0, std::min(jobs[i].Cout, c0 + kChunk));
   });
 }
 
