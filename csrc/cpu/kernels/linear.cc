@@ -50,8 +50,8 @@ constexpr int64_t NC_MAX = 256;        // gemm: columns of a packed block
 constexpr int64_t MC = 8 * MR;         // gemm: rows of a task
 constexpr int WR = W == 16 ? 12 : 6;   // wt: weight rows (output columns) of the register tile
 constexpr int XR = 2 * W;              // wt: x rows of a packed panel (two vectors)
-constexpr int64_t WT_KC = 512;         // wt: k chunk
-constexpr int64_t WT_MC = 4 * XR;      // wt: rows of a task
+constexpr int64_t WT_KC = 1024;        // wt: k chunk
+constexpr int64_t WT_MC = 8 * XR;      // wt: rows of a task (a multiple of XR)
 constexpr int64_t FEW_ROWS = 4;        // dot / splitk up to this many rows
 
 inline int lanes(int64_t n, int64_t i) { return static_cast<int>(std::min<int64_t>(W, n - i)); }
@@ -115,7 +115,7 @@ void dot_tile(const LinearJob& j, const WT* w, int64_t n0, int64_t c0) {
 }
 
 template <int RB, int CB, class WT>
-void dot_block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
+void dot_block(const LinearJob& j, const float*, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
   const WT* w = static_cast<const WT*>(j.w.data);
   for (int64_t c = c0; c < c1; c += CB)
     for (int64_t n = n0; n < n1; n += RB) dot_tile<RB, CB, WT>(j, w, n, c);
@@ -196,19 +196,16 @@ void splitk_run(const LinearJob& j, int64_t k0, int64_t k1, float* part) {
 // ---------------------------------------------------------------------------------------------
 // wt: (Cout, Cin) weights, more rows; the weight rows are broadcast against packed x^T panels
 
-// Xp[p][k][0:XR] = x[n0 + p*XR + r, k0 + k] for the rows [n0, n1) (zeros past n1)
-void pack_xt(float* xp, const LinearJob& j, int64_t n0, int64_t n1, int64_t k0, int64_t kc) {
-  for (int64_t p = 0; n0 + p * XR < n1; ++p) {
-    float* dst = xp + p * kc * XR;
-    for (int r = 0; r < XR; ++r) {
-      const int64_t n = n0 + p * XR + r;
-      if (n >= n1) {
-        for (int64_t k = 0; k < kc; ++k) dst[k * XR + r] = 0.0f;
-        continue;
-      }
-      const float* src = j.x + n * j.ldx + k0;
-      for (int64_t k = 0; k < kc; ++k) dst[k * XR + r] = src[k];
+// Xt[k][0:XR] = x[n0 + r, k] for one panel of XR rows starting at n0 (zeros past N), every k
+void pack_xt_panel(float* xt, const LinearJob& j, int64_t n0) {
+  for (int r = 0; r < XR; ++r) {
+    const int64_t n = n0 + r;
+    if (n >= j.N) {
+      for (int64_t k = 0; k < j.Cin; ++k) xt[k * XR + r] = 0.0f;
+      continue;
     }
+    const float* src = j.x + n * j.ldx;
+    for (int64_t k = 0; k < j.Cin; ++k) xt[k * XR + r] = src[k];
   }
 }
 
@@ -248,16 +245,14 @@ void wt_micro(const LinearJob& j, const float* wf, const float* xp, int64_t kc, 
 }
 
 template <class WT>
-void wt_block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
-  thread_local std::vector<float> xp, wf;
-  xp.resize(static_cast<size_t>(WT_MC * WT_KC));
+void wt_block(const LinearJob& j, const float* xt, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
+  thread_local std::vector<float> wf;
   wf.resize(static_cast<size_t>(WR * WT_KC));
   for (int64_t k0 = 0; k0 < j.Cin; k0 += WT_KC) {
     const int64_t kc = std::min(WT_KC, j.Cin - k0);
-    pack_xt(xp.data(), j, n0, n1, k0, kc);
     for (int64_t c = c0; c < c1; c += WR) {
       widen_rows<WT>(wf.data(), j, c, k0, kc);
-      for (int64_t n = n0; n < n1; n += XR) wt_micro(j, wf.data(), xp.data() + (n - n0) * kc, kc, n, c, k0);
+      for (int64_t n = n0; n < n1; n += XR) wt_micro(j, wf.data(), xt + (n / XR * j.Cin + k0) * XR, kc, n, c, k0);
     }
   }
   apply_act(j, n0, n1, c0, c1);
@@ -322,7 +317,7 @@ void micro(const LinearJob& j, const float* bp, int64_t n0, int64_t c0, int64_t 
 }
 
 template <class WT>
-void gemm_block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
+void gemm_block(const LinearJob& j, const float*, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
   thread_local std::vector<float> packed;
   const int64_t nc = round_up(c1 - c0, NR);
   packed.resize(static_cast<size_t>(KC * NC_MAX));
@@ -339,7 +334,7 @@ void gemm_block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t 
 // ---------------------------------------------------------------------------------------------
 // Planning: each job becomes tasks; the split-k jobs get a reduction afterwards
 
-using BlockFn = void (*)(const LinearJob&, int64_t, int64_t, int64_t, int64_t);
+using BlockFn = void (*)(const LinearJob&, const float* xt, int64_t, int64_t, int64_t, int64_t);
 using SlabFn = void (*)(const LinearJob&, int64_t, int64_t, float*);
 
 struct Plan {
@@ -348,6 +343,8 @@ struct Plan {
   SlabFn slab = nullptr;        // split-k: slabs of `krows` rows of W, partials in parts
   int64_t krows = 0, slabs = 0;
   float* parts = nullptr;       // (slabs, N, Cout)
+  bool packs_x = false;         // wt: needs x^T in panels (xt)
+  const float* xt = nullptr;    // (ceil(N / XR), Cin, XR)
   int64_t ntasks = 0, first_task = 0;
 };
 
@@ -364,7 +361,7 @@ Plan plan_for(const LinearJob& j) {
   if (j.w.kn) p.block = gemm_block<WT>, p.rows = MC, p.cols = task_cols(j.Cout, NR, NC_MAX);
   else if (j.N == 1) p.block = dot_block<1, DOT_CB1, WT>, p.rows = 1, p.cols = task_cols(j.Cout, DOT_CB1, 256);
   else if (j.N <= FEW_ROWS) p.block = dot_block<DOT_RB, DOT_CB, WT>, p.rows = j.N, p.cols = task_cols(j.Cout, DOT_CB, 64);
-  else p.block = wt_block<WT>, p.rows = WT_MC, p.cols = task_cols(j.Cout, WR, 16 * WR);
+  else p.block = wt_block<WT>, p.rows = WT_MC, p.cols = task_cols(j.Cout, WR, 16 * WR), p.packs_x = true;
   p.ntasks = ceil_div(j.N, p.rows) * ceil_div(j.Cout, p.cols);
   return p;
 }
@@ -383,7 +380,7 @@ void run_task(const LinearJob& j, const Plan& p, int64_t t) {
     return p.slab(j, k0, std::min(j.Cin, k0 + p.krows), p.parts + t * j.N * j.Cout);
   }
   const int64_t col_blocks = ceil_div(j.Cout, p.cols), n0 = t / col_blocks * p.rows, c0 = t % col_blocks * p.cols;
-  p.block(j, n0, std::min(j.N, n0 + p.rows), c0, std::min(j.Cout, c0 + p.cols));
+  p.block(j, p.xt, n0, std::min(j.N, n0 + p.rows), c0, std::min(j.Cout, c0 + p.cols));
 }
 
 }  // namespace
@@ -403,6 +400,24 @@ void linear<ISA>(const LinearJob* jobs, int njobs) {
     plans[i].parts = parts.data() + off;
     off += plans[i].slabs * jobs[i].N * jobs[i].Cout;
   }
+  // wt jobs: x^T in panels, once per distinct x (the decoder's q, k, v share theirs)
+  std::vector<std::vector<float>> xts;
+  std::vector<std::pair<int, int64_t>> panels;  // (job, first row)
+  for (int i = 0; i < njobs; ++i) {
+    if (!plans[i].packs_x) continue;
+    for (int o = 0; o < i && !plans[i].xt; ++o)
+      if (plans[o].packs_x && jobs[o].x == jobs[i].x && jobs[o].ldx == jobs[i].ldx && jobs[o].N == jobs[i].N &&
+          jobs[o].Cin == jobs[i].Cin)
+        plans[i].xt = plans[o].xt;
+    if (plans[i].xt) continue;
+    xts.emplace_back(static_cast<size_t>(round_up(jobs[i].N, XR) * jobs[i].Cin));
+    plans[i].xt = xts.back().data();
+    for (int64_t n = 0; n < jobs[i].N; n += XR) panels.emplace_back(i, n);
+  }
+  parallel_for(static_cast<int64_t>(panels.size()), [&](int64_t t) {
+    const auto [i, n0] = panels[t];
+    pack_xt_panel(const_cast<float*>(plans[i].xt) + n0 * jobs[i].Cin, jobs[i], n0);
+  });
   parallel_for(ntasks, [&](int64_t t) {
     int i = njobs - 1;
     while (plans[i].first_task > t) --i;
