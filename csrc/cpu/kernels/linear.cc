@@ -25,6 +25,7 @@
 // decoder's q, k, v) share one parallel region. Ragged edges: row pointers are clamped to the last
 // row and the duplicate results dropped; the last column vector is loaded and stored partially.
 #include <algorithm>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -42,7 +43,12 @@ constexpr int W = V::W;
 
 // Tile shapes, sized to the register file (16 ymm for AVX2, 32 zmm for AVX-512).
 constexpr int DOT_RB = 3, DOT_CB = 4;  // dot: rows x columns (N > 1)
-constexpr int DOT_CB1 = 8;             // dot: columns when N == 1
+// dot with N == 1: columns (weight rows) read side by side, and vectors of each row per step.
+// float32 rows gain from several streams; half rows (half as long) from fewer, longer ones.
+template <class WT>
+constexpr int DOT_CB1 = std::is_same_v<WT, float> ? 4 : 1;
+template <class WT>
+constexpr int DOT_KU1 = std::is_same_v<WT, float> ? 2 : 4;
 constexpr int MR = W == 16 ? 12 : 6;   // gemm: rows of the register tile
 constexpr int NR = 2 * W;              // gemm: columns of a packed panel (two vectors)
 constexpr int64_t KC = 256;            // gemm: k chunk (a KC x NR panel is 16 KiB (AVX2) / 32 KiB)
@@ -78,83 +84,91 @@ void apply_act(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c
 // ---------------------------------------------------------------------------------------------
 // dot: (Cout, Cin) weights, few rows
 
-template <int RB, int CB, class WT>
+template <int RB, int CB, int KU, class WT>
 void dot_tile(const LinearJob& j, const WT* w, int64_t n0, int64_t c0) {
   const float* xr[RB];
   const WT* wr[CB];
   for (int r = 0; r < RB; ++r) xr[r] = j.x + std::min(n0 + r, j.N - 1) * j.ldx;
   for (int c = 0; c < CB; ++c) wr[c] = w + std::min(c0 + c, j.Cout - 1) * j.Cin;
-  V acc[RB][CB];
+  V acc[RB][CB][KU];
   for (int r = 0; r < RB; ++r)
-    for (int c = 0; c < CB; ++c) acc[r][c] = V::zero();
+    for (int c = 0; c < CB; ++c)
+      for (int u = 0; u < KU; ++u) acc[r][c][u] = V::zero();
   int64_t k = 0;
-  for (; k + W <= j.Cin; k += W) {
-    V xv[RB];
-    for (int r = 0; r < RB; ++r) xv[r] = V::load(xr[r] + k);
-    for (int c = 0; c < CB; ++c) {
-      const V wv = V::load(wr[c] + k);
-      for (int r = 0; r < RB; ++r) acc[r][c] = V::fma(xv[r], wv, acc[r][c]);
-    }
+  for (; k + KU * W <= j.Cin; k += KU * W) {  // KU vectors of each row per step: fewer, longer loads in flight
+    V xv[RB][KU];
+    for (int r = 0; r < RB; ++r)
+      for (int u = 0; u < KU; ++u) xv[r][u] = V::load(xr[r] + k + u * W);
+    for (int c = 0; c < CB; ++c)
+      for (int u = 0; u < KU; ++u) {
+        const V wv = V::load(wr[c] + k + u * W);
+        for (int r = 0; r < RB; ++r) acc[r][c][u] = V::fma(xv[r][u], wv, acc[r][c][u]);
+      }
   }
-  if (k < j.Cin) {  // ragged end of k: zero-filled lanes add nothing
-    const int m = static_cast<int>(j.Cin - k);
+  for (; k < j.Cin; k += W) {  // the rest, one vector at a time (the last one ragged: zero lanes add nothing)
+    const int m = lanes(j.Cin, k);
     V xv[RB];
     for (int r = 0; r < RB; ++r) xv[r] = load_n<V>(xr[r] + k, m);
     for (int c = 0; c < CB; ++c) {
       const V wv = load_n<V>(wr[c] + k, m);
-      for (int r = 0; r < RB; ++r) acc[r][c] = V::fma(xv[r], wv, acc[r][c]);
+      for (int r = 0; r < RB; ++r) acc[r][c][0] = V::fma(xv[r], wv, acc[r][c][0]);
     }
   }
   for (int r = 0; r < RB && n0 + r < j.N; ++r) {
     float* y = j.y + (n0 + r) * j.ldy;
     for (int c = 0; c < CB && c0 + c < j.Cout; ++c) {
-      const float s = acc[r][c].reduce_add() + bias_at(j, c0 + c);
+      V sum = acc[r][c][0];
+      for (int u = 1; u < KU; ++u) sum = sum + acc[r][c][u];
+      const float s = sum.reduce_add() + bias_at(j, c0 + c);
       y[c0 + c] = j.accumulate ? y[c0 + c] + s : s;
     }
   }
 }
 
-template <int RB, int CB, class WT>
+template <int RB, int CB, int KU, class WT>
 void dot_block(const LinearJob& j, const float*, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
   const WT* w = static_cast<const WT*>(j.w.data);
   for (int64_t c = c0; c < c1; c += CB)
-    for (int64_t n = n0; n < n1; n += RB) dot_tile<RB, CB, WT>(j, w, n, c);
+    for (int64_t n = n0; n < n1; n += RB) dot_tile<RB, CB, KU, WT>(j, w, n, c);
   apply_act(j, n0, n1, c0, c1);
 }
 
 // ---------------------------------------------------------------------------------------------
 // splitk: (Cin, Cout) weights, few rows. part (N, Cout) = x[:, k0:k1] @ W[k0:k1, :]
 
+constexpr int SPLITK_RU = 4;  // splitk: weight rows per pass (they share one load and store of each y vector)
+
 template <int NROWS, class WT>
 void splitk_slab(const LinearJob& j, int64_t k0, int64_t k1, float* part) {
+  constexpr int RU = SPLITK_RU;
   const WT* w = static_cast<const WT*>(j.w.data);
-  const int64_t C = j.Cout, c_full = C / W * W;  // whole vectors, then one ragged one
+  const int64_t C = j.Cout;
   std::fill(part, part + NROWS * C, 0.0f);
   int64_t k = k0;
-  for (; k + 4 <= k1; k += 4) {  // four weight rows per pass: one load and store of y per 4 FMAs
-    const WT* w0 = w + k * C;
-    const WT *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
-    V xb[NROWS][4];
+  for (; k + RU <= k1; k += RU) {
+    const WT* wk = w + k * C;
+    V xb[NROWS][RU];
     for (int n = 0; n < NROWS; ++n)
-      for (int i = 0; i < 4; ++i) xb[n][i] = V::set1(j.x[n * j.ldx + k + i]);
-    for (int64_t c = 0; c < c_full; c += W) {
-      const V a = V::load(w0 + c), b = V::load(w1 + c), d = V::load(w2 + c), e = V::load(w3 + c);
+      for (int i = 0; i < RU; ++i) xb[n][i] = V::set1(j.x[n * j.ldx + k + i]);
+    int64_t c = 0;
+    for (; c + W <= C; c += W) {
+      V wv[RU];
+      for (int i = 0; i < RU; ++i) wv[i] = V::load(wk + i * C + c);
       for (int n = 0; n < NROWS; ++n) {
         float* y = part + n * C + c;
-        V acc = V::fma(xb[n][0], a, V::load(y));
-        acc = V::fma(xb[n][1], b, acc);
-        acc = V::fma(xb[n][2], d, acc);
-        V::fma(xb[n][3], e, acc).store(y);
+        V acc = V::load(y);
+        for (int i = 0; i < RU; ++i) acc = V::fma(xb[n][i], wv[i], acc);
+        acc.store(y);
       }
     }
-    if (c_full < C) {
-      const int m = static_cast<int>(C - c_full);
-      const V a = load_n<V>(w0 + c_full, m), b = load_n<V>(w1 + c_full, m), d = load_n<V>(w2 + c_full, m),
-              e = load_n<V>(w3 + c_full, m);
+    if (c < C) {  // the ragged last vector
+      const int m = static_cast<int>(C - c);
+      V wv[RU];
+      for (int i = 0; i < RU; ++i) wv[i] = load_n<V>(wk + i * C + c, m);
       for (int n = 0; n < NROWS; ++n) {
-        float* y = part + n * C + c_full;
-        const V acc = V::fma(xb[n][3], e, V::fma(xb[n][2], d, V::fma(xb[n][1], b, V::fma(xb[n][0], a, load_n<V>(y, m)))));
-        store_n(y, acc, m);
+        V acc = load_n<V>(part + n * C + c, m);
+        for (int i = 0; i < RU; ++i) acc = V::fma(xb[n][i], wv[i], acc);
+        store_n(part + n * C + c, acc, m);
       }
     }
   }
@@ -359,8 +373,9 @@ Plan plan_for(const LinearJob& j) {
     return p;
   }
   if (j.w.kn) p.block = gemm_block<WT>, p.rows = MC, p.cols = task_cols(j.Cout, NR, NC_MAX);
-  else if (j.N == 1) p.block = dot_block<1, DOT_CB1, WT>, p.rows = 1, p.cols = task_cols(j.Cout, DOT_CB1, 256);
-  else if (j.N <= FEW_ROWS) p.block = dot_block<DOT_RB, DOT_CB, WT>, p.rows = j.N, p.cols = task_cols(j.Cout, DOT_CB, 64);
+  else if (j.N == 1)
+    p.block = dot_block<1, DOT_CB1<WT>, DOT_KU1<WT>, WT>, p.rows = 1, p.cols = task_cols(j.Cout, DOT_CB1<WT>, 256);
+  else if (j.N <= FEW_ROWS) p.block = dot_block<DOT_RB, DOT_CB, 1, WT>, p.rows = j.N, p.cols = task_cols(j.Cout, DOT_CB, 64);
   else p.block = wt_block<WT>, p.rows = WT_MC, p.cols = task_cols(j.Cout, WR, 16 * WR), p.packs_x = true;
   p.ntasks = ceil_div(j.N, p.rows) * ceil_div(j.Cout, p.cols);
   return p;
