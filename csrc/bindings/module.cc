@@ -17,6 +17,7 @@ using namespace pyclvp;
 namespace pyclvp::bind {
 void register_ops(py::module_& m);      // bindings/ops.cc
 void register_decoder(py::module_& m);  // bindings/decoder.cc
+void register_cuda(py::module_& m);     // bindings/cuda.cc (defined only with PYCLVP_WITH_CUDA)
 }  // namespace pyclvp::bind
 
 static py::list isa_names(const std::vector<cpu::CpuIsa>& isas) {
@@ -64,4 +65,7 @@ PYBIND11_MODULE(_core, m) {
   });
   bind::register_ops(m);
   bind::register_decoder(m);
+#ifdef PYCLVP_WITH_CUDA
+  bind::register_cuda(m);  // pyclvp._core.cuda
+#endif
 }

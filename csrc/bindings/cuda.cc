@@ -1,0 +1,507 @@
+// register_cuda(m): pyclvp._core.cuda, the CUDA backend's bindings. Compiled only with
+// PYCLVP_WITH_CUDA (CMakeLists.txt; without it this file is empty and _core has no `cuda`).
+//
+//   Weight(w)                      a (Cout, Cin) weight uploaded once: C order is nn.Linear's layout, Fortran
+//                                  order a transposed Conv1D weight (transposed on upload); f32 / f16 / uint16
+//                                  (bfloat16 bits). pyclvp/ops/cuda_ops.py keeps one per weight array.
+//   linear(x, weight, b), layer_norm, rms_norm, group_norm, gelu_new, gelu, gated_gelu, softmax, rotary,
+//   attention                      the ops of pyclvp/ops/numpy_ops.py with the arguments of pyclvp._core's CPU
+//                                  ops (csrc/bindings/ops.cc): host arrays in, a new host array out
+//   DecoderSession(config, weights, use_graph)  the fused decoder (csrc/cuda/decoder_step.h), weights uploaded once;
+//                                  use_graph: replay each state's step as a CUDA graph (else eager launches)
+//     .new_state(batch, max_len, cache_dtype) -> DecoderState (the KV cache, on the device)
+//     .prefill(state, inputs_embeds, attention_mask) -> logits (B, V)
+//     .step(state, input_ids, position_ids) -> logits (B, V)
+//     .select(state, rows) -> DecoderState     .download(state) -> (k, v, key_mask) host copies
+//
+// Order inside every call: the arguments are checked (ValueError naming the argument, the same checks
+// as the CPU bindings, csrc/bindings/arrays.h), then require_device() (RuntimeError "no CUDA device"),
+// then the device work with the GIL released. The ops run on the legacy default stream and
+// synchronize before returning; each decoder session has its own stream.
+#ifdef PYCLVP_WITH_CUDA
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bindings/arrays.h"
+#include "cpu/decoder_step.h"
+#include "cuda/decoder_step.h"
+#include "cuda/device.h"
+#include "cuda/kernels.h"
+#include "cuda/memory.h"
+
+namespace py = pybind11;
+
+namespace pyclvp::bind {
+namespace {
+
+using cuda::DeviceBuffer;
+constexpr cuda::StreamHandle kOps = nullptr;  // the ops' stream: the legacy default stream
+
+py::array_t<float> empty(std::vector<py::ssize_t> shape) { return py::array_t<float>(shape); }
+
+// An array's memory as plain pointer + size, taken while the GIL is held (py::array's size
+// accessors touch Python objects), so the device work can run without it.
+struct Host {
+  const void* data = nullptr;
+  size_t bytes = 0;
+};
+Host host(const py::array& a) { return {a.data(), static_cast<size_t>(a.nbytes())}; }
+struct Out {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+Out out(py::array& a) { return {a.mutable_data(), static_cast<size_t>(a.nbytes())}; }
+
+DeviceBuffer upload(const Host& h, const char* what) {  // h.data == nullptr: an empty buffer (an absent bias)
+  if (!h.data) return DeviceBuffer();
+  DeviceBuffer d(h.bytes, what);
+  cuda::to_device(d.data(), h.data, h.bytes, kOps);
+  return d;
+}
+
+void download(const Out& o, const DeviceBuffer& d) {  // the call's last step
+  cuda::to_host(o.data, d.data(), o.bytes, kOps);
+  cuda::sync(kOps);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight
+
+class Weight {
+ public:
+  explicit Weight(const py::handle& w_) {
+    PYCLVP_CHECK(py::isinstance<py::array>(w_) && py::reinterpret_borrow<py::array>(w_).ndim() == 2,
+                 "w must be a 2-D numpy array");
+    py::array w = py::reinterpret_borrow<py::array>(w_);
+    const int64_t Cout = w.shape(0), Cin = w.shape(1);
+    const cpu::WeightView v = weight(w, "w", Cout, Cin);
+    cuda::require_device();
+    py::gil_scoped_release nogil;
+    m_ = cuda::upload_matrix({v.data, v.dtype, v.kn, Cout, Cin}, kOps, "a linear weight");
+    cuda::sync(kOps);
+  }
+  const cuda::DeviceMatrix& matrix() const { return m_; }
+  py::tuple shape() const { return py::make_tuple(m_.rows, m_.cols); }
+  std::string dtype() const { return m_.dtype == DType::F32 ? "float32" : m_.dtype == DType::F16 ? "float16" : "bfloat16"; }
+
+ private:
+  cuda::DeviceMatrix m_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Ops
+
+// linear(x (N, Cin), weight (Cout, Cin), b (Cout,) | None) -> (N, Cout)
+py::array_t<float> linear(const py::handle& x_, const Weight& w, const py::handle& b_) {
+  py::array x = f32(x_, "x", {}, 2);
+  const int64_t N = x.shape(0), Cin = x.shape(1), Cout = w.matrix().rows;
+  PYCLVP_CHECK(w.matrix().cols == Cin, "x has shape ", shape_str(x), " but the weight is (", Cout, ", ",
+               w.matrix().cols, ")");
+  const float* b = optional_f32(b_, "b", {Cout});
+  auto y = empty({N, Cout});
+  const Host hx = host(x), hb{b, static_cast<size_t>(Cout) * 4};
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), db = upload(hb, "b"), dy(oy.bytes, "y");
+  cuda::LinearArgs a;
+  a.y = dy.as<float>(), a.x = dx.as<float>(), a.w = w.matrix().buf.data(), a.w_dtype = w.matrix().dtype;
+  a.b = db.as<float>(), a.N = N, a.Cin = Cin, a.Cout = Cout, a.ldx = Cin, a.ldy = Cout;
+  cuda::linear(a, kOps);
+  download(oy, dy);
+  return y;
+}
+
+// layer_norm(x (N, C), g (C,), b (C,), eps) -> (N, C)
+py::array_t<float> layer_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, float eps) {
+  py::array x = f32(x_, "x", {}, 2);
+  const int64_t N = x.shape(0), C = x.shape(1);
+  py::array g = f32(g_, "g", {C}), b = f32(b_, "b", {C});
+  auto y = empty({N, C});
+  const Host hx = host(x), hg = host(g), hb = host(b);
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), db = upload(hb, "b"), dy(oy.bytes, "y");
+  cuda::layer_norm(dy.as<float>(), dx.as<float>(), C, dg.as<float>(), db.as<float>(), eps, N, C, kOps);
+  download(oy, dy);
+  return y;
+}
+
+// rms_norm(x (N, C), g (C,), eps) -> (N, C)
+py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float eps) {
+  py::array x = f32(x_, "x", {}, 2);
+  const int64_t N = x.shape(0), C = x.shape(1);
+  py::array g = f32(g_, "g", {C});
+  auto y = empty({N, C});
+  const Host hx = host(x), hg = host(g);
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), dy(oy.bytes, "y");
+  cuda::rms_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), eps, N, C, kOps);
+  download(oy, dy);
+  return y;
+}
+
+// group_norm(x (B, C, T), g (C,), b (C,), groups, eps) -> (B, C, T)
+py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, int64_t groups,
+                              float eps) {
+  py::array x = f32(x_, "x", {}, 3);
+  const int64_t B = x.shape(0), C = x.shape(1), T = x.shape(2);
+  PYCLVP_CHECK(groups >= 1 && C % groups == 0, "groups must be >= 1 and divide the channel count ", C, ", got ", groups);
+  py::array g = f32(g_, "g", {C}), b = f32(b_, "b", {C});
+  auto y = empty({B, C, T});
+  const Host hx = host(x), hg = host(g), hb = host(b);
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), db = upload(hb, "b"), dy(oy.bytes, "y");
+  cuda::group_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), db.as<float>(), groups, eps, B, C, T, kOps);
+  download(oy, dy);
+  return y;
+}
+
+// gelu_new(x) / gelu(x): elementwise, any shape
+template <int Which>
+py::array_t<float> elementwise(const py::handle& x_) {
+  py::array x = f32(x_, "x");
+  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const int64_t n = x.size();
+  const Host hx = host(x);
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
+  if constexpr (Which == 0) cuda::gelu_new(dy.as<float>(), dx.as<float>(), n, kOps);
+  else cuda::gelu(dy.as<float>(), dx.as<float>(), n, kOps);
+  download(oy, dy);
+  return y;
+}
+
+// gated_gelu(x (N, 2F)) -> (N, F)
+py::array_t<float> gated_gelu(const py::handle& x_) {
+  py::array x = f32(x_, "x", {}, 2);
+  const int64_t N = x.shape(0), F2 = x.shape(1);
+  PYCLVP_CHECK(F2 % 2 == 0, "x's last dimension must be even (h | gate), got ", F2);
+  auto y = empty({N, F2 / 2});
+  const Host hx = host(x);
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
+  cuda::gated_gelu(dy.as<float>(), dx.as<float>(), N, F2 / 2, kOps);
+  download(oy, dy);
+  return y;
+}
+
+// softmax(x (N, C)) over the last axis -> (N, C)
+py::array_t<float> softmax(const py::handle& x_) {
+  py::array x = f32(x_, "x", {}, 2);
+  const int64_t N = x.shape(0), C = x.shape(1);
+  PYCLVP_CHECK(C >= 1, "x's last dimension must not be empty");
+  auto y = empty({N, C});
+  const Host hx = host(x);
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
+  cuda::softmax(dy.as<float>(), dx.as<float>(), N, C, kOps);
+  download(oy, dy);
+  return y;
+}
+
+// rotary(x (M, T, D), cos (T, R), sin (T, R)) -> (M, T, D)
+py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py::handle& sin_) {
+  py::array x = f32(x_, "x", {}, 3);
+  const int64_t M = x.shape(0), T = x.shape(1), D = x.shape(2);
+  py::array cos = f32(cos_, "cos", {T, -1});
+  const int64_t R = cos.shape(1);
+  py::array sin = f32(sin_, "sin", {T, R});
+  PYCLVP_CHECK(R % 2 == 0 && R <= D, "the rotary width R = ", R, " must be even and <= the head dim ", D);
+  auto y = empty({M, T, D});
+  const Host hx = host(x), hc = host(cos), hs = host(sin);
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dc = upload(hc, "cos"), ds = upload(hs, "sin"), dy(oy.bytes, "y");
+  cuda::rotary(dy.as<float>(), dx.as<float>(), dc.as<float>(), ds.as<float>(), M, T, D, R, kOps);
+  download(oy, dy);
+  return y;
+}
+
+// attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, 1, T|1, S) | None, scale, causal) -> (B,H,T,D)
+py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const py::handle& v_, const py::handle& mask_,
+                             float scale, bool causal) {
+  py::array q = f32(q_, "q", {}, 4);
+  const int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
+  py::array k = f32(k_, "k", {B, H, -1, D});
+  const int64_t S = k.shape(2);
+  py::array v = f32(v_, "v", {B, H, S, D});
+  PYCLVP_CHECK(D <= cuda::kAttentionMaxD, "the head dim D = ", D, " exceeds the CUDA attention kernel's limit ",
+               cuda::kAttentionMaxD);
+  py::array m;  // the mask when given (its data is uploaded below)
+  const bool masked = !mask_.is_none();
+  cuda::AttentionArgs a;
+  if (masked) {
+    m = f32(mask_, "mask", {}, 4);
+    PYCLVP_CHECK((m.shape(0) == B || m.shape(0) == 1) && m.shape(1) == 1 && (m.shape(2) == T || m.shape(2) == 1) &&
+                     m.shape(3) == S,
+                 "mask has shape ", shape_str(m), ", expected (", B, " or 1, 1, ", T, " or 1, ", S, ")");
+    a.m_sb = m.shape(0) == 1 ? 0 : m.shape(2) * S;
+    a.m_st = m.shape(2) == 1 ? 0 : S;
+  }
+  auto o = empty({B, H, T, D});
+  const Host hq = host(q), hk = host(k), hv = host(v), hm = masked ? host(m) : Host{};
+  const Out oo = out(o);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dq = upload(hq, "q"), dk = upload(hk, "k"), dv = upload(hv, "v"), dm = upload(hm, "mask");
+  DeviceBuffer dout(oo.bytes, "out");
+  a.q = dq.as<float>(), a.q_sb = H * T * D, a.q_sh = T * D, a.q_st = D;
+  a.k = dk.data(), a.v = dv.data(), a.kv_dtype = DType::F32;
+  a.k_sb = a.v_sb = H * S * D, a.k_sh = a.v_sh = S * D, a.k_ss = a.v_ss = D;
+  a.out = dout.as<float>(), a.o_sb = H * T * D, a.o_sh = T * D, a.o_st = D;
+  a.mask = dm.as<float>();
+  a.causal = causal, a.causal_offset = S - T;  // the last query sees every key, as the CPU binding
+  a.B = B, a.H = H, a.T = T, a.S = S, a.D = D, a.scale = scale;
+  cuda::attention(a, kOps);
+  download(oo, dout);
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fused decoder
+
+DType cache_dtype(const std::string& name) {
+  if (name == "float32") return DType::F32;
+  if (name == "float16") return DType::F16;
+  if (name == "bfloat16") return DType::BF16;
+  fail(__func__, "unknown cache dtype '", name, "'; choose float32, float16 or bfloat16");
+}
+
+py::dtype numpy_dtype(DType dt) {
+  return dt == DType::F32 ? py::dtype::of<float>() : dt == DType::F16 ? py::dtype("float16") : py::dtype::of<uint16_t>();
+}
+
+py::array int64_vector(const py::handle& obj, const char* name, int64_t n) {
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy int64 array");
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  PYCLVP_CHECK(a.dtype().is(py::dtype::of<int64_t>()) && c_contiguous(a) && a.ndim() == 1 && (n < 0 || a.shape(0) == n),
+               name, " must be a C-contiguous int64 array of shape (", n < 0 ? std::string("B") : std::to_string(n),
+               ",), got ", std::string(py::str(a.dtype())), " ", shape_str(a));
+  return a;
+}
+
+// The speech decoder's weights, as csrc/bindings/decoder.cc reads them (the same keys, relative to
+// `speech_decoder_model.`, the same checks); the arrays must outlive the upload only.
+class WeightReader {
+ public:
+  WeightReader(const py::dict& config, const py::dict& weights) : w_(weights) {
+    auto get = [&](const char* key) -> py::handle {
+      PYCLVP_CHECK(config.contains(key), "config is missing '", key, "'");
+      return config[key];
+    };
+    m_.L = get("L").cast<int64_t>(), m_.C = get("C").cast<int64_t>(), m_.H = get("H").cast<int64_t>();
+    m_.F = get("F").cast<int64_t>(), m_.V = get("V").cast<int64_t>(), m_.P = get("P").cast<int64_t>();
+    m_.eps = get("eps").cast<float>();
+    PYCLVP_CHECK(m_.L >= 1 && m_.C >= 1 && m_.H >= 1 && m_.F >= 1 && m_.V >= 1 && m_.P >= 1,
+                 "config sizes must be positive, got L=", m_.L, " C=", m_.C, " H=", m_.H, " F=", m_.F, " V=", m_.V, " P=", m_.P);
+    PYCLVP_CHECK(m_.C % m_.H == 0, "hidden size C=", m_.C, " must be divisible by the head count H=", m_.H);
+    m_.D = m_.C / m_.H;
+    const int64_t C = m_.C, F = m_.F;
+    m_.wte = table(obj("model.decoder.input_embeds_layer.weight"), "model.decoder.input_embeds_layer.weight", m_.V, C,
+                   m_.wte_dtype).data();
+    m_.wpe = table(obj("model.decoder.position_embeds_layer.weight"), "model.decoder.position_embeds_layer.weight",
+                   m_.P, C, m_.wpe_dtype).data();
+    for (int64_t i = 0; i < m_.L; ++i) {
+      const std::string p = "model.decoder.layers." + std::to_string(i) + ".";
+      cpu::DecoderLayer l;
+      l.ln1_g = vec(p + "input_layernorm.weight", C), l.ln1_b = vec(p + "input_layernorm.bias", C);
+      l.q = linear_w(p + "attn.q_proj.weight", C, C), l.q_b = vec(p + "attn.q_proj.bias", C, true);
+      l.k = linear_w(p + "attn.k_proj.weight", C, C), l.k_b = vec(p + "attn.k_proj.bias", C, true);
+      l.v = linear_w(p + "attn.v_proj.weight", C, C), l.v_b = vec(p + "attn.v_proj.bias", C, true);
+      l.o = linear_w(p + "attn.out_proj.weight", C, C), l.o_b = vec(p + "attn.out_proj.bias", C);
+      l.ln2_g = vec(p + "post_attention_layernorm.weight", C), l.ln2_b = vec(p + "post_attention_layernorm.bias", C);
+      l.fc = conv1d_weight(obj(p + "mlp.c_fc.weight"), (p + "mlp.c_fc.weight").c_str(), C, F);
+      l.fc_b = vec(p + "mlp.c_fc.bias", F);
+      l.proj = conv1d_weight(obj(p + "mlp.c_proj.weight"), (p + "mlp.c_proj.weight").c_str(), F, C);
+      l.proj_b = vec(p + "mlp.c_proj.bias", C);
+      m_.layers.push_back(l);
+    }
+    m_.lnf_g = vec("model.decoder.layer_norm.weight", C), m_.lnf_b = vec("model.decoder.layer_norm.bias", C);
+    m_.final_g = vec("final_norm.weight", C), m_.final_b = vec("final_norm.bias", C);
+    m_.lm = linear_w("lm_head.weight", m_.V, C), m_.lm_b = vec("lm_head.bias", m_.V);
+  }
+  const cpu::DecoderModel& model() const { return m_; }
+
+ private:
+  py::handle obj(const std::string& key, bool optional = false) {
+    if (!w_.contains(key.c_str()) || w_[key.c_str()].is_none()) {
+      PYCLVP_CHECK(optional, "weights is missing '", key, "'");
+      return py::handle();
+    }
+    return w_[key.c_str()];
+  }
+  const float* vec(const std::string& key, int64_t n, bool optional = false) {
+    py::handle h = obj(key, optional);
+    return h ? f32_ptr(f32(h, key.c_str(), {n})) : nullptr;
+  }
+  cpu::WeightView linear_w(const std::string& key, int64_t Cout, int64_t Cin) {
+    return weight(obj(key), key.c_str(), Cout, Cin);
+  }
+
+  py::dict w_;
+  cpu::DecoderModel m_;
+};
+
+class DecoderSession {
+ public:
+  DecoderSession(const py::dict& config, const py::dict& weights, bool use_graph) {
+    WeightReader r(config, weights);
+    py::gil_scoped_release nogil;
+    dec_ = std::make_unique<cuda::CudaDecoder>(r.model(), use_graph);
+  }
+
+  std::unique_ptr<cuda::CudaDecoderState> new_state(int64_t batch, int64_t max_len, const std::string& dtype) {
+    const DType dt = cache_dtype(dtype);
+    PYCLVP_CHECK(batch >= 1 && max_len >= 1, "new_state needs batch >= 1 and max_len >= 1, got ", batch, " and ", max_len);
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    return dec_->new_state(batch, max_len, dt);
+  }
+
+  py::array_t<float> prefill(cuda::CudaDecoderState& st, const py::handle& embeds_, const py::handle& mask_) {
+    const cuda::DeviceModel& m = dec_->model();
+    py::array embeds = f32(embeds_, "inputs_embeds", {}, 3);
+    const int64_t B = st.batch(), T = embeds.shape(1);
+    PYCLVP_CHECK(embeds.shape(0) == B && embeds.shape(2) == m.C, "inputs_embeds has shape ", shape_str(embeds),
+                 ", expected (", B, ", T, ", m.C, ") for a state of ", B, " rows");
+    PYCLVP_CHECK(T >= 1, "inputs_embeds has no positions");
+    PYCLVP_CHECK(st.length() + T <= st.max_len(), "the cache holds ", st.max_len(), " positions: cannot write ", T,
+                 " more after length ", st.length());
+    std::vector<uint8_t> mask(static_cast<size_t>(B * T), 1);
+    if (!mask_.is_none()) {
+      PYCLVP_CHECK(py::isinstance<py::array>(mask_), "attention_mask must be a numpy bool array or None");
+      py::array a = py::reinterpret_borrow<py::array>(mask_);
+      PYCLVP_CHECK(a.dtype().is(py::dtype::of<bool>()) && c_contiguous(a) && a.ndim() == 2 && a.shape(0) == B &&
+                       a.shape(1) == T,
+                   "attention_mask must be a C-contiguous bool array of shape (", B, ", ", T, "), got ",
+                   std::string(py::str(a.dtype())), " ", shape_str(a));
+      std::memcpy(mask.data(), a.data(), mask.size());
+    }
+    auto logits = empty({B, m.V});
+    float* out = logits.mutable_data();
+    const float* src = f32_ptr(embeds);
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    dec_->prefill(st, src, mask.data(), T, out);
+    return logits;
+  }
+
+  py::array_t<float> step(cuda::CudaDecoderState& st, const py::handle& ids_, const py::handle& pos_) {
+    const cuda::DeviceModel& m = dec_->model();
+    const int64_t B = st.batch();
+    py::array ids = int64_vector(ids_, "input_ids", B);
+    py::array pos = int64_vector(pos_, "position_ids", B);
+    const auto* idp = static_cast<const int64_t*>(ids.data());
+    const auto* pp = static_cast<const int64_t*>(pos.data());
+    for (int64_t b = 0; b < B; ++b) {
+      PYCLVP_CHECK(idp[b] >= 0 && idp[b] < m.V, "input_ids[", b, "] = ", idp[b], " is outside the vocabulary [0, ", m.V, ")");
+      PYCLVP_CHECK(pp[b] >= 0 && pp[b] < m.P, "position_ids[", b, "] = ", pp[b], " is outside the position table [0, ",
+                   m.P, ") (max_position_embeddings)");
+    }
+    PYCLVP_CHECK(st.length() + 1 <= st.max_len(), "the cache holds ", st.max_len(),
+                 " positions: cannot write 1 more after length ", st.length());
+    auto logits = empty({B, m.V});
+    float* out = logits.mutable_data();
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    dec_->step(st, idp, pp, out);
+    return logits;
+  }
+
+  std::unique_ptr<cuda::CudaDecoderState> select(const cuda::CudaDecoderState& st, const py::handle& rows_) {
+    py::array rows = int64_vector(rows_, "rows", -1);
+    const int64_t n = rows.shape(0);
+    PYCLVP_CHECK(n >= 1, "select needs at least one row");
+    const auto* r = static_cast<const int64_t*>(rows.data());
+    for (int64_t i = 0; i < n; ++i)
+      PYCLVP_CHECK(r[i] >= 0 && r[i] < st.batch(), "rows[", i, "] = ", r[i], " is outside [0, ", st.batch(), ")");
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    return dec_->select(st, r, n);
+  }
+
+  py::tuple download(const cuda::CudaDecoderState& st) {
+    const cuda::DeviceModel& m = dec_->model();
+    const std::vector<py::ssize_t> shape{m.L, st.batch(), m.H, st.max_len(), m.D};
+    py::array k(numpy_dtype(st.dtype()), shape), v(numpy_dtype(st.dtype()), shape);
+    py::array_t<bool> km(std::vector<py::ssize_t>{st.batch(), st.max_len()});
+    void *kp = k.mutable_data(), *vp = v.mutable_data();
+    auto* kmp = reinterpret_cast<uint8_t*>(km.mutable_data());
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(mu_);
+      dec_->download(st, kp, vp, kmp);
+    }
+    return py::make_tuple(k, v, km);
+  }
+
+ private:
+  std::unique_ptr<cuda::CudaDecoder> dec_;
+  std::mutex mu_;  // one call at a time per session (one stream)
+};
+
+std::string dtype_name(DType dt) { return dt == DType::F32 ? "float32" : dt == DType::F16 ? "float16" : "bfloat16"; }
+
+}  // namespace
+
+void register_cuda(py::module_& m) {
+  auto c = m.def_submodule("cuda", "the CUDA backend's kernels and fused decoder; use pyclvp.ops.get_ops('cuda')");
+  c.def("device_count", &cuda::device_count, "CUDA devices the runtime reports (0 without a driver)");
+
+  py::class_<Weight>(c, "Weight", "a (Cout, Cin) weight matrix uploaded to the device once")
+      .def(py::init<const py::handle&>(), py::arg("w"))
+      .def_property_readonly("shape", &Weight::shape)
+      .def_property_readonly("dtype", &Weight::dtype);
+  c.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("b") = py::none(),
+        "x (N, Cin) f32, weight: a Weight (Cout, Cin), b (Cout,) | None -> (N, Cout)");
+  c.def("layer_norm", &layer_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("eps"), "x (N, C), g (C,), b (C,) -> (N, C)");
+  c.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), "x (N, C), g (C,) -> (N, C)");
+  c.def("group_norm", &group_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("groups"), py::arg("eps"),
+        "x (B, C, T), g (C,), b (C,) -> (B, C, T)");
+  c.def("gelu_new", &elementwise<0>, py::arg("x"), "elementwise GPT-2 tanh GELU, any shape (C order)");
+  c.def("gelu", &elementwise<1>, py::arg("x"), "elementwise exact (erf) GELU, any shape (C order)");
+  c.def("gated_gelu", &gated_gelu, py::arg("x"), "x (N, 2F) -> x[:, :F] * gelu(x[:, F:]) (N, F)");
+  c.def("softmax", &softmax, py::arg("x"), "x (N, C) -> softmax over the last axis (N, C)");
+  c.def("rotary", &rotary, py::arg("x"), py::arg("cos"), py::arg("sin"), "x (M, T, D), cos/sin (T, R) -> (M, T, D)");
+  c.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
+        py::arg("scale") = 1.0f, py::arg("causal") = false,
+        "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,1,T|1,S) -> (B,H,T,D); D <= 128");
+
+  py::class_<cuda::CudaDecoderState>(c, "DecoderState", "a batch's KV cache on the device (see DecoderSession)")
+      .def_property_readonly("batch", &cuda::CudaDecoderState::batch)
+      .def_property_readonly("max_len", &cuda::CudaDecoderState::max_len)
+      .def_property_readonly("length", &cuda::CudaDecoderState::length)
+      .def_property_readonly("cache_dtype", [](const cuda::CudaDecoderState& s) { return dtype_name(s.dtype()); });
+  py::class_<DecoderSession>(c, "DecoderSession",
+                             "the fused KV-cached CLVP speech decoder on the device; see csrc/bindings/cuda.cc")
+      .def(py::init<const py::dict&, const py::dict&, bool>(), py::arg("config"), py::arg("weights"),
+           py::arg("use_graph") = true)
+      .def("new_state", &DecoderSession::new_state, py::arg("batch"), py::arg("max_len"), py::arg("cache_dtype"),
+           py::keep_alive<0, 1>())
+      .def("prefill", &DecoderSession::prefill, py::arg("state"), py::arg("inputs_embeds"), py::arg("attention_mask"))
+      .def("step", &DecoderSession::step, py::arg("state"), py::arg("input_ids"), py::arg("position_ids"))
+      .def("select", &DecoderSession::select, py::arg("state"), py::arg("rows"), py::keep_alive<0, 1>())
+      .def("download", &DecoderSession::download, py::arg("state"));
+}
+
+}  // namespace pyclvp::bind
+#endif  // PYCLVP_WITH_CUDA

@@ -1,0 +1,89 @@
+// layer_norm, rms_norm, group_norm: one block per row (per (batch, group)), statistics reduced in
+// float32 over the block, then the affine. Contracts in csrc/cuda/kernels.h; the math is
+// pyclvp/ops/numpy_ops.py's: two passes (mean, then the centred variance), no E[x^2] - E[x]^2.
+#include "cuda/common.cuh"
+
+namespace pyclvp::cuda {
+namespace {
+
+constexpr int kNormThreads = 256;
+
+struct Stats {
+  float mu, rstd;  // mean and 1 / sqrt(var + eps)
+};
+
+// Two-pass statistics of x[0:n] over the block (every thread must call it).
+__device__ Stats centred_stats(const float* x, int64_t n, float eps) {
+  float s = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += kNormThreads) s += x[i];
+  const float mu = block_sum<kNormThreads>(s) / static_cast<float>(n);
+  float q = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += kNormThreads) {
+    const float d = x[i] - mu;
+    q = fmaf(d, d, q);
+  }
+  const float var = block_sum<kNormThreads>(q) / static_cast<float>(n);
+  return {mu, 1.0f / sqrtf(var + eps)};
+}
+
+// y[i] = (x[i] - mu) * rstd * g[i] + b[i] for this thread's elements (each reads only what it writes)
+__device__ void ln_apply(float* y, const float* x, int64_t C, Stats st, const float* g, const float* b) {
+  for (int64_t i = threadIdx.x; i < C; i += kNormThreads) y[i] = (x[i] - st.mu) * st.rstd * g[i] + b[i];
+}
+
+__global__ void __launch_bounds__(kNormThreads)
+    layer_norm_kernel(float* y, const float* x, int64_t ldx, const float* g, const float* b, float eps, int64_t C,
+                      const float* g2, const float* b2, float eps2) {
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * ldx;
+  float* yr = y + static_cast<int64_t>(blockIdx.x) * C;
+  ln_apply(yr, xr, C, centred_stats(xr, C, eps), g, b);  // the stats' last barrier precedes every write
+  if (g2) ln_apply(yr, yr, C, centred_stats(yr, C, eps2), g2, b2);  // a thread re-reads its own writes only
+}
+
+__global__ void __launch_bounds__(kNormThreads)
+    rms_norm_kernel(float* y, const float* x, const float* g, float eps, int64_t C) {
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * C;
+  float* yr = y + static_cast<int64_t>(blockIdx.x) * C;
+  float q = 0.0f;
+  for (int64_t i = threadIdx.x; i < C; i += kNormThreads) q = fmaf(xr[i], xr[i], q);
+  const float denom = sqrtf(block_sum<kNormThreads>(q) / static_cast<float>(C) + eps);
+  for (int64_t i = threadIdx.x; i < C; i += kNormThreads) yr[i] = g[i] * (xr[i] / denom);
+}
+
+// One block per (batch, group): the group's C/G channels x T times are contiguous.
+__global__ void __launch_bounds__(kNormThreads)
+    group_norm_kernel(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t C,
+                      int64_t T) {
+  const int64_t cpg = C / G, n = cpg * T, bg = blockIdx.x, c0 = (bg % G) * cpg;
+  const float* xg = x + bg * n;
+  float* yg = y + bg * n;
+  const Stats st = centred_stats(xg, n, eps);
+  for (int64_t i = threadIdx.x; i < n; i += kNormThreads) {
+    const int64_t c = c0 + i / T;
+    yg[i] = (xg[i] - st.mu) * st.rstd * g[c] + b[c];
+  }
+}
+
+}  // namespace
+
+void layer_norm(float* y, const float* x, int64_t ldx, const float* g, const float* b, float eps, int64_t N, int64_t C,
+                StreamHandle s, const float* g2, const float* b2, float eps2) {
+  if (N == 0 || C == 0) return;
+  layer_norm_kernel<<<grid_x(N, "layer_norm"), kNormThreads, 0, s>>>(y, x, ldx, g, b, eps, C, g2, b2, eps2);
+  PYCLVP_CUDA_LAUNCHED();
+}
+
+void rms_norm(float* y, const float* x, const float* g, float eps, int64_t N, int64_t C, StreamHandle s) {
+  if (N == 0 || C == 0) return;
+  rms_norm_kernel<<<grid_x(N, "rms_norm"), kNormThreads, 0, s>>>(y, x, g, eps, C);
+  PYCLVP_CUDA_LAUNCHED();
+}
+
+void group_norm(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t B, int64_t C,
+                int64_t T, StreamHandle s) {
+  if (B == 0 || C == 0 || T == 0) return;
+  group_norm_kernel<<<grid_x(B * G, "group_norm"), kNormThreads, 0, s>>>(y, x, g, b, G, eps, C, T);
+  PYCLVP_CUDA_LAUNCHED();
+}
+
+}  // namespace pyclvp::cuda
