@@ -1,0 +1,103 @@
+"""CudaDecoder: the speech decoder (ClvpForCausalLM) on the GPU, with its KV cache on the device.
+
+The API of the NumPy decoder (pyclvp/model/decoder.py) and of CpuDecoder; the model picks it
+through CudaOps.make_decoder:
+
+    dec = CudaDecoder(params, cfg)                     weights uploaded once, float16/bfloat16 as stored
+    state = dec.new_state(batch, max_len)              a CudaDecoderState: the cache, on the device
+    logits = dec.prefill(inputs_embeds, mask, state)   (B, P, C), (B, P) | None -> (B, V), last position
+    logits = dec.step(input_ids, position_ids, state)  (B,), (B,) -> (B, V): ids and positions go to the
+                                                       device, the logits come back, nothing else crosses
+    state = state.select(rows)                         keep / repeat / reorder rows: a gather on the device
+
+The arithmetic is csrc/cuda/decoder_step.cu: per layer a handful of kernels (the layer norms fused
+into the products for up to 4 rows), the whole step captured once per state in a CUDA graph and
+replayed; PYCLVP_CUDA_GRAPH=0 (or use_graph=False) launches the same kernels one by one instead.
+csrc/bindings/cuda.cc checks every argument. The cache layout is DecoderState's, (L, B, H, S, D) k
+and v in float32 / float16 / bfloat16 and a (B, S) key mask; state.k, .v and .key_mask download copies.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import _core
+from .cpu_decoder import CACHE_DTYPES, _weights_for_core
+from .half import to_float32
+
+
+class CudaDecoderState:
+    """A batch's KV cache on the device, with DecoderState's API (batch, max_len, length, select, k, v, key_mask)."""
+
+    def __init__(self, session, handle):
+        self._session, self._handle = session, handle
+
+    @property
+    def batch(self) -> int:
+        return self._handle.batch
+
+    @property
+    def max_len(self) -> int:
+        return self._handle.max_len
+
+    @property
+    def length(self) -> int:
+        return self._handle.length
+
+    @property
+    def cache_dtype(self) -> str:
+        return self._handle.cache_dtype
+
+    @property
+    def k(self) -> np.ndarray:  # (L, B, H, S, D), a host copy (bfloat16 as uint16 bits)
+        return self._session.download(self._handle)[0]
+
+    @property
+    def v(self) -> np.ndarray:  # (L, B, H, S, D), a host copy
+        return self._session.download(self._handle)[1]
+
+    @property
+    def key_mask(self) -> np.ndarray:  # (B, S) bool, a host copy
+        return self._session.download(self._handle)[2]
+
+    def select(self, rows) -> "CudaDecoderState":
+        """A new state holding rows `rows` of this one, in that order (repeat, reorder, drop)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)  # (B',)
+        return CudaDecoderState(self._session, self._session.select(self._handle, rows))
+
+
+class CudaDecoder:
+    """The fused KV-cached decoder on the GPU; see the module docstring."""
+
+    def __init__(self, params, cfg, cache_dtype: str = "float32", use_graph: bool | None = None):
+        cfg = getattr(cfg, "decoder_config", cfg)
+        if cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
+        if use_graph is None:
+            use_graph = os.environ.get("PYCLVP_CUDA_GRAPH", "1") != "0"
+        self.cfg, self.params, self.cache_dtype = cfg, params, cache_dtype
+        self._session = _core.cuda.DecoderSession(
+            dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
+                 V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=float(cfg.layer_norm_epsilon)),
+            _weights_for_core(params), bool(use_graph))
+
+    def new_state(self, batch: int, max_len: int, cache_dtype: str | None = None) -> CudaDecoderState:
+        """An empty cache for `batch` rows of up to `max_len` positions (prompt + new tokens)."""
+        cache_dtype = cache_dtype or self.cache_dtype
+        if cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
+        return CudaDecoderState(self._session, self._session.new_state(int(batch), int(max_len), cache_dtype))
+
+    def prefill(self, inputs_embeds, attention_mask, state: CudaDecoderState) -> np.ndarray:
+        """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""
+        x = np.ascontiguousarray(to_float32(inputs_embeds))  # (B, P, C)
+        mask = None if attention_mask is None else np.ascontiguousarray(attention_mask, dtype=bool)  # (B, P)
+        return self._session.prefill(state._handle, x, mask)  # (B, V)
+
+    def step(self, input_ids, position_ids, state: CudaDecoderState) -> np.ndarray:
+        """One new token per row: ids (B,), mel positions (B,) -> logits (B, V)."""
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64).reshape(-1)  # (B,)
+        pos = np.ascontiguousarray(position_ids, dtype=np.int64).reshape(-1)  # (B,)
+        pos = np.broadcast_to(pos, ids.shape).copy() if pos.size == 1 else pos
+        return self._session.step(state._handle, ids, pos)  # (B, V)

@@ -1,0 +1,390 @@
+"""The CUDA backend (pyclvp/ops/cuda_ops.py -> pyclvp._core.cuda -> csrc/cuda/) against the NumPy reference.
+
+Without a GPU, or with a core built without CUDA, every device test skips with the reason (decided by
+cudaGetDeviceCount, through pyclvp._core). What needs no device runs everywhere: get_ops("cuda")
+refuses with a clear error, and the bindings reject bad arguments with a ValueError naming the
+argument before any device memory is touched (a CUDA build without a device then says "no CUDA device").
+
+On a GPU, against pyclvp/ops/numpy_ops.py at TOLERANCE["cuda", dtype]:
+  * every op over hypothesis-drawn shapes (odd sizes, the GEMV row blocks 1 / 4 / 16 and the GEMM
+    above 16 rows, ragged and 16-byte-aligned widths, Conv1D layout, half weights, every mask kind);
+  * the fused decoder's prefill + step logits for batches that take each path (layer norms fused
+    into the GEMV for <= 4 rows, separate norms, the GEMM above 16 rows), with the CUDA graph and
+    without; half KV caches within test_cpu_model's bound; select/download; its errors;
+  * the whole model's forward() and greedy generation (identical tokens) on every fixture.
+tests/test_decoder_cache.py, test_generate.py and test_model_parity.py also run the "cuda" backend
+when it is available (conftest.backend_params).
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import MAX_EXAMPLES, TINY, TOLERANCE, assert_close, load_tiny
+from pyclvp import _core
+from pyclvp.ops import get_ops
+from pyclvp.ops import numpy_ops as ref
+from pyclvp.ops.cuda_ops import MAX_HEAD_DIM, CudaUnavailableError, cuda_unavailable_reason
+from pyclvp.ops.half import to_dtype, to_float32
+from test_cpu_model import CACHE_ATOL, half_checkpoint, inputs  # noqa: F401 (half_checkpoint is a fixture)
+
+REASON = cuda_unavailable_reason()
+COMPILED = _core.build_info()["cuda_compiled"]
+gpu = pytest.mark.skipif(REASON is not None, reason=f"no CUDA backend here: {REASON}")
+compiled = pytest.mark.skipif(not COMPILED, reason="pyclvp._core was built without CUDA")
+hyp = settings(deadline=None, max_examples=MAX_EXAMPLES)
+TOL = TOLERANCE["cuda", "float32"]
+MASK_MIN = np.finfo(np.float32).min
+# sizes around the warp (32), the 8-wide loads, the GEMV row blocks (1, 4, 16) and the GEMM tiles (64)
+SIZES = st.one_of(st.integers(1, 70), st.sampled_from([1, 3, 4, 5, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129, 257]))
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+def rand(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ops():
+    if REASON is not None:
+        pytest.skip(f"no CUDA backend here: {REASON}")
+    return get_ops("cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# Without a device
+
+
+@pytest.mark.skipif(REASON is None, reason="a CUDA device is present")
+def test_get_ops_cuda_says_why_it_is_unavailable():
+    with pytest.raises(CudaUnavailableError, match="backend 'cuda' is unavailable: pyclvp._core was built with"
+                       if COMPILED else "backend 'cuda' is unavailable: pyclvp._core was built without CUDA"):
+        get_ops("cuda")
+    assert issubclass(CudaUnavailableError, RuntimeError)
+
+
+@compiled
+@pytest.mark.skipif(REASON is None, reason="a CUDA device is present")
+def test_calls_without_a_device_raise_runtime_error():
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        _core.cuda.Weight(np.zeros((2, 3), np.float32))
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        _core.cuda.layer_norm(np.zeros((2, 3), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32), 1e-5)
+
+
+def _bad_calls():
+    c = getattr(_core, "cuda", None)
+    z = np.zeros
+    return [
+        (lambda: c.Weight(z((4, 3), np.int32)), "w must be float32, float16 or uint16"),
+        (lambda: c.Weight(z((4, 6), np.float32)[:, ::2]), "w must be C- or Fortran"),
+        (lambda: c.Weight(z(3, np.float32)), "w must be a 2-D numpy array"),
+        (lambda: c.layer_norm(z((2, 3), np.float64), z(3, np.float32), z(3, np.float32), 1e-5), "x must be float32"),
+        (lambda: c.layer_norm(z((2, 3), np.float32), z(4, np.float32), z(3, np.float32), 1e-5), r"g has shape \(4,\)"),
+        (lambda: c.rms_norm(z((2, 3), np.float32)[:, ::2], z(2, np.float32), 1e-5), "x must be C-contiguous"),
+        (lambda: c.group_norm(z((1, 6, 2), np.float32), z(6, np.float32), z(6, np.float32), 4, 1e-5), "groups must"),
+        (lambda: c.gated_gelu(z((2, 3), np.float32)), "must be even"),
+        (lambda: c.softmax(z((2, 0), np.float32)), "must not be empty"),
+        (lambda: c.gelu([1.0]), "x must be a numpy array"),
+        (lambda: c.rotary(z((1, 2, 4), np.float32), z((2, 3), np.float32), z((2, 3), np.float32)), "must be even"),
+        (lambda: c.attention(z((1, 1, 2, 4), np.float32), z((1, 1, 3, 4), np.float32), z((1, 1, 2, 4), np.float32)),
+         r"v has shape"),
+        (lambda: c.attention(z((1, 1, 2, 4), np.float32), z((1, 1, 3, 4), np.float32), z((1, 1, 3, 4), np.float32),
+                             z((1, 2, 2, 3), np.float32)), r"mask has shape"),
+        (lambda: c.attention(*(z((1, 1, 2, 129), np.float32),) * 3), "exceeds the CUDA attention kernel's limit"),
+        (lambda: c.DecoderSession(dict(L=1, C=4, H=2, F=8, V=5, P=6, eps=1e-5), {}), "weights is missing"),
+        (lambda: c.DecoderSession(dict(L=1, C=4, H=3, F=8, V=5, P=6, eps=1e-5), {}), "must be divisible"),
+        (lambda: c.DecoderSession(dict(C=4), {}), "config is missing 'L'"),
+    ]
+
+
+@compiled
+@pytest.mark.parametrize("call,match", _bad_calls())
+def test_bindings_reject_bad_arguments_before_touching_the_device(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@compiled
+def test_decoder_session_checks_weights_before_the_device():
+    """Mismatched q/k/v dtypes are refused by the decoder's checks, which precede its first CUDA call."""
+    cfg = load_tiny("tiny_b").config.decoder_config
+    params = _decoder_params("tiny_b")
+    params["model.decoder.layers.0.attn.k_proj.weight"] = params["model.decoder.layers.0.attn.k_proj.weight"].astype(
+        np.float16)
+    from pyclvp.ops.cpu_decoder import _weights_for_core
+
+    config = dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
+                  V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=cfg.layer_norm_epsilon)
+    with pytest.raises(ValueError, match="must share a dtype"):
+        _core.cuda.DecoderSession(config, _weights_for_core(params))
+
+
+def _decoder_params(name):
+    w = load_tiny(name).weights
+    return {k[len("speech_decoder_model."):]: v for k, v in w.items() if k.startswith("speech_decoder_model.")}
+
+
+# ----------------------------------------------------------------------------------------------
+# Ops (on a GPU)
+
+
+@gpu
+@hyp
+@given(N=SIZES, Cin=SIZES, Cout=SIZES, seed=SEEDS, dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
+       conv1d=st.booleans(), bias=st.booleans(), strided_x=st.booleans())
+def test_hyp_linear(N, Cin, Cout, seed, dtype, conv1d, bias, strided_x):
+    ops = get_ops("cuda")
+    rng = np.random.default_rng(seed)
+    x = rand(rng, N, 2 * Cin)[:, ::2] if strided_x else rand(rng, N, Cin)
+    w = to_dtype(rand(rng, Cin, Cout) if conv1d else rand(rng, Cout, Cin), dtype)  # Conv1D stores (Cin, Cout)
+    w = w.T if conv1d else w  # (Cout, Cin) either way; Conv1D's is a Fortran-order view, transposed on upload
+    b = rand(rng, Cout) if bias else None
+    assert_close(ops.linear(x, w, b), ref.linear(x, to_float32(w), b), **TOL, name=f"linear {dtype}")
+
+
+@gpu
+@pytest.mark.parametrize("shape", [(1, 1024, 1024), (3, 1024, 3072), (16, 1024, 4096), (17, 4096, 1024),
+                                   (1, 1024, 8194), (200, 1024, 1024)])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_linear_decoder_shapes(ops, shape, dtype):
+    N, Cin, Cout = shape
+    rng = np.random.default_rng(0)
+    x, w, b = rand(rng, N, Cin), to_dtype(rand(rng, Cin, Cout, scale=0.03), dtype), rand(rng, Cout)
+    assert_close(ops.linear(x, w.T, b), ref.linear(x, to_float32(w).T, b), **TOL, name=f"conv1d {dtype} {shape}")
+
+
+@gpu
+def test_linear_literal_and_weight_cache(ops):
+    from pyclvp.ops.cuda_ops import _WEIGHTS
+
+    x = np.array([[1.0, 2.0]], np.float32)
+    w = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    before = len(_WEIGHTS)
+    assert ops.linear(x, w, np.array([0, 0, 1], np.float32)).tolist() == [[1.0, 2.0, 4.0]]
+    assert ops.linear(x, w).tolist() == [[1.0, 2.0, 3.0]]  # the same upload
+    assert len(_WEIGHTS) == before + 1
+    assert ops.linear(x, np.asfortranarray(w)).tolist() == [[1.0, 2.0, 3.0]]  # a new array: a new upload
+    del w
+    assert len(_WEIGHTS) == before  # both uploads dropped with their arrays
+
+
+@gpu
+@hyp
+@given(N=SIZES, C=SIZES, seed=SEEDS, offset=st.floats(-100, 100))
+def test_hyp_norms(N, C, seed, offset):
+    ops = get_ops("cuda")
+    rng = np.random.default_rng(seed)
+    x = rand(rng, N, C) + np.float32(offset)  # an offset tests the two passes
+    g, b = rand(rng, C), rand(rng, C)
+    assert_close(ops.layer_norm(x, g, b, 1e-5), ref.layer_norm(x, g, b, 1e-5), **TOL, name="layer_norm")
+    assert_close(ops.rms_norm(x, g, 1e-6), ref.rms_norm(x, g, 1e-6), **TOL, name="rms_norm")
+
+
+@gpu
+@hyp
+@given(B=st.integers(1, 3), G=st.integers(1, 8), cpg=st.integers(1, 9), T=SIZES, seed=SEEDS)
+def test_hyp_group_norm(B, G, cpg, T, seed):
+    ops = get_ops("cuda")
+    rng = np.random.default_rng(seed)
+    C = G * cpg
+    x, g, b = rand(rng, B, C, T) + np.float32(3), rand(rng, C), rand(rng, C)
+    assert_close(ops.group_norm(x, g, b, G, 1e-5), ref.group_norm(x, g, b, G, 1e-5), **TOL, name="group_norm")
+
+
+@gpu
+def test_norms_and_activations_literal(ops):
+    one, zero = np.ones(3, np.float32), np.zeros(3, np.float32)
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    assert_close(ops.layer_norm(x, one, zero, 0.0), [[-1.2247449, 0.0, 1.2247449]], atol=1e-6)
+    assert_close(ops.rms_norm(np.array([[3.0, 4.0]], np.float32), one[:2], 0.0), [[0.8485281, 1.1313708]], atol=1e-6)
+    assert_close(ops.group_norm(x.reshape(1, 3, 1), one, zero, 1, 0.0), [[[-1.2247449], [0.0], [1.2247449]]], atol=1e-6)
+    a = np.array([-3.0, -1.0, 0.5, 1.0, 2.0], np.float32)
+    assert_close(ops.gelu_new(a), [-0.0036373921, -0.15880801, 0.34571401, 0.84119199, 1.9545977], atol=1e-6)
+    assert_close(ops.gelu(a), [-0.0040496941, -0.15865525, 0.34573123, 0.84134475, 1.9544997], atol=1e-6)
+    assert_close(ops.gated_gelu(np.array([2.0, 1.0], np.float32)), [1.6826895], atol=1e-6)
+    assert_close(ops.softmax(np.array([0.0, np.log(3.0)], np.float32)), [0.25, 0.75], atol=1e-7)
+    assert_close(ops.softmax(np.array([MASK_MIN, MASK_MIN], np.float32)), [0.5, 0.5], atol=0)
+
+
+@gpu
+@hyp
+@given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS, scale=st.sampled_from([0.01, 1.0, 5.0, 30.0]),
+       axis=st.integers(-3, 2))
+def test_hyp_activations_and_softmax(shape, seed, scale, axis):
+    ops = get_ops("cuda")
+    rng = np.random.default_rng(seed)
+    x = rand(rng, *shape, scale=scale)
+    assert_close(ops.gelu_new(x), ref.gelu_new(x), **TOL, name="gelu_new")
+    assert_close(ops.gelu(x), ref.gelu(x), **TOL, name="gelu")
+    if shape[-1] % 2 == 0:
+        assert_close(ops.gated_gelu(x), ref.gated_gelu(x), **TOL, name="gated_gelu")
+    axis = axis % len(shape)
+    assert_close(ops.softmax(x, axis=axis), ref.softmax(x, axis=axis), **TOL, name="softmax")
+
+
+def _rotary_tables(T, R):  # cos, sin (T, R) as the encoders build them
+    inv = 1.0 / 10000 ** (np.arange(0, R, 2) / R)
+    ang = np.arange(T)[:, None] * inv[None]
+    ang = np.concatenate([ang, ang], -1)
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+@gpu
+@hyp
+@given(B=st.integers(1, 3), H=st.integers(1, 3), T=SIZES, half_r=st.integers(1, 20), extra=st.integers(0, 17),
+       seed=SEEDS)
+def test_hyp_rotary(B, H, T, half_r, extra, seed):
+    ops = get_ops("cuda")
+    rng = np.random.default_rng(seed)
+    R = 2 * half_r
+    x = rand(rng, B, H, T, R + extra)
+    cos, sin = _rotary_tables(T, R)
+    assert_close(ops.rotary(x, cos, sin), ref.rotary(x, cos, sin), **TOL, name="rotary")
+
+
+def _mask(rng, kind, B, T, S):
+    if kind == "none":
+        return None
+    if kind == "padding":  # (B, 1, 1, S): some keys of each row dropped
+        return np.where(rng.random((B, 1, 1, S)) < 0.3, MASK_MIN, 0).astype(np.float32)
+    if kind == "causal":  # (1, 1, T, S), the last query sees every key
+        keep = np.tril(np.ones((T, S), bool), k=S - T)
+        return np.where(keep, 0, MASK_MIN).astype(np.float32)[None, None]
+    if kind == "all_dropped":  # every key of row 0 dropped: the reference averages them uniformly
+        m = np.zeros((B, 1, T, S), np.float32)
+        m[0] = MASK_MIN
+        return m
+    return rand(rng, B, 1, T, S)  # "additive": arbitrary float biases
+
+
+@gpu
+@hyp
+@given(B=st.integers(1, 3), H=st.integers(1, 3), T=st.integers(1, 40),
+       S=st.one_of(st.integers(1, 40), st.integers(120, 300)), D=st.one_of(SIZES, st.sampled_from([64, 96, 128])),
+       seed=SEEDS, kind=st.sampled_from(["none", "padding", "causal", "all_dropped", "additive"]))
+def test_hyp_attention(B, H, T, S, D, seed, kind):
+    ops = get_ops("cuda")
+    rng = np.random.default_rng(seed)
+    q, k, v = rand(rng, B, H, T, D), rand(rng, B, H, S, D), rand(rng, B, H, S, D)
+    mask = _mask(rng, kind, B, T, S)
+    got = ops.attention(q, k, v, mask, scale=D ** -0.5)  # D > 128: the reference (fallback)
+    assert_close(got, ref.attention(q, k, v, mask, scale=D ** -0.5), **TOL, name=f"attention ({kind} mask, D={D})")
+
+
+@gpu
+@pytest.mark.parametrize("T,S", [(1, 1), (1, 600), (5, 5), (3, 300), (200, 200)])
+def test_attention_causal_flag_equals_causal_mask(T, S):
+    rng = np.random.default_rng(T)
+    q, k, v = rand(rng, 2, 3, T, 64), rand(rng, 2, 3, S, 64), rand(rng, 2, 3, S, 64)
+    got = _core.cuda.attention(q, k, v, None, 0.125, True)
+    assert_close(got, ref.attention(q, k, v, _mask(rng, "causal", 2, T, S), 0.125), **TOL, name="causal")
+
+
+@gpu
+def test_attention_literal(ops):
+    v = np.arange(6, dtype=np.float32).reshape(1, 1, 3, 2)  # keys' values [0,1], [2,3], [4,5]
+    q = np.zeros((1, 1, 1, 2), np.float32)  # equal scores: the mean of the values
+    assert_close(ops.attention(q, v, v), [[[[2.0, 3.0]]]], atol=1e-6)
+    drop_last = np.array([0, 0, MASK_MIN], np.float32).reshape(1, 1, 1, 3)
+    assert_close(ops.attention(q, v, v, drop_last), [[[[1.0, 2.0]]]], atol=1e-6)
+    assert MAX_HEAD_DIM == 128
+
+
+# ----------------------------------------------------------------------------------------------
+# The fused decoder (on a GPU)
+
+
+def decode(dec, prompt, n=5, mask=None, cache_dtype=None):  # prefill + n greedy steps -> every logits (n+1, B, V)
+    B, P = prompt.shape[:2]
+    state = dec.new_state(B, P + n, cache_dtype) if cache_dtype else dec.new_state(B, P + n)
+    out = [dec.prefill(prompt, mask, state)]
+    for k in range(1, n + 1):
+        out.append(dec.step(out[-1].argmax(-1), np.full(B, k + 1), state))
+    assert state.length == P + n
+    return np.stack(out)
+
+
+def _prompt(name, B, P, seed=0):  # random prompt embeddings (B, P, C) at the scale of real ones
+    C = load_tiny(name).config.decoder_config.hidden_size
+    return rand(np.random.default_rng(seed), B, P, C, scale=0.5)
+
+
+@gpu
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("B,P", [(1, 3), (1, 9), (3, 4), (6, 5), (20, 4)])  # fused norms <= 4 rows; GEMM > 16 rows
+@pytest.mark.parametrize("use_graph", [True, False])
+def test_fused_decoder_matches_numpy(name, B, P, use_graph):
+    from pyclvp.ops.cuda_decoder import CudaDecoder
+
+    m = load_tiny(name, "cuda")
+    dec = CudaDecoder(m.decoder.params, m.config.decoder_config, use_graph=use_graph)
+    p = _prompt(name, B, P)
+    mask = np.ones((B, P), bool)
+    mask[0, 1] = False  # one padded prompt key
+    assert_close(decode(dec, p, mask=mask), decode(load_tiny(name).decoder, p, mask=mask), **TOL,
+                 name=f"prefill + step logits (B={B}, graph={use_graph})")
+
+
+@gpu
+@pytest.mark.parametrize("name", TINY)
+def test_forward_matches_numpy(name):
+    want, got = load_tiny(name).forward(*inputs()), load_tiny(name, "cuda").forward(*inputs())
+    for field in ("logits_per_text", "text_embeds", "speech_embeds", "text_model_output", "speech_model_output"):
+        assert_close(getattr(got, field), getattr(want, field), **TOL, name=field)
+
+
+@gpu
+@pytest.mark.parametrize("name", TINY)
+def test_greedy_tokens_identical(name):
+    ids, feats, mask = inputs(seed=1)
+    want = load_tiny(name).generate(ids, feats, mask, max_new_tokens=12)
+    got = load_tiny(name, "cuda").generate(ids, feats, mask, max_new_tokens=12)
+    np.testing.assert_array_equal(got.speech_ids, want.speech_ids)
+    assert_close(got.logits_per_text, want.logits_per_text, **TOL, name="logits_per_text")
+
+
+@gpu
+def test_half_weights_stay_half_and_match_numpy(half_checkpoint):  # noqa: F811 (the imported fixture)
+    folder, dtype = half_checkpoint
+    want, got = load_tiny("tiny_a", folder=folder), load_tiny("tiny_a", "cuda", dtype, folder)
+    p = _prompt("tiny_a", 2, 6)
+    assert_close(decode(got.decoder, p), decode(want.decoder, p), **TOLERANCE["cuda", dtype],
+                 name=f"{dtype} weights: decoder logits")
+    assert_close(got.forward(*inputs()).logits_per_text, want.forward(*inputs()).logits_per_text,
+                 **TOLERANCE["cuda", dtype], name="logits_per_text")
+
+
+@gpu
+@pytest.mark.parametrize("cache", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", TINY)
+def test_half_kv_cache_within_its_bound(name, cache):
+    dec, p = load_tiny(name, "cuda").decoder, _prompt(name, 2, 6)
+    assert dec.new_state(2, 3, cache).k.dtype == (np.float16 if cache == "float16" else np.uint16)
+    assert_close(decode(dec, p, cache_dtype=cache), decode(dec, p), atol=CACHE_ATOL[cache], name=f"{cache} cache")
+
+
+@gpu
+def test_state_select_download_and_errors():
+    dec, p = load_tiny("tiny_b", "cuda").decoder, _prompt("tiny_b", 2, 4)
+    cfg = load_tiny("tiny_b").config.decoder_config
+    ref_dec = load_tiny("tiny_b").decoder
+    st, want = dec.new_state(2, 6), ref_dec.new_state(2, 6)
+    assert_close(dec.prefill(p, None, st), ref_dec.prefill(p, None, want), **TOL, name="prefill")
+    assert st.k.shape == (cfg.num_hidden_layers, 2, cfg.num_attention_heads, 6, cfg.head_dim)
+    assert_close(st.k, want.k, **TOL, name="cache k")
+    assert_close(st.v, want.v, **TOL, name="cache v")
+    np.testing.assert_array_equal(st.key_mask, want.key_mask)
+    rows = np.array([1, 0, 0, 1, 1])
+    sel = st.select(rows)
+    assert type(sel) is type(st) and sel.length == 4 and sel.batch == 5
+    ids = np.array([3, 4])
+    assert_close(dec.step(ids[rows], np.full(5, 2), sel), dec.step(ids, np.full(2, 2), st)[rows], atol=1e-6,
+                 name="selected rows")
+    other = load_tiny("tiny_a", "cuda").decoder
+    with pytest.raises(ValueError, match="another decoder"):
+        other.step(np.array([1, 2]), np.array([2, 2]), st)
+    with pytest.raises(ValueError, match=r"rows\[0\] = 2 is outside"):
+        st.select([2])
+    with pytest.raises(ValueError, match="unknown cache dtype"):
+        dec.new_state(1, 2, "int8")
