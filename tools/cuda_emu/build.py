@@ -1,0 +1,144 @@
+"""Run pyclvp's CUDA kernels on the CPU: build the core's CUDA part against tools/cuda_emu/cuda_emu.h,
+then run pytest with pyclvp._core.cuda replaced by it.
+
+    python tools/cuda_emu/build.py [--out DIR] [-- pytest args]      default: tests/test_cuda.py -q
+
+For a machine without a GPU (CI has none, nor do most developers' machines): the kernels' indexing,
+reductions, masks, online softmax, graph capture/replay and the decoder's bookkeeping are checked
+against the NumPy reference before any GPU time is spent. It is not a GPU: blocks run one at a
+time (no races between blocks show), nothing is timed, and float16/bfloat16 arithmetic goes
+through csrc/common/half.h's conversions. A GPU run of tests/test_cuda.py is still the real check.
+
+How: every csrc/cuda/*.cu is copied with its `kernel<<<grid, block, smem, stream>>>(args);` launches
+rewritten as `emu_launch(grid, block, kernel, args);`, compiled by the host compiler with
+cuda_emu.h forced in front (stub <cuda_runtime.h>, <cuda_fp16.h>, <cuda_bf16.h> in the build
+folder), and linked with csrc/bindings/cuda.cc into a module `_cuda_emu` whose `cuda` submodule
+stands in for pyclvp._core.cuda (the CPU core must be built as usual). Takes ~2 minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EMU = Path(__file__).resolve().parent
+
+
+def _matching(text: str, i: int, open_: str, close: str) -> int:
+    """Index just past the bracket that closes text[i] (== open_), skipping nested pairs."""
+    depth = 0
+    for j in range(i, len(text)):
+        depth += (text[j] == open_) - (text[j] == close)
+        if depth == 0:
+            return j + 1
+    raise ValueError(f"unbalanced {open_!r} at offset {i}")
+
+
+def _split_top(s: str) -> list[str]:
+    """s split at the commas outside (), <> and {}."""
+    parts, depth, cur = [], 0, ""
+    for ch in s:
+        depth += (ch in "(<{") - (ch in ")>}")
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur.strip()] if cur.strip() else parts
+
+
+def rewrite_launches(src: str) -> str:
+    """`name<T...><<<g, b[, smem[, stream]]>>>(args);` -> `emu_launch(g, b, name<T...>, args);`"""
+    out, pos = [], 0
+    while (i := src.find("<<<", pos)) >= 0:
+        j = i  # back over the kernel's name and template arguments
+        if src[j - 1] == ">":
+            depth = 0
+            while True:
+                j -= 1
+                depth += (src[j] == ">") - (src[j] == "<")
+                if depth == 0:
+                    break
+        while j > 0 and (src[j - 1].isalnum() or src[j - 1] in "_:"):
+            j -= 1
+        kernel = src[j:i]
+        k = src.index(">>>", i)
+        config = _split_top(src[i + 3:k])
+        a0 = src.index("(", k)
+        a1 = _matching(src, a0, "(", ")")
+        args = src[a0 + 1:a1 - 1].strip()
+        out.append(src[pos:j])
+        out.append(f"emu_launch({config[0]}, {config[1]}, {kernel}{', ' + args if args else ''})")
+        pos = a1
+    out.append(src[pos:])
+    return "".join(out)
+
+
+def build(out: Path) -> Path:
+    import pybind11
+
+    (out / "src").mkdir(parents=True, exist_ok=True)
+    (out / "include").mkdir(exist_ok=True)
+    for stub in ("cuda_runtime.h", "cuda_fp16.h", "cuda_bf16.h"):
+        (out / "include" / stub).write_text("// cuda_emu: everything is in cuda_emu.h\n#pragma once\n")
+    (out / "src" / "module.cc").write_text(
+        "#include <pybind11/pybind11.h>\n"
+        "namespace pyclvp::bind { void register_cuda(pybind11::module_& m); }\n"
+        "PYBIND11_MODULE(_cuda_emu, m) { pyclvp::bind::register_cuda(m); }\n")
+    sources = [out / "src" / "module.cc", ROOT / "csrc" / "bindings" / "cuda.cc"]
+    for cu in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
+        dst = out / "src" / (cu.stem + ".cc")
+        dst.write_text(f'#line 1 "{cu}"\n' + rewrite_launches(cu.read_text()))
+        sources.append(dst)
+    # -Dpyclvp=pyclvp_emu: the emulated types must not clash with pyclvp._core's in pybind11's type registry
+    flags = ["-std=c++17", "-O2", "-g", "-fPIC", "-Dpyclvp=pyclvp_emu", "-DPYCLVP_WITH_CUDA=1", '-DPYCLVP_CUDA_ARCHS="emu"',
+             '-DPYCLVP_CUDA_VERSION="emu"', "-include", str(EMU / "cuda_emu.h"), f"-I{out / 'include'}",
+             f"-I{ROOT / 'csrc'}", f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}"]
+    cxx = os.environ.get("CXX", "g++")
+
+    def compile_one(s: Path) -> Path:
+        obj = out / (s.stem + ".o")
+        subprocess.run([cxx, *flags, "-c", str(s), "-o", str(obj)], check=True)
+        return obj
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        objects = list(pool.map(compile_one, sources))
+    lib = out / ("_cuda_emu" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run([cxx, "-shared", *map(str, objects), "-o", str(lib)], check=True)
+    return lib
+
+
+def use_emulator(folder: Path) -> None:
+    """Make pyclvp._core.cuda the emulated one, with one "device"."""
+    sys.path.insert(0, str(folder))
+    import _cuda_emu
+    from pyclvp import _core
+
+    info = _core.build_info
+    _core.cuda = _cuda_emu.cuda
+    _core.cuda_device_count = lambda: 1
+    _core.build_info = lambda: {**info(), "cuda_compiled": True, "cuda_devices": ["cuda_emu (CPU)"]}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else ["tests/test_cuda.py", "-q"]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "pyclvp_cuda_emu")
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    build(args.out)
+    use_emulator(args.out)
+    import pytest
+
+    os.chdir(ROOT)
+    return pytest.main(pytest_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
