@@ -178,8 +178,9 @@ def transformers_worker(job, ckpt, n):
         t = time.perf_counter()
         res = model.generate(input_ids=torch.from_numpy(x["text"]), input_features=torch.from_numpy(x["mel"]),
                              num_return_sequences=16, do_sample=True, temperature=0.8, top_p=0.8,
-                             repetition_penalty=2.0, max_new_tokens=n, min_new_tokens=n)
-        out.update(job_s=time.perf_counter() - t, tokens=int(res[0].shape[1]))
+                             repetition_penalty=2.0, max_new_tokens=n, min_new_tokens=n,
+                             return_dict_in_generate=True)  # (5.24's tuple path never binds speech_ids)
+        out.update(job_s=time.perf_counter() - t, tokens=int(res.speech_ids.shape[1]))
     elif job == "speech":
         ids = torch.from_numpy(x["speech"])
         model.speech_encoder_model(input_ids=ids[:2, :16])
@@ -298,7 +299,12 @@ def report(res, cfg, sizes, bw, n):
 
 
 def main(argv=None) -> int:
+    from bench_cuda import delegate  # --backend cuda: the GPU benchmark, bench/bench_cuda.py
+
+    if (code := delegate(argv)) is not None:
+        return code
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", choices=["cpu", "cuda"], default="cpu", help="cuda: see bench/bench_cuda.py")
     ap.add_argument("--checkpoint", type=Path, default=CKPT / "clvp-default-float32")
     ap.add_argument("--bf16-checkpoint", type=Path, default=CKPT / "clvp-default-bfloat16")
     ap.add_argument("--new-tokens", type=int, default=32)
