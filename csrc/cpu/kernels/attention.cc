@@ -5,7 +5,14 @@
 // outer loop): keep the running max m, the running sum l and the unnormalized output acc (D);
 // for each tile of scores s_j: m' = max(m, max_j s_j); acc = acc * e^(m - m') + sum_j e^(s_j - m') v_j;
 // l = l * e^(m - m') + sum_j e^(s_j - m'); at the end out = acc / l. So the (T, S) score matrix is
-// never materialized: a task holds D + KT floats. Tasks are (batch, head, block of query rows).
+// never materialized. Tasks are (batch, head, block of query rows). Two paths, same arithmetic:
+//   attend_row    one row at a time (decode: T == 1): scores by dot products, the tile's values
+//                 accumulated into the row's output.
+//   attend_block  TQ rows at a time (prefill, encoders): the key tile is transposed once into K^T
+//                 (D x KT, float32) and shared by the block; scores are register tiles of RB rows x
+//                 2 vectors of keys (per d: 2 loads of K^T, RB broadcasts of q, 2*RB FMAs); the values
+//                 are accumulated in register tiles of RB rows x DV vectors of the output (per key:
+//                 DV loads of v, RB broadcasts of p, RB*DV FMAs). A task holds ~TQ*(D + KT) + D*KT floats.
 // K and V may be stored in float16/bfloat16 (the decoder's KV cache); they are widened on load.
 #include <algorithm>
 #include <cfloat>
@@ -22,8 +29,11 @@ namespace {
 constexpr CpuIsa ISA = CpuIsa::PYCLVP_COMPILE_ISA;
 using V = Vec<ISA>;
 constexpr int W = V::W;
-constexpr int64_t KT = 128;  // keys per tile
-constexpr int64_t TQ = 16;   // query rows per task
+constexpr int64_t KT = 128;     // keys per tile
+constexpr int64_t TQ = 32;      // query rows per task
+constexpr int64_t BLOCK_MIN = 4;  // tasks with at least this many rows take attend_block
+constexpr int RB = 4;           // attend_block: rows of a register tile
+constexpr int DV = 3;           // attend_block: output vectors of a value tile
 
 inline int lanes(int64_t n, int64_t i) { return static_cast<int>(std::min<int64_t>(W, n - i)); }
 
@@ -83,11 +93,145 @@ void attend_row(const AttentionArgs& a, const float* qs, const KV* k, const KV* 
   for (int64_t d = 0; d < D; d += W) store_n(out + d, load_n<V>(acc + d, lanes(D, d)) * inv, lanes(D, d));
 }
 
+// ---------------------------------------------------------------------------------------------
+// attend_block: rows [t0, t1) of one (batch, head)
+
+struct BlockBufs {
+  std::vector<float> qs, kt, p, acc, m, l;  // (TQ, D), (D, KT), (TQ, KT), (TQ, D), (TQ,), (TQ,)
+};
+
+// kt[d][j] = k[s0 + j][d] widened, for j < n (zeros up to a whole vector)
+template <class KV>
+void pack_kt(float* kt, const KV* k, int64_t k_ss, int64_t s0, int64_t n, int64_t D) {
+  float row[W];
+  const int64_t nr = (n + W - 1) / W * W;
+  for (int64_t j = 0; j < nr; ++j) {
+    if (j >= n) {
+      for (int64_t d = 0; d < D; ++d) kt[d * KT + j] = 0.0f;
+      continue;
+    }
+    const KV* src = k + (s0 + j) * k_ss;
+    for (int64_t d = 0; d < D; d += W) {
+      const int m = lanes(D, d);
+      load_n<V>(src + d, m).store(row);
+      for (int i = 0; i < m; ++i) kt[(d + i) * KT + j] = row[i];
+    }
+  }
+}
+
+// p[r][j0:j0+2W] = qs[r] . kt[:, j0:j0+2W] for the RB rows r0.. (rows past t1 repeat the last, unused)
+void block_scores(const float* qs, const float* kt, float* p, int64_t D, int64_t r0, int64_t rows, int64_t j0) {
+  V acc[RB][2];
+  const float* q[RB];
+  for (int r = 0; r < RB; ++r) q[r] = qs + std::min<int64_t>(r0 + r, rows - 1) * D, acc[r][0] = acc[r][1] = V::zero();
+  for (int64_t d = 0; d < D; ++d) {
+    const V k0 = V::load(kt + d * KT + j0), k1 = V::load(kt + d * KT + j0 + W);
+    for (int r = 0; r < RB; ++r) {
+      const V qv = V::set1(q[r][d]);
+      acc[r][0] = V::fma(qv, k0, acc[r][0]);
+      acc[r][1] = V::fma(qv, k1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < RB && r0 + r < rows; ++r) {
+    acc[r][0].store(p + (r0 + r) * KT + j0);
+    acc[r][1].store(p + (r0 + r) * KT + j0 + W);
+  }
+}
+
+// acc[r][d0:d0+DV*W] += sum_j p[r][j] v[s0 + j][d0:...] for the RB rows r0.., keys j < n
+template <class KV>
+void block_values(const BlockBufs& bb, float* acc, const KV* v, int64_t v_ss, int64_t s0, int64_t n, int64_t D,
+                  int64_t r0, int64_t rows, int64_t d0) {
+  const int nv = static_cast<int>(std::min<int64_t>(DV, (D - d0 + W - 1) / W));
+  int m[DV];
+  for (int c = 0; c < DV; ++c) m[c] = c < nv ? lanes(D, d0 + c * W) : 0;
+  V o[RB][DV];
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < DV; ++c)
+      o[r][c] = r0 + r < rows && m[c] ? load_n<V>(acc + (r0 + r) * D + d0 + c * W, m[c]) : V::zero();
+  const float* pr[RB];
+  for (int r = 0; r < RB; ++r) pr[r] = bb.p.data() + std::min<int64_t>(r0 + r, rows - 1) * KT;
+  for (int64_t j = 0; j < n; ++j) {
+    const KV* vr = v + (s0 + j) * v_ss + d0;
+    V vv[DV];
+    for (int c = 0; c < DV; ++c) vv[c] = m[c] ? load_n<V>(vr + c * W, m[c]) : V::zero();
+    for (int r = 0; r < RB; ++r) {
+      const V pv = V::set1(pr[r][j]);
+      for (int c = 0; c < DV; ++c) o[r][c] = V::fma(pv, vv[c], o[r][c]);
+    }
+  }
+  for (int r = 0; r < RB && r0 + r < rows; ++r)
+    for (int c = 0; c < DV; ++c)
+      if (m[c]) store_n(acc + (r0 + r) * D + d0 + c * W, o[r][c], m[c]);
+}
+
+template <class KV>
+void attend_block(const AttentionArgs& a, int64_t b, int64_t h, int64_t t0, int64_t t1, BlockBufs& bb) {
+  const int64_t D = a.D, rows = t1 - t0;
+  const KV* k = static_cast<const KV*>(a.k) + b * a.k_sb + h * a.k_sh;
+  const KV* v = static_cast<const KV*>(a.v) + b * a.v_sb + h * a.v_sh;
+  const uint8_t* km = a.key_mask ? a.key_mask + b * a.km_sb : nullptr;
+  bb.qs.resize(TQ * D), bb.kt.resize(D * KT), bb.p.resize(TQ * KT), bb.acc.assign(TQ * D, 0.0f);
+  bb.m.assign(TQ, -FLT_MAX), bb.l.assign(TQ, 0.0f);
+  const V scale = V::set1(a.scale);
+  int64_t end[TQ];  // visible keys of each row
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* q = a.q + b * a.q_sb + h * a.q_sh + (t0 + r) * a.q_st;
+    for (int64_t d = 0; d < D; d += W) store_n(bb.qs.data() + r * D + d, load_n<V>(q + d, lanes(D, d)) * scale, lanes(D, d));
+    end[r] = a.causal ? std::clamp<int64_t>(t0 + r + a.causal_offset + 1, 0, a.S) : a.S;
+  }
+  const int64_t s_end = *std::max_element(end, end + rows);
+  for (int64_t s0 = 0; s0 < s_end; s0 += KT) {
+    const int64_t n = std::min(KT, s_end - s0);
+    pack_kt(bb.kt.data(), k, a.k_ss, s0, n, D);
+    for (int64_t r0 = 0; r0 < rows; r0 += RB)
+      for (int64_t j0 = 0; j0 < n; j0 += 2 * W) block_scores(bb.qs.data(), bb.kt.data(), bb.p.data(), D, r0, rows, j0);
+    for (int64_t r = 0; r < rows; ++r) {  // mask, online softmax update, probabilities (0 past the row's end)
+      float* p = bb.p.data() + r * KT;
+      const int64_t e = std::clamp<int64_t>(end[r] - s0, 0, n);
+      const float* mask = a.mask ? a.mask + b * a.m_sb + (t0 + r) * a.m_st + s0 : nullptr;
+      float mx = -FLT_MAX;
+      for (int64_t j = 0; j < e; ++j) {
+        float x = p[j];
+        if (km && !km[s0 + j]) x = -FLT_MAX;  // as the reference's additive finfo(float32).min
+        else if (mask) x += mask[j];
+        p[j] = x;
+        mx = std::max(mx, x);
+      }
+      const float m_new = std::max(bb.m[r], mx), corr = e ? vexp(V::set1(bb.m[r] - m_new)).reduce_max() : 1.0f;
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n; j += W) {
+        const int c = lanes(n, j);
+        V e_ = vexp(load_n<V>(p + j, c) - V::set1(m_new));
+        store_n(p + j, e_, c);
+      }
+      for (int64_t j = e; j < n; ++j) p[j] = 0.0f;
+      for (int64_t j = 0; j < e; ++j) sum += p[j];
+      if (e) {
+        bb.l[r] = bb.l[r] * corr + sum, bb.m[r] = m_new;
+        float* acc = bb.acc.data() + r * D;
+        for (int64_t d = 0; d < D; d += W) store_n(acc + d, load_n<V>(acc + d, lanes(D, d)) * V::set1(corr), lanes(D, d));
+      }
+    }
+    for (int64_t r0 = 0; r0 < rows; r0 += RB)
+      for (int64_t d0 = 0; d0 < D; d0 += DV * W) block_values(bb, bb.acc.data(), v, a.v_ss, s0, n, D, r0, rows, d0);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    float* out = a.out + b * a.o_sb + h * a.o_sh + (t0 + r) * a.o_st;
+    const V inv = V::set1(end[r] > 0 ? 1.0f / bb.l[r] : 0.0f);  // no visible key: zeros
+    for (int64_t d = 0; d < D; d += W) store_n(out + d, load_n<V>(bb.acc.data() + r * D + d, lanes(D, d)) * inv, lanes(D, d));
+  }
+}
+
 template <class KV>
 void attention_t(const AttentionArgs& a) {
   const int64_t tblocks = (a.T + TQ - 1) / TQ;
   parallel_for(a.B * a.H * tblocks, [&](int64_t task) {
     const int64_t b = task / (a.H * tblocks), h = (task / tblocks) % a.H, tb = task % tblocks;
+    if (std::min(a.T, (tb + 1) * TQ) - tb * TQ >= BLOCK_MIN) {
+      thread_local BlockBufs bb;
+      return attend_block<KV>(a, b, h, tb * TQ, std::min(a.T, (tb + 1) * TQ), bb);
+    }
     std::vector<float> buf(2 * a.D + KT);
     float *qs = buf.data(), *acc = qs + a.D, *sc = acc + a.D;
     const KV* k = static_cast<const KV*>(a.k) + b * a.k_sb + h * a.k_sh;
