@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 9's GPU checks in one or two commands, on a machine with an NVIDIA GPU, from the repository root:
+#
+#   bash bench/gpu_checks.sh tests    build with CUDA for this GPU, then the parity tests      (~3-5 min)
+#   bash bench/gpu_checks.sh bench    the float16 full-size checkpoint, then the GPU benchmark (~5-8 min)
+#   bash bench/gpu_checks.sh all      both
+#
+# Logs and JSON go to $OUT (default ./gpu_checks_out); the last lines printed are the summary.
+# PYTHON (default python3) must have numpy, regex, pytest, hypothesis, pybind11, scikit-build-core and
+# cmake; torch + transformers for the side-by-side benchmark. Build: an editable install into that
+# Python with -Cbuild-dir=build, for the GPU's own architecture only (nvidia-smi's compute_cap).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-$PWD/gpu_checks_out}"
+py="${PYTHON:-python3}"
+stage="${1:-all}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+summary=()
+
+step() {  # step NAME LOGFILE COMMAND...: run, keep the log, remember the exit status
+  local name=$1 log=$2
+  shift 2
+  "$@" 2>&1 | tee "$out/$log"
+  local rc=${PIPESTATUS[0]}
+  summary+=("$name: exit $rc (log $log)")
+  return "$rc"
+}
+
+nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+
+if [[ $stage == tests || $stage == all ]]; then
+  step build build.log env PYCLVP_CUDA=ON "$py" -m pip install --no-build-isolation --no-deps -e . \
+    -Cbuild-dir=build "-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=${arch:-90}" || exit 1
+  step build_info build_info.txt "$py" -c "import pyclvp._core as c; print(c.build_info())"
+  step test_cuda test_cuda.log "$py" -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py
+  step cuda_backend_cases cuda_backend.log "$py" -m pytest -q -p no:cacheprovider -rfEs -k cuda \
+    tests/test_decoder_cache.py tests/test_generate.py tests/test_model_parity.py
+fi
+
+if [[ $stage == bench || $stage == all ]]; then
+  ckpt=bench/checkpoints/clvp-default-float16
+  [[ -f $ckpt/model.safetensors ]] || step checkpoint checkpoint.log "$py" bench/make_checkpoint.py --dtype float16
+  step bench bench_cuda.log "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" --json "$out/bench_cuda.json"
+  step bench_no_graph bench_no_graph.log "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" \
+    --jobs decode1,decode16 --no-graph --no-transformers --json "$out/bench_no_graph.json"
+fi
+
+printf '%s\n' "${summary[@]}"
