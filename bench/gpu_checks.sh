@@ -3,7 +3,8 @@
 #
 #   bash bench/gpu_checks.sh tests    build with CUDA for this GPU, then the parity tests      (~3-5 min)
 #   bash bench/gpu_checks.sh bench    the float16 full-size checkpoint, then the GPU benchmark (~5-8 min)
-#   bash bench/gpu_checks.sh all      both
+#   bash bench/gpu_checks.sh sanitize compute-sanitizer memcheck and racecheck over a few CUDA tests (after tests)
+#   bash bench/gpu_checks.sh all      tests, then bench
 #
 # Logs and JSON go to $OUT (default ./gpu_checks_out); the last lines printed are the summary.
 # PYTHON (default python3) must have numpy, regex, pytest, hypothesis, pybind11, scikit-build-core and
@@ -37,6 +38,14 @@ if [[ $stage == tests || $stage == all ]]; then
   step test_cuda test_cuda.log "$py" -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py
   step cuda_backend_cases cuda_backend.log "$py" -m pytest -q -p no:cacheprovider -rfEs -k cuda \
     tests/test_decoder_cache.py tests/test_generate.py tests/test_model_parity.py
+fi
+
+if [[ $stage == sanitize ]]; then  # out-of-bounds accesses, then shared-memory races, on small cases
+  few="literal or hyp_attention or hyp_linear or (fused_decoder and (1-3 or 6-5 or 20-4)) or select"
+  step memcheck memcheck.log env PYCLVP_MAX_EXAMPLES=5 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    "$py" -m pytest -q -p no:cacheprovider -k "$few" tests/test_cuda.py
+  step racecheck racecheck.log env PYCLVP_MAX_EXAMPLES=3 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    "$py" -m pytest -q -p no:cacheprovider -k "literal or (fused_decoder and True-1-3)" tests/test_cuda.py
 fi
 
 if [[ $stage == bench || $stage == all ]]; then
