@@ -20,6 +20,18 @@ struct Vec<CpuIsa::AVX2> {
     const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return {_mm256_castsi256_ps(_mm256_slli_epi32(u, 16))};
   }
+  // Half-precision memory streams are limited by loads in flight, not bytes: one 32-byte load feeds two vectors.
+  static void load2(const float* p, Vec& lo, Vec& hi) { lo = load(p), hi = load(p + W); }
+  static void load2(const f16_t* p, Vec& lo, Vec& hi) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    lo.v = _mm256_cvtph_ps(_mm256_castsi256_si128(u));
+    hi.v = _mm256_cvtph_ps(_mm256_extracti128_si256(u, 1));
+  }
+  static void load2(const bf16_t* p, Vec& lo, Vec& hi) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    lo.v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(u)), 16));
+    hi.v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(u, 1)), 16));
+  }
   static __m256i tail_mask(int n) {  // lanes [0, n) set
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }

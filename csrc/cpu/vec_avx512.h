@@ -20,6 +20,18 @@ struct Vec<CpuIsa::AVX512> {
     const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return {_mm512_castsi512_ps(_mm512_slli_epi32(u, 16))};
   }
+  // One 64-byte load feeds two vectors of half-precision values (see vec_avx2.h).
+  static void load2(const float* p, Vec& lo, Vec& hi) { lo = load(p), hi = load(p + W); }
+  static void load2(const f16_t* p, Vec& lo, Vec& hi) {
+    const __m512i u = _mm512_loadu_si512(p);
+    lo.v = _mm512_cvtph_ps(_mm512_castsi512_si256(u));
+    hi.v = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(u, 1));
+  }
+  static void load2(const bf16_t* p, Vec& lo, Vec& hi) {
+    const __m512i u = _mm512_loadu_si512(p);
+    lo.v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(u)), 16));
+    hi.v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(u, 1)), 16));
+  }
   static __mmask16 tail_mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static Vec load_partial(const float* p, int n) { return {_mm512_maskz_loadu_ps(tail_mask(n), p)}; }
 

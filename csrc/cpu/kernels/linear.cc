@@ -42,7 +42,7 @@ using V = Vec<ISA>;
 constexpr int W = V::W;
 
 // Tile shapes, sized to the register file (16 ymm for AVX2, 32 zmm for AVX-512).
-constexpr int DOT_RB = 3, DOT_CB = 4;  // dot: rows x columns (N > 1)
+constexpr int DOT_RB = 2, DOT_CB = 2;  // dot: rows x columns (1 < N <= FEW_ROWS), two vectors per row per step
 // dot with N == 1: columns (weight rows) read side by side, and vectors of each row per step.
 // float32 rows gain from several streams; half rows (half as long) from fewer, longer ones.
 template <class WT>
@@ -100,9 +100,14 @@ void dot_tile(const LinearJob& j, const WT* w, int64_t n0, int64_t c0) {
     for (int r = 0; r < RB; ++r)
       for (int u = 0; u < KU; ++u) xv[r][u] = V::load(xr[r] + k + u * W);
     for (int c = 0; c < CB; ++c)
-      for (int u = 0; u < KU; ++u) {
-        const V wv = V::load(wr[c] + k + u * W);
-        for (int r = 0; r < RB; ++r) acc[r][c][u] = V::fma(xv[r][u], wv, acc[r][c][u]);
+      for (int u = 0; u < KU; u += 2) {  // KU is even: two vectors per (wide) load
+        if constexpr (CB == 1) __builtin_prefetch(reinterpret_cast<const char*>(wr[c] + k + u * W) + 2048);
+        V w0, w1;
+        V::load2(wr[c] + k + u * W, w0, w1);
+        for (int r = 0; r < RB; ++r) {
+          acc[r][c][u] = V::fma(xv[r][u], w0, acc[r][c][u]);
+          acc[r][c][u + 1] = V::fma(xv[r][u + 1], w1, acc[r][c][u + 1]);
+        }
       }
   }
   for (; k < j.Cin; k += W) {  // the rest, one vector at a time (the last one ragged: zero lanes add nothing)
@@ -151,6 +156,19 @@ void splitk_slab(const LinearJob& j, int64_t k0, int64_t k1, float* part) {
     for (int n = 0; n < NROWS; ++n)
       for (int i = 0; i < RU; ++i) xb[n][i] = V::set1(j.x[n * j.ldx + k + i]);
     int64_t c = 0;
+    if constexpr (NROWS == 1)  // two vectors per (wide) load of each row; y's two vectors in registers meanwhile
+      for (; c + 2 * W <= C; c += 2 * W) {
+        V lo = V::load(part + c), hi = V::load(part + c + W);
+        for (int i = 0; i < RU; ++i) {
+          __builtin_prefetch(wk + (RU + i) * C + c);  // the same column of the next pass's rows
+          V w0, w1;
+          V::load2(wk + i * C + c, w0, w1);
+          lo = V::fma(xb[0][i], w0, lo);
+          hi = V::fma(xb[0][i], w1, hi);
+        }
+        lo.store(part + c);
+        hi.store(part + c + W);
+      }
     for (; c + W <= C; c += W) {
       V wv[RU];
       for (int i = 0; i < RU; ++i) wv[i] = V::load(wk + i * C + c);
@@ -375,7 +393,7 @@ Plan plan_for(const LinearJob& j) {
   if (j.w.kn) p.block = gemm_block<WT>, p.rows = MC, p.cols = task_cols(j.Cout, NR, NC_MAX);
   else if (j.N == 1)
     p.block = dot_block<1, DOT_CB1<WT>, DOT_KU1<WT>, WT>, p.rows = 1, p.cols = task_cols(j.Cout, DOT_CB1<WT>, 256);
-  else if (j.N <= FEW_ROWS) p.block = dot_block<DOT_RB, DOT_CB, 1, WT>, p.rows = j.N, p.cols = task_cols(j.Cout, DOT_CB, 64);
+  else if (j.N <= FEW_ROWS) p.block = dot_block<DOT_RB, DOT_CB, 2, WT>, p.rows = j.N, p.cols = task_cols(j.Cout, DOT_CB, 64);
   else p.block = wt_block<WT>, p.rows = WT_MC, p.cols = task_cols(j.Cout, WR, 16 * WR), p.packs_x = true;
   p.ntasks = ceil_div(j.N, p.rows) * ceil_div(j.Cout, p.cols);
   return p;
