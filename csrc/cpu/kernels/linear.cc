@@ -5,17 +5,20 @@
 // as they are loaded, and every sum is float32. Four kernels, chosen by layout and row count N:
 //
 //   (Cout, Cin) nn.Linear weights:
-//     dot     N <= FEW_ROWS (decode): a tile of RB rows x CB output columns keeps RB*CB vector
+//     dot     N <= FEW_ROWS (decode): a tile of RB rows x CB output columns keeps RB*CB*KU vector
 //             accumulators along k (x and weight rows both contiguous); the lanes are summed at the
-//             end. With N == 1 a thread streams 8 weight rows at once.
+//             end. With N == 1, float32 reads 4 weight rows side by side; a half-precision row is
+//             read alone, with wide loads and a software prefetch 2 KiB ahead (measured: without
+//             them a bfloat16 row streamed no faster than a float32 one, at half the bytes).
 //     wt      more rows: the weight rows are the broadcast operand. A task packs x^T into panels of
 //             XR rows (Xp[k][0:XR], contiguous), widens WR weight rows to float32, and an
 //             WR x XR register tile does, per k, 2 vector loads of Xp, WR broadcasts and 2*WR FMAs.
 //             Each weight row is read once, contiguously, per panel: no transposition of W.
 //   (Cin, Cout) Conv1D weights (GPT-2's MLP):
 //     splitk  N <= FEW_ROWS (decode): a task owns a range of k, i.e. a contiguous slab of W, and
-//             accumulates x[:, k] W[k, :] over it into its own partial y (in L1); the partials are
-//             summed afterwards. Reading W in storage order keeps the memory system streaming.
+//             accumulates x[:, k] W[k, :] over it into its own partial y (in L1), 4 weight rows per
+//             pass; the partials are summed afterwards. Reading W in storage order keeps the memory
+//             system streaming; with N == 1 the next pass's rows are prefetched.
 //     gemm    more rows: BLIS-style. A task packs a KC x NC block of W (row by row, contiguous
 //             reads) into float32 panels of NR columns (Bp[k][0:NR]); an MR x NR register tile
 //             runs over each panel: per k, 2 vector loads of the panel, MR broadcasts of x[r, k],
