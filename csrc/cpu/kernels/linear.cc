@@ -57,6 +57,7 @@ constexpr int NR = 2 * W;              // gemm: columns of a packed panel (two v
 constexpr int64_t KC = 256;            // gemm: k chunk (a KC x NR panel is 16 KiB (AVX2) / 32 KiB)
 constexpr int64_t NC_MAX = 256;        // gemm: columns of a packed block
 constexpr int64_t MC = 8 * MR;         // gemm: rows of a task
+constexpr int64_t PACK_PF_ROWS = 16;   // gemm: packing prefetches this many weight rows ahead
 constexpr int WR = W == 16 ? 12 : 6;   // wt: weight rows (output columns) of the register tile
 constexpr int XR = 2 * W;              // wt: x rows of a packed panel (two vectors)
 constexpr int64_t WT_KC = 1024;        // wt: k chunk
@@ -255,10 +256,14 @@ void widen_rows(float* wf, const LinearJob& j, int64_t c0, int64_t k0, int64_t k
 }
 
 // y[n0:n0+XR, c0:c0+WR] (+)= x[., k0:k0+kc] @ W[c0:c0+WR, k0:k0+kc]^T, from Xp (kc x XR) and Wf (WR x kc)
-void wt_micro(const LinearJob& j, const float* wf, const float* xp, int64_t kc, int64_t n0, int64_t c0, int64_t k0) {
+// pf: the next weight tile (pf_bytes, contiguous), prefetched along the k loop so that its widening does
+// not wait on memory (with few rows the loop is otherwise memory-latency bound, one tile after another)
+void wt_micro(const LinearJob& j, const float* wf, const float* xp, int64_t kc, int64_t n0, int64_t c0, int64_t k0,
+              const char* pf = nullptr, int64_t pf_bytes = 0) {
   V acc[WR][2];
   for (int i = 0; i < WR; ++i) acc[i][0] = acc[i][1] = V::zero();
   for (int64_t k = 0; k < kc; ++k) {
+    if (pf && (k & 1) == 0 && 32 * k < pf_bytes) __builtin_prefetch(pf + 32 * k);  // 64 B every other step
     const V x0 = V::load(xp + k * XR), x1 = V::load(xp + k * XR + W);
     for (int i = 0; i < WR; ++i) {
       const V a = V::set1(wf[i * kc + k]);
@@ -287,7 +292,13 @@ void wt_block(const LinearJob& j, const float* xt, int64_t n0, int64_t n1, int64
     const int64_t kc = std::min(WT_KC, j.Cin - k0);
     for (int64_t c = c0; c < c1; c += WR) {
       widen_rows<WT>(wf.data(), j, c, k0, kc);
-      for (int64_t n = n0; n < n1; n += XR) wt_micro(j, wf.data(), xt + (n / XR * j.Cin + k0) * XR, kc, n, c, k0);
+      // the next tile's rows [c + WR, c + 2 WR) at columns [k0, k0 + kc): contiguous when kc == Cin
+      const WT* next = static_cast<const WT*>(j.w.data) + (c + WR) * j.Cin + k0;
+      const bool ahead = kc == j.Cin && c + 2 * WR <= j.Cout;
+      for (int64_t n = n0; n < n1; n += XR)
+        wt_micro(j, wf.data(), xt + (n / XR * j.Cin + k0) * XR, kc, n, c, k0,
+                 ahead && n == n0 ? reinterpret_cast<const char*>(next) : nullptr,
+                 static_cast<int64_t>(WR * kc * sizeof(WT)));
     }
   }
   apply_act(j, n0, n1, c0, c1);
@@ -301,8 +312,13 @@ void wt_block(const LinearJob& j, const float* xt, int64_t n0, int64_t n1, int64
 template <class WT>
 void pack_kn(float* bp, const LinearJob& j, int64_t k0, int64_t kc, int64_t c0, int64_t nc) {
   const WT* w = static_cast<const WT*>(j.w.data);
+  const int64_t seg_bytes = std::min(nc, j.Cout - c0) * static_cast<int64_t>(sizeof(WT));
   for (int64_t k = 0; k < kc; ++k) {
     const WT* src = w + (k0 + k) * j.Cout + c0;
+    if (k0 + k + PACK_PF_ROWS < j.Cin) {  // the rows are far apart: fetch the segment PACK_PF_ROWS rows ahead
+      const char* ahead = reinterpret_cast<const char*>(src + PACK_PF_ROWS * j.Cout);
+      for (int64_t b = 0; b < seg_bytes; b += 64) __builtin_prefetch(ahead + b);
+    }
     for (int64_t p = 0; p < nc; p += NR) {
       float* dst = bp + p * kc + k * NR;
       for (int v = 0; v < NR; v += W) {
