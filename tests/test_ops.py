@@ -333,3 +333,13 @@ def test_prepare_weight_keeps_matrices_in_the_storage_dtype_without_copies():
     assert ops.prepare_weight("logit_scale", np.float16(2.5), "float16").dtype == np.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         ops.prepare_weight("w", m, "int8")
+
+
+def test_unusable_pyclvp_isa_falls_back_with_a_warning():
+    import subprocess
+    import sys
+
+    code = "import warnings; warnings.simplefilter('error'); from pyclvp.ops import get_ops; get_ops('cpu')"
+    env = dict(__import__("os").environ, PYCLVP_ISA="sse9")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "PYCLVP_ISA='sse9' is not usable here" in proc.stderr

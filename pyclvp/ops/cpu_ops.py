@@ -19,6 +19,9 @@ width, V vocab, L layers, R rotary dim, N flattened rows.
 """
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 
 from .. import _core
@@ -50,6 +53,13 @@ class CpuOps(NumpyOps):
     """The C++ CPU backend; same method names and shapes as NumpyOps."""
 
     name = "cpu"
+
+    def __init__(self):
+        want = os.environ.get("PYCLVP_ISA")
+        if want and want != _core.get_isa():  # csrc/cpu/isa.cc falls back to the best usable ISA
+            info = _core.build_info()
+            warnings.warn(f"PYCLVP_ISA={want!r} is not usable here (usable: {', '.join(info['isas_supported'])}); "
+                          f"the CPU kernels run {_core.get_isa()!r}", RuntimeWarning, stacklevel=2)
 
     # ------------------------------------------------------------------------------------------
     # Dense layers and normalizations
