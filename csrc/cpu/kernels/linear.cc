@@ -21,8 +21,8 @@
 //             system streaming; with N == 1 the next pass's rows are prefetched.
 //     gemm    more rows: BLIS-style. A task packs a KC x NC block of W (row by row, contiguous
 //             reads) into float32 panels of NR columns (Bp[k][0:NR]); an MR x NR register tile
-//             runs over each panel: per k, 2 vector loads of the panel, MR broadcasts of x[r, k],
-//             2*MR FMAs. The panel stays in L1 across the row tiles, the x rows in L2.
+//             runs over each panel: per k, NV vector loads of the panel, MR broadcasts of x[r, k],
+//             NV*MR FMAs. The panel stays in L1 across the row tiles, the x rows in L2.
 //
 // Tasks (row block x column block, or k slab) are spread over the thread pool; several products (the
 // decoder's q, k, v) share one parallel region. Ragged edges: row pointers are clamped to the last
@@ -52,11 +52,12 @@ template <class WT>
 constexpr int DOT_CB1 = std::is_same_v<WT, float> ? 4 : 1;
 template <class WT>
 constexpr int DOT_KU1 = std::is_same_v<WT, float> ? 2 : 4;
-constexpr int MR = W == 16 ? 12 : 6;   // gemm: rows of the register tile
-constexpr int NR = 2 * W;              // gemm: columns of a packed panel (two vectors)
-constexpr int64_t KC = 256;            // gemm: k chunk (a KC x NR panel is 16 KiB (AVX2) / 32 KiB)
-constexpr int64_t NC_MAX = 256;        // gemm: columns of a packed block
-constexpr int64_t MC = 8 * MR;         // gemm: rows of a task
+constexpr int MR = W == 16 ? 8 : 4;    // gemm: rows of the register tile (4 x 4 = the 16 rows of batch-16 decode)
+constexpr int NV = 3;                  // gemm: vectors of a packed panel
+constexpr int NR = NV * W;             // gemm: columns of a packed panel
+constexpr int64_t KC = 256;            // gemm: k chunk (a KC x NR panel is 24 KiB (AVX2) / 48 KiB)
+constexpr int64_t NC_MAX = 10 * NR;    // gemm: columns of a packed block
+constexpr int64_t MC = 16 * MR;        // gemm: rows of a task
 constexpr int64_t PACK_PF_ROWS = 16;   // gemm: packing prefetches this many weight rows ahead
 constexpr int WR = W == 16 ? 12 : 6;   // wt: weight rows (output columns) of the register tile
 constexpr int XR = 2 * W;              // wt: x rows of a packed panel (two vectors)
@@ -329,40 +330,52 @@ void pack_kn(float* bp, const LinearJob& j, int64_t k0, int64_t kc, int64_t c0, 
   }
 }
 
+// Prefetches the next weight block (rows of `line_count` cache lines, `stride` bytes apart) into L2, a
+// line every other k step of the micro-kernels: the next block's packing then reads L2, not memory,
+// and the memory stream overlaps the arithmetic instead of alternating with it.
+struct PrefetchCursor {
+  const char* base = nullptr;
+  int64_t stride = 0, lines_per_row = 0, total = 0, next = 0;
+  void step() {
+    if (next >= total) return;
+    __builtin_prefetch(base + next / lines_per_row * stride + next % lines_per_row * 64, 0, 2);
+    ++next;
+  }
+};
+
 // The MR x NR register tile over one packed panel: y[n0:n0+MR, c0:c0+ncols] (+)= x[:, k0:k0+kc] @ panel
-void micro(const LinearJob& j, const float* bp, int64_t n0, int64_t c0, int64_t k0, int64_t kc, int ncols) {
+void micro(const LinearJob& j, const float* bp, int64_t n0, int64_t c0, int64_t k0, int64_t kc, int ncols,
+           PrefetchCursor& pf) {
   const bool first = k0 == 0, last = k0 + kc == j.Cin;
   const float* xr[MR];
   for (int r = 0; r < MR; ++r) xr[r] = j.x + std::min(n0 + r, j.N - 1) * j.ldx + k0;
-  V acc[MR][2];
-  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = V::zero();
+  V acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
   for (int64_t k = 0; k < kc; ++k) {
-    const V b0 = V::load(bp + k * NR), b1 = V::load(bp + k * NR + W);
+    if ((k & 1) == 0) pf.step();
+    V b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = V::load(bp + k * NR + v * W);
     for (int r = 0; r < MR; ++r) {
       const V a = V::set1(xr[r][k]);
-      acc[r][0] = V::fma(a, b0, acc[r][0]);
-      acc[r][1] = V::fma(a, b1, acc[r][1]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(a, b[v], acc[r][v]);
     }
   }
-  const int m0 = std::clamp(ncols, 0, W), m1 = std::clamp(ncols - W, 0, W);
-  V bias0 = V::zero(), bias1 = V::zero();
-  if (last && j.b) {
-    if (m0) bias0 = load_n<V>(j.b + c0, m0);
-    if (m1) bias1 = load_n<V>(j.b + c0 + W, m1);
+  int m[NV];  // valid columns of each vector
+  V bias[NV];
+  for (int v = 0; v < NV; ++v) {
+    m[v] = std::clamp(ncols - v * W, 0, W);
+    bias[v] = last && j.b && m[v] ? load_n<V>(j.b + c0 + v * W, m[v]) : V::zero();
   }
+  const bool add_y = !first || j.accumulate;
   for (int r = 0; r < MR && n0 + r < j.N; ++r) {
     float* y = j.y + (n0 + r) * j.ldy + c0;
-    const bool add_y = !first || j.accumulate;
-    V v0 = acc[r][0] + bias0, v1 = acc[r][1] + bias1;
-    if (m0) {
-      if (add_y) v0 = v0 + load_n<V>(y, m0);
-      if (last && j.act == Act::GELU_NEW) v0 = vgelu_new(v0);
-      store_n(y, v0, m0);
-    }
-    if (m1) {
-      if (add_y) v1 = v1 + load_n<V>(y + W, m1);
-      if (last && j.act == Act::GELU_NEW) v1 = vgelu_new(v1);
-      store_n(y + W, v1, m1);
+    for (int v = 0; v < NV; ++v) {
+      if (!m[v]) continue;
+      V out = acc[r][v] + bias[v];
+      if (add_y) out = out + load_n<V>(y + v * W, m[v]);
+      if (last && j.act == Act::GELU_NEW) out = vgelu_new(out);
+      store_n(y + v * W, out, m[v]);
     }
   }
 }
@@ -375,9 +388,16 @@ void gemm_block(const LinearJob& j, const float*, int64_t n0, int64_t n1, int64_
   for (int64_t k0 = 0; k0 < j.Cin; k0 += KC) {
     const int64_t kc = std::min(KC, j.Cin - k0);
     pack_kn<WT>(packed.data(), j, k0, kc, c0, nc);
+    PrefetchCursor pf;  // the next k chunk's block of this task
+    if (k0 + KC < j.Cin) {
+      pf.base = reinterpret_cast<const char*>(static_cast<const WT*>(j.w.data) + (k0 + KC) * j.Cout + c0);
+      pf.stride = j.Cout * static_cast<int64_t>(sizeof(WT));
+      pf.lines_per_row = ceil_div((c1 - c0) * static_cast<int64_t>(sizeof(WT)), 64);
+      pf.total = std::min(KC, j.Cin - k0 - KC) * pf.lines_per_row;
+    }
     for (int64_t p = 0; p < nc; p += NR) {
       const int ncols = static_cast<int>(std::min<int64_t>(NR, c1 - c0 - p));
-      for (int64_t n = n0; n < n1; n += MR) micro(j, packed.data() + p * kc, n, c0 + p, k0, kc, ncols);
+      for (int64_t n = n0; n < n1; n += MR) micro(j, packed.data() + p * kc, n, c0 + p, k0, kc, ncols, pf);
     }
   }
 }
