@@ -335,11 +335,12 @@ def test_prepare_weight_keeps_matrices_in_the_storage_dtype_without_copies():
         ops.prepare_weight("w", m, "int8")
 
 
-def test_unusable_pyclvp_isa_falls_back_with_a_warning():
+def test_unusable_pyclvp_isa_falls_back_with_a_warning(tmp_path):
     import subprocess
     import sys
 
     code = "import warnings; warnings.simplefilter('error'); from pyclvp.ops import get_ops; get_ops('cpu')"
     env = dict(__import__("os").environ, PYCLVP_ISA="sse9")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    # cwd: not the checkout, whose pyclvp/ (no built _core) `python -c` would import first
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0 and "PYCLVP_ISA='sse9' is not usable here" in proc.stderr
