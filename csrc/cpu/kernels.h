@@ -109,8 +109,9 @@ void softmax(float* y, const float* x, int64_t N, int64_t C);
 template <CpuIsa ISA>
 void rotary(float* y, const float* x, const float* cos, const float* sin, int64_t M, int64_t T, int64_t D, int64_t R);
 
-// softmax(q k^T * scale + mask) v, tiled over keys with an online softmax: memory per query row
-// is O(D + key tile), never (H, T, S). matches pyclvp/ops/numpy_ops.py::attention
+// softmax(q k^T * scale + mask) v, tiled over keys with an online softmax: a task (batch, head,
+// block of query rows) holds O(rows * (D + key tile) + D * key tile) floats, never (H, T, S).
+// matches pyclvp/ops/numpy_ops.py::attention
 //   q    : (B, H, T, D) f32, strides (q_sb, q_sh, q_st) in elements, D contiguous
 //   k, v : (B, H, S, D) in kv_dtype (f32/f16/bf16), strides (k_sb, k_sh, k_ss) / (v_*), D contiguous
 //   out  : (B, H, T, D) f32, strides (o_sb, o_sh, o_st), written; must not overlap q, k, v
