@@ -69,7 +69,8 @@ def test_hyp_linear(isa, N, Cin, Cout, seed, dtype, conv1d, bias, strided_x):
 
 
 @ISA
-@pytest.mark.parametrize("shape", [(1, 1024, 1024), (1, 1024, 4096), (16, 1024, 4096), (3, 4096, 1024), (2, 1024, 8194)])
+@pytest.mark.parametrize("shape", [(1, 1024, 1024), (1, 1024, 4096), (16, 1024, 4096), (3, 4096, 1024), (2, 1024, 8194),
+                                   (550, 257, 200), (515, 96, 33)])  # (2 x) 1030-1100 rows: the encoders' GEMM path
 def test_linear_decoder_shapes(isa, shape):
     N, Cin, Cout = shape
     rng = np.random.default_rng(0)

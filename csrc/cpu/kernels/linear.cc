@@ -10,10 +10,12 @@
 //             end. With N == 1, float32 reads 4 weight rows side by side; a half-precision row is
 //             read alone, with wide loads and a software prefetch 2 KiB ahead (measured: without
 //             them a bfloat16 row streamed no faster than a float32 one, at half the bytes).
-//     wt      more rows: the weight rows are the broadcast operand. A task packs x^T into panels of
-//             XR rows (Xp[k][0:XR], contiguous), widens WR weight rows to float32, and an
+//     wt      more rows: the weight rows are the broadcast operand. x^T is packed once into panels
+//             of XR rows (Xp[k][0:XR], contiguous), a task widens WR weight rows to float32, and a
 //             WR x XR register tile does, per k, 2 vector loads of Xp, WR broadcasts and 2*WR FMAs.
 //             Each weight row is read once, contiguously, per panel: no transposition of W.
+//     gemm    N >= GEMM_NT_MIN (encoders): as below, the weights transposed while packed (a scalar
+//             scatter, amortized over the MC_NT rows of a task).
 //   (Cin, Cout) Conv1D weights (GPT-2's MLP):
 //     splitk  N <= FEW_ROWS (decode): a task owns a range of k, i.e. a contiguous slab of W, and
 //             accumulates x[:, k] W[k, :] over it into its own partial y (in L1), 4 weight rows per
@@ -58,6 +60,8 @@ constexpr int NR = NV * W;             // gemm: columns of a packed panel
 constexpr int64_t KC = 256;            // gemm: k chunk (a KC x NR panel is 24 KiB (AVX2) / 48 KiB)
 constexpr int64_t NC_MAX = 10 * NR;    // gemm: columns of a packed block
 constexpr int64_t MC = 16 * MR;        // gemm: rows of a task
+constexpr int64_t MC_NT = 128 * MR;    // gemm: rows of a task for nn.Linear weights (amortizes their transposition)
+constexpr int64_t GEMM_NT_MIN = 512;   // nn.Linear weights take gemm from this many rows on (encoders)
 constexpr int64_t PACK_PF_ROWS = 16;   // gemm: packing prefetches this many weight rows ahead
 constexpr int WR = W == 16 ? 12 : 6;   // wt: weight rows (output columns) of the register tile
 constexpr int XR = 2 * W;              // wt: x rows of a packed panel (two vectors)
@@ -330,6 +334,27 @@ void pack_kn(float* bp, const LinearJob& j, int64_t k0, int64_t kc, int64_t c0, 
   }
 }
 
+// The same block from (Cout, Cin) weights: each weight row segment is read contiguously (widened) and
+// scattered into its column of the panels. For many rows only (the scatter costs ~1 store per weight).
+template <class WT>
+void pack_nt(float* bp, const LinearJob& j, int64_t k0, int64_t kc, int64_t c0, int64_t nc) {
+  const WT* w = static_cast<const WT*>(j.w.data);
+  float row[W];
+  for (int64_t c = 0; c < nc; ++c) {
+    float* dst = bp + c / NR * NR * kc + c % NR;
+    if (c0 + c >= j.Cout) {
+      for (int64_t k = 0; k < kc; ++k) dst[k * NR] = 0.0f;
+      continue;
+    }
+    const WT* src = w + (c0 + c) * j.Cin + k0;
+    for (int64_t k = 0; k < kc; k += W) {
+      const int m = lanes(kc, k);
+      load_n<V>(src + k, m).store(row);
+      for (int i = 0; i < m; ++i) dst[(k + i) * NR] = row[i];
+    }
+  }
+}
+
 // Prefetches the next weight block (rows of `line_count` cache lines, `stride` bytes apart) into L2, a
 // line every other k step of the micro-kernels: the next block's packing then reads L2, not memory,
 // and the memory stream overlaps the arithmetic instead of alternating with it.
@@ -387,9 +412,10 @@ void gemm_block(const LinearJob& j, const float*, int64_t n0, int64_t n1, int64_
   packed.resize(static_cast<size_t>(KC * NC_MAX));
   for (int64_t k0 = 0; k0 < j.Cin; k0 += KC) {
     const int64_t kc = std::min(KC, j.Cin - k0);
-    pack_kn<WT>(packed.data(), j, k0, kc, c0, nc);
+    if (j.w.kn) pack_kn<WT>(packed.data(), j, k0, kc, c0, nc);
+    else pack_nt<WT>(packed.data(), j, k0, kc, c0, nc);
     PrefetchCursor pf;  // the next k chunk's block of this task
-    if (k0 + KC < j.Cin) {
+    if (j.w.kn && k0 + KC < j.Cin) {
       pf.base = reinterpret_cast<const char*>(static_cast<const WT*>(j.w.data) + (k0 + KC) * j.Cout + c0);
       pf.stride = j.Cout * static_cast<int64_t>(sizeof(WT));
       pf.lines_per_row = ceil_div((c1 - c0) * static_cast<int64_t>(sizeof(WT)), 64);
@@ -433,6 +459,7 @@ Plan plan_for(const LinearJob& j) {
   else if (j.N == 1)
     p.block = dot_block<1, DOT_CB1<WT>, DOT_KU1<WT>, WT>, p.rows = 1, p.cols = task_cols(j.Cout, DOT_CB1<WT>, 256);
   else if (j.N <= FEW_ROWS) p.block = dot_block<DOT_RB, DOT_CB, 2, WT>, p.rows = j.N, p.cols = task_cols(j.Cout, DOT_CB, 64);
+  else if (j.N >= GEMM_NT_MIN) p.block = gemm_block<WT>, p.rows = MC_NT, p.cols = task_cols(j.Cout, NR, NC_MAX);
   else p.block = wt_block<WT>, p.rows = WT_MC, p.cols = task_cols(j.Cout, WR, 16 * WR), p.packs_x = true;
   p.ntasks = ceil_div(j.N, p.rows) * ceil_div(j.Cout, p.cols);
   return p;
