@@ -41,11 +41,11 @@ if [[ $stage == tests || $stage == all ]]; then
 fi
 
 if [[ $stage == sanitize ]]; then  # out-of-bounds accesses, then shared-memory races, on small cases
-  few="literal or hyp_attention or hyp_linear or (fused_decoder and (1-3 or 6-5 or 20-4)) or select"
+  few="literal or hyp_attention or hyp_linear or (fused_decoder and (1-3 or 6-5 or 20-4)) or select or choice_equals"
   step memcheck memcheck.log env PYCLVP_MAX_EXAMPLES=5 compute-sanitizer --tool memcheck --error-exitcode 9 \
     "$py" -m pytest -q -p no:cacheprovider -k "$few" tests/test_cuda.py
   step racecheck racecheck.log env PYCLVP_MAX_EXAMPLES=3 compute-sanitizer --tool racecheck --error-exitcode 9 \
-    "$py" -m pytest -q -p no:cacheprovider -k "literal or (fused_decoder and True-1-3)" tests/test_cuda.py
+    "$py" -m pytest -q -p no:cacheprovider -k "literal or (fused_decoder and True-1-3) or (choice_equals and tortoise)" tests/test_cuda.py
 fi
 
 if [[ $stage == bench || $stage == all ]]; then
@@ -54,6 +54,8 @@ if [[ $stage == bench || $stage == all ]]; then
   step bench bench_cuda.log "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" --json "$out/bench_cuda.json"
   step bench_no_graph bench_no_graph.log "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" \
     --jobs decode1,decode16 --no-graph --no-transformers --json "$out/bench_no_graph.json"
+  step bench_host_pick bench_host_pick.log env PYCLVP_CUDA_PICK=0 "$py" bench/bench_decode.py --backend cuda \
+    --checkpoint "$ckpt" --jobs job16 --no-transformers --json "$out/bench_host_pick.json"
 fi
 
 printf '%s\n' "${summary[@]}"

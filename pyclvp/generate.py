@@ -28,6 +28,10 @@ transformers/generation/logits_process.py):
   then greedy argmax (the lowest id on a tie), or a draw from softmax by inverse CDF with uniforms
   from numpy.random.Generator(seed): one uniform per (step, candidate row), drawn up front, so a
   candidate's tokens do not depend on batch_size or on when other rows stop.
+  The loop reaches these through a picker (HostPicker here); the CUDA decoder brings its own, which
+  runs the same processors and draw on the device (csrc/cuda/sampling.cu) so that only token ids
+  cross to the host; its cumulative sums round differently, so a sampled token can differ only
+  where one lies within float rounding of its threshold.
 
 rank(model, text, voice) generates candidates with Tortoise's sampling settings and returns them
 sorted by score, best first. Several voice clips are combined as Tortoise's get_conditioning does:
@@ -238,6 +242,44 @@ def decode(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (B,
     return tokens[:, :used]
 
 
+class HostPicker:
+    """Chooses each row's next token on the host: process_logits, then argmax or sample().
+
+    The picker seam of the decode loop (a decoder may name its own class as `decoder.picker`, as the
+    CUDA decoder does to choose on the device; it keeps this contract):
+        first(logits, state, u)       the first tokens (rows,) from the prompt's logits (rows, V)
+        feed(ids, positions, state)   the decoder takes the chosen tokens in ...
+        next(state, k, u)             ... and its next tokens come out: token k of each row (rows,)
+        select(state, keep) -> state  only rows `keep` go on
+    u: (rows,) uniforms when sampling, else None. `seen` holds each row's start token and tokens so far.
+    """
+
+    def __init__(self, decoder, opts: GenerationOptions, bos: int, eos: int, rows: int):
+        self.decoder, self.opts, self.eos = decoder, opts, eos
+        self.seen = np.zeros((rows, decoder.cfg.vocab_size), bool)  # (rows, V)
+        self.seen[:, bos] = True
+        self.logits = None
+
+    def _pick(self, logits, k, u):  # (rows, V) -> (rows,)
+        proc = process_logits(logits, self.seen, k, self.opts, self.eos)
+        nxt = sample(proc, u) if self.opts.do_sample else proc.argmax(-1)
+        self.seen[np.arange(len(nxt)), nxt] = True
+        return nxt
+
+    def first(self, logits, state, u):
+        return self._pick(logits, 0, u)
+
+    def feed(self, ids, positions, state):
+        self.logits = self.decoder.step(ids, positions, state)
+
+    def next(self, state, k, u):
+        return self._pick(self.logits, k, u)
+
+    def select(self, state, keep):
+        self.seen = self.seen[keep]
+        return state.select(keep)
+
+
 def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos, on_step) -> int:
     """Decode one chunk of rows into tokens[rows]; returns the number of steps taken.
 
@@ -245,25 +287,23 @@ def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos, on_st
     half of them have finished, they are dropped from the state (a copy) so that no step is spent
     on them; finished rows still in the state emit eos.
     """
-    V, steps = logits.shape[-1], tokens.shape[1]
-    seen = np.zeros((len(rows), V), bool)
-    seen[:, bos] = True
+    steps = tokens.shape[1]
+    picker = (getattr(decoder, "picker", None) or HostPicker)(decoder, opts, bos, eos, len(rows))
     finished = np.zeros(len(rows), bool)
     live = np.arange(len(rows))
     for k in range(steps):  # producing token k + 1
-        proc = process_logits(logits, seen[live], k, opts, eos)  # (live, V)
-        nxt = sample(proc, u[k, rows[live]]) if opts.do_sample else proc.argmax(-1)  # (live,)
+        uk = u[k, rows[live]] if opts.do_sample else None  # (live,)
+        nxt = picker.first(logits, state, uk) if k == 0 else picker.next(state, k, uk)  # (live,)
         nxt = np.where(finished[live], eos, nxt)
         tokens[rows[live], k] = nxt
-        seen[live, nxt] = True
         finished[live] |= nxt == eos
         on_step(k + 1)
         if finished.all() or k + 1 == steps:
             return k + 1
         if 2 * finished[live].sum() >= len(live):  # compact: keep only the rows still going
             keep = np.flatnonzero(~finished[live])
-            state, live, nxt = state.select(keep), live[keep], nxt[keep]
-        logits = decoder.step(nxt, np.full(len(live), k + 2), state)  # token k+1 at mel position k+2
+            state, live, nxt = picker.select(state, keep), live[keep], nxt[keep]
+        picker.feed(nxt, np.full(len(live), k + 2), state)  # token k+1 at mel position k+2
     return steps
 
 

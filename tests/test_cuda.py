@@ -11,10 +11,14 @@ On a GPU, against pyclvp/ops/numpy_ops.py at TOLERANCE["cuda", dtype]:
   * the fused decoder's prefill + step logits for batches that take each path (layer norms fused
     into the GEMV for <= 4 rows, separate norms, the GEMM above 16 rows), with the CUDA graph and
     without; half KV caches within test_cpu_model's bound; select/download; its errors;
-  * the whole model's forward() and greedy generation (identical tokens) on every fixture.
+  * the whole model's forward() and greedy generation (identical tokens) on every fixture;
+  * the token choice on the device (csrc/cuda/sampling.cu) against generate.py's host picker: the
+    same tokens for every processor setting, and identical sampled generations.
 tests/test_decoder_cache.py, test_generate.py and test_model_parity.py also run the "cuda" backend
 when it is available (conftest.backend_params).
 """
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -388,3 +392,100 @@ def test_state_select_download_and_errors():
         st.select([2])
     with pytest.raises(ValueError, match="unknown cache dtype"):
         dec.new_state(1, 2, "int8")
+
+
+# ----------------------------------------------------------------------------------------------
+# The token choice on the device (on a GPU)
+
+PICK_CASES = {
+    "greedy": dict(),
+    "greedy, eos suppressed": dict(min_new_tokens=3),
+    "sample": dict(do_sample=True),
+    "temperature": dict(do_sample=True, temperature=0.7),
+    "top_k 1": dict(do_sample=True, top_k=1),
+    "top_k 7": dict(do_sample=True, top_k=7, temperature=1.3),
+    "top_p": dict(do_sample=True, top_p=0.8),
+    "top_k and top_p": dict(do_sample=True, top_k=20, top_p=0.5, temperature=0.9),
+    "tortoise": dict(do_sample=True, top_p=0.8, temperature=0.8, repetition_penalty=2.0),
+}
+
+
+def _host_choices(dec, opts, logits, u):  # (variants, R): the host's tokens, and with top_p and u nudged
+    """The host picker's choice, then its choices with top_p moved by 1e-4 and u by 1e-9: what float
+    rounding can change. The cumulative sums run in another order on the device (csrc/cuda/sampling.cu),
+    and the host's float32 one over 8194 tokens is itself only good to ~1e-5."""
+    from pyclvp.generate import HostPicker
+
+    R, cfg, out = len(logits), dec.cfg, []
+    for dp in ((0.0, -1e-4, 1e-4) if opts.do_sample and opts.top_p else (0.0,)):
+        for du in ((0.0, -1e-9, 1e-9) if opts.do_sample else (0.0,)):
+            o = dataclasses.replace(opts, top_p=min(opts.top_p + dp, 1.0) if dp else opts.top_p)
+            uu = None if u is None else np.clip(u + du, 0.0, 1.0 - 1e-16)
+            out.append(HostPicker(dec, o, cfg.bos_token_id, cfg.eos_token_id, R).first(logits, None, uu))
+    return np.stack(out)
+
+
+@gpu
+@pytest.mark.parametrize("case", PICK_CASES)
+@pytest.mark.parametrize("name", TINY)
+def test_device_choice_equals_host(name, case):
+    """The first choice from given logits (ties from quantized logits, -inf, narrow and wide spreads):
+    the host's token, or where a cumulative sum lies within rounding of its threshold, one of the
+    tokens the host picks with the threshold nudged; without top-p always the host's token."""
+    from pyclvp.generate import GenerationOptions
+    from pyclvp.ops.cuda_decoder import DevicePicker
+
+    dec = load_tiny(name, "cuda").decoder
+    V, R, cfg = dec.cfg.vocab_size, 6, dec.cfg
+    opts = GenerationOptions.resolve(**PICK_CASES[case])
+    rng = np.random.default_rng(0)
+    exact = 0
+    for trial in range(8):
+        logits = rand(rng, R, V, scale=[0.5, 3.0, 10.0][trial % 3])
+        if trial % 2:
+            logits = np.round(logits * 2) / 2  # many ties
+        logits[0, rng.integers(0, V, 5)] = -np.inf
+        u = rng.random(R) if opts.do_sample else None
+        got = DevicePicker(dec, opts, cfg.bos_token_id, cfg.eos_token_id, R).first(logits, dec.new_state(R, 2), u)
+        host = _host_choices(dec, opts, logits, u)
+        assert (host == got).any(0).all(), f"{case}, trial {trial}: device {got}, host {host}"
+        exact += (host[0] == got).sum()
+    assert exact >= (0.9 if opts.top_p else 1.0) * 8 * R, f"{case}: only {exact} of {8 * R} choices equal the host's"
+
+
+@gpu
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("case", ["greedy, eos suppressed", "top_k 7", "tortoise"])
+def test_sampled_generation_identical_to_numpy(name, case):
+    """Whole generations (the device choice step after step, seen tokens carried through select);
+    with top-p a rounding flip (see above) is possible in principle but has p < 1e-2 here."""
+    ids, feats, mask = inputs(seed=2)
+    kw = dict(PICK_CASES[case], max_new_tokens=10, num_return_sequences=3, batch_size=2, seed=5)
+    want = load_tiny(name).generate(ids, feats, mask, **kw)
+    got = load_tiny(name, "cuda").generate(ids, feats, mask, **kw)
+    np.testing.assert_array_equal(got.speech_ids, want.speech_ids)
+
+
+@gpu
+def test_device_choice_rejects_bad_arguments():
+    dec = load_tiny("tiny_b", "cuda").decoder
+    V, session, st = dec.cfg.vocab_size, dec._session, dec.new_state(2, 4)
+    good = dict(penalty=1.0, suppress=-1, do_sample=True, temperature=1.0, top_k=0, top_p=None)
+    logits, u = np.zeros((2, V), np.float32), np.full(2, 0.5)
+    for change, match in [(dict(penalty=0.0), "penalty must be"), (dict(temperature=-1.0), "temperature must be"),
+                          (dict(suppress=V), "suppress must be"), (dict(top_k=-2), "top_k must be"),
+                          (dict(top_p=0.0), "top_p must lie")]:
+        with pytest.raises(ValueError, match=match):
+            session.pick_first(st._handle, logits, 0, dict(good, **change), u)
+    with pytest.raises(ValueError, match="missing 'top_p'"):
+        session.pick_first(st._handle, logits, 0, {k: v for k, v in good.items() if k != "top_p"}, u)
+    with pytest.raises(ValueError, match=r"u\[1\] = 1 is outside"):
+        session.pick_first(st._handle, logits, 0, good, np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="u must be a C-contiguous float64"):
+        session.pick_first(st._handle, logits, 0, good, u.astype(np.float32))
+    with pytest.raises(ValueError, match="start token"):
+        session.pick_first(st._handle, logits, V, good, u)
+    with pytest.raises(ValueError, match="logits has shape"):
+        session.pick_first(st._handle, logits[:, :-1].copy(), 0, good, u)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        session.step_pick(st._handle, np.array([0, V]), np.array([1, 1]), good, u)

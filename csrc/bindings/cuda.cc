@@ -12,6 +12,8 @@
 //     .new_state(batch, max_len, cache_dtype) -> DecoderState (the KV cache, on the device)
 //     .prefill(state, inputs_embeds, attention_mask) -> logits (B, V)
 //     .step(state, input_ids, position_ids) -> logits (B, V)
+//     .step_pick(state, input_ids, position_ids, pick, u) -> next tokens (B,) int64, chosen on the device
+//     .pick_first(state, logits, start, pick, u) -> next tokens (B,): the first choice, from the prefill's logits
 //     .select(state, rows) -> DecoderState     .download(state) -> (k, v, key_mask) host copies
 //
 // Order inside every call: the arguments are checked (ValueError naming the argument, the same checks
@@ -22,6 +24,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -361,6 +364,59 @@ class WeightReader {
   cpu::DecoderModel m_;
 };
 
+// A step's checked input_ids and position_ids (B,) int64, for a state of B rows.
+struct StepInputs {
+  StepInputs(const cuda::DeviceModel& m, const cuda::CudaDecoderState& st, const py::handle& ids_,
+             const py::handle& pos_)
+      : ids_a(int64_vector(ids_, "input_ids", st.batch())), pos_a(int64_vector(pos_, "position_ids", st.batch())) {
+    ids = static_cast<const int64_t*>(ids_a.data()), pos = static_cast<const int64_t*>(pos_a.data());
+    for (int64_t b = 0; b < st.batch(); ++b) {
+      PYCLVP_CHECK(ids[b] >= 0 && ids[b] < m.V, "input_ids[", b, "] = ", ids[b], " is outside the vocabulary [0, ", m.V, ")");
+      PYCLVP_CHECK(pos[b] >= 0 && pos[b] < m.P, "position_ids[", b, "] = ", pos[b], " is outside the position table [0, ",
+                   m.P, ") (max_position_embeddings)");
+    }
+    PYCLVP_CHECK(st.length() + 1 <= st.max_len(), "the cache holds ", st.max_len(),
+                 " positions: cannot write 1 more after length ", st.length());
+  }
+  py::array ids_a, pos_a;
+  const int64_t* ids = nullptr;
+  const int64_t* pos = nullptr;
+};
+
+// The device token choice's options: a dict with penalty, suppress, do_sample, temperature, top_k,
+// top_p (None or in (0, 1]); pyclvp/ops/cuda_decoder.py builds it from GenerationOptions.
+cuda::Pick pick_options(const py::dict& d, int64_t V) {
+  for (const char* key : {"penalty", "suppress", "do_sample", "temperature", "top_k", "top_p"})
+    PYCLVP_CHECK(d.contains(key), "pick options are missing '", key, "'");
+  cuda::Pick p;
+  const double penalty = d["penalty"].cast<double>(), temperature = d["temperature"].cast<double>();
+  p.suppress = d["suppress"].cast<int64_t>(), p.do_sample = d["do_sample"].cast<bool>(), p.top_k = d["top_k"].cast<int64_t>();
+  PYCLVP_CHECK(std::isfinite(penalty) && penalty > 0, "penalty must be a finite number > 0, got ", penalty);
+  PYCLVP_CHECK(std::isfinite(temperature) && temperature > 0, "temperature must be a finite number > 0, got ", temperature);
+  PYCLVP_CHECK(p.suppress >= -1 && p.suppress < V, "suppress must be -1 or a token id in [0, ", V, "), got ", p.suppress);
+  PYCLVP_CHECK(p.top_k >= 0, "top_k must be >= 0, got ", p.top_k);
+  p.penalty = static_cast<float>(penalty), p.temperature = static_cast<float>(temperature);
+  if (!d["top_p"].is_none()) {
+    const double top_p = d["top_p"].cast<double>();
+    PYCLVP_CHECK(top_p > 0 && top_p <= 1, "top_p must lie in (0, 1], got ", top_p);
+    p.top_p = top_p < 1, p.top_p_remove = static_cast<float>(1 - top_p);  // as generate.apply_top_p: float32(1 - p)
+  }
+  return p;
+}
+
+// u: (B,) float64 in [0, 1) when sampling (else ignored; may be None).
+const double* uniforms(const py::handle& obj, const cuda::Pick& pick, int64_t B) {
+  if (!pick.do_sample) return nullptr;
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), "u must be a numpy float64 array when sampling");
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  PYCLVP_CHECK(a.dtype().is(py::dtype::of<double>()) && c_contiguous(a) && a.ndim() == 1 && a.shape(0) == B,
+               "u must be a C-contiguous float64 array of shape (", B, ",), got ", std::string(py::str(a.dtype())), " ",
+               shape_str(a));
+  const auto* u = static_cast<const double*>(a.data());
+  for (int64_t b = 0; b < B; ++b) PYCLVP_CHECK(u[b] >= 0 && u[b] < 1, "u[", b, "] = ", u[b], " is outside [0, 1)");
+  return u;
+}
+
 class DecoderSession {
  public:
   DecoderSession(const py::dict& config, const py::dict& weights, bool use_graph) {
@@ -406,25 +462,41 @@ class DecoderSession {
   }
 
   py::array_t<float> step(cuda::CudaDecoderState& st, const py::handle& ids_, const py::handle& pos_) {
-    const cuda::DeviceModel& m = dec_->model();
-    const int64_t B = st.batch();
-    py::array ids = int64_vector(ids_, "input_ids", B);
-    py::array pos = int64_vector(pos_, "position_ids", B);
-    const auto* idp = static_cast<const int64_t*>(ids.data());
-    const auto* pp = static_cast<const int64_t*>(pos.data());
-    for (int64_t b = 0; b < B; ++b) {
-      PYCLVP_CHECK(idp[b] >= 0 && idp[b] < m.V, "input_ids[", b, "] = ", idp[b], " is outside the vocabulary [0, ", m.V, ")");
-      PYCLVP_CHECK(pp[b] >= 0 && pp[b] < m.P, "position_ids[", b, "] = ", pp[b], " is outside the position table [0, ",
-                   m.P, ") (max_position_embeddings)");
-    }
-    PYCLVP_CHECK(st.length() + 1 <= st.max_len(), "the cache holds ", st.max_len(),
-                 " positions: cannot write 1 more after length ", st.length());
-    auto logits = empty({B, m.V});
+    const StepInputs in(dec_->model(), st, ids_, pos_);
+    auto logits = empty({st.batch(), dec_->model().V});
     float* out = logits.mutable_data();
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lock(mu_);
-    dec_->step(st, idp, pp, out);
+    dec_->step(st, in.ids, in.pos, out);
     return logits;
+  }
+
+  py::array_t<int64_t> step_pick(cuda::CudaDecoderState& st, const py::handle& ids_, const py::handle& pos_,
+                                 const py::dict& pick_, const py::handle& u_) {
+    const StepInputs in(dec_->model(), st, ids_, pos_);
+    const cuda::Pick pick = pick_options(pick_, dec_->model().V);
+    const double* u = uniforms(u_, pick, st.batch());
+    py::array_t<int64_t> next(st.batch());
+    int64_t* out = next.mutable_data();
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    dec_->step(st, in.ids, in.pos, pick, u, out);
+    return next;
+  }
+
+  py::array_t<int64_t> pick_first(cuda::CudaDecoderState& st, const py::handle& logits_, int64_t start,
+                                  const py::dict& pick_, const py::handle& u_) {
+    const int64_t B = st.batch(), V = dec_->model().V;
+    const float* logits = f32_ptr(f32(logits_, "logits", {B, V}));
+    PYCLVP_CHECK(start >= 0 && start < V, "start token ", start, " is outside the vocabulary [0, ", V, ")");
+    const cuda::Pick pick = pick_options(pick_, V);
+    const double* u = uniforms(u_, pick, B);
+    py::array_t<int64_t> next(B);
+    int64_t* out = next.mutable_data();
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    dec_->pick_first(st, logits, start, pick, u, out);
+    return next;
   }
 
   std::unique_ptr<cuda::CudaDecoderState> select(const cuda::CudaDecoderState& st, const py::handle& rows_) {
@@ -499,6 +571,10 @@ void register_cuda(py::module_& m) {
            py::keep_alive<0, 1>())
       .def("prefill", &DecoderSession::prefill, py::arg("state"), py::arg("inputs_embeds"), py::arg("attention_mask"))
       .def("step", &DecoderSession::step, py::arg("state"), py::arg("input_ids"), py::arg("position_ids"))
+      .def("step_pick", &DecoderSession::step_pick, py::arg("state"), py::arg("input_ids"), py::arg("position_ids"),
+           py::arg("pick"), py::arg("u"))
+      .def("pick_first", &DecoderSession::pick_first, py::arg("state"), py::arg("logits"), py::arg("start"),
+           py::arg("pick"), py::arg("u"))
       .def("select", &DecoderSession::select, py::arg("state"), py::arg("rows"), py::keep_alive<0, 1>())
       .def("download", &DecoderSession::download, py::arg("state"));
 }

@@ -177,6 +177,11 @@ std::unique_ptr<CudaDecoderState> CudaDecoder::new_state(int64_t B, int64_t S, D
   st->in_dev_ = DeviceBuffer(static_cast<size_t>(1 + 2 * B) * 8, "step inputs");
   st->in_host_ = PinnedBuffer(static_cast<size_t>(1 + 2 * B) * 8, "step inputs");
   st->logits_host_ = PinnedBuffer(static_cast<size_t>(B * m_.V) * 4, "step logits");
+  st->seen_ = DeviceBuffer(static_cast<size_t>(B * m_.V), "seen tokens");
+  fill_bytes(st->seen_.data(), 0, static_cast<size_t>(B * m_.V), s);
+  st->u_dev_ = DeviceBuffer(static_cast<size_t>(B) * 8, "uniforms");
+  st->pick_dev_ = DeviceBuffer(static_cast<size_t>(B) * 8, "chosen tokens");
+  st->pick_host_ = PinnedBuffer(static_cast<size_t>(B) * 8, "uniforms and chosen tokens");
   sync(s);
   return st;
 }
@@ -272,7 +277,6 @@ void CudaDecoder::enqueue_step(CudaDecoderState& st) const {
   p.B = B, p.T = 1, p.length_dev = st.in_dev_.as<int64_t>(), p.act = &st.step_;
   enqueue_layers(st, p);
   enqueue_head(p);
-  to_host(st.logits_host_.data(), st.step_.logits.data(), static_cast<size_t>(B * m_.V) * 4, s);
 }
 
 void CudaDecoder::capture_step(CudaDecoderState& st) const {
@@ -292,11 +296,10 @@ void CudaDecoder::capture_step(CudaDecoderState& st) const {
   PYCLVP_CUDA_CHECK(err);
 }
 
-void CudaDecoder::step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos, float* logits) const {
+void CudaDecoder::launch_step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos) const {
   check_owner(st);
   PYCLVP_CHECK(st.length_ + 1 <= st.S_, "the cache holds ", st.S_, " positions: cannot write 1 more after length ",
                st.length_);
-  const StreamHandle s = stream();
   const int64_t B = st.B_;
   int64_t* in = st.in_host_.as<int64_t>();  // no replay is in flight: every call ends with a sync
   in[0] = st.length_;
@@ -304,13 +307,58 @@ void CudaDecoder::step(CudaDecoderState& st, const int64_t* ids, const int64_t* 
   std::memcpy(in + 1 + B, pos, static_cast<size_t>(B) * 8);
   if (use_graph_) {
     if (!st.graph_) capture_step(st);
-    st.graph_.launch(s);
+    st.graph_.launch(stream());
   } else {
     enqueue_step(st);
   }
+}
+
+void CudaDecoder::step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos, float* logits) const {
+  launch_step(st, ids, pos);
+  const StreamHandle s = stream();
+  const size_t bytes = static_cast<size_t>(st.B_ * m_.V) * 4;
+  to_host(st.logits_host_.data(), st.step_.logits.data(), bytes, s);
   sync(s);
-  std::memcpy(logits, st.logits_host_.data(), static_cast<size_t>(B * m_.V) * 4);
+  std::memcpy(logits, st.logits_host_.data(), bytes);
   st.length_ += 1;
+}
+
+void CudaDecoder::step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos, const Pick& pick,
+                       const double* u, int64_t* next) const {
+  launch_step(st, ids, pos);
+  choose(st, -1, pick, u, next);
+  st.length_ += 1;
+}
+
+void CudaDecoder::pick_first(CudaDecoderState& st, const float* logits, int64_t start, const Pick& pick,
+                             const double* u, int64_t* next) const {
+  check_owner(st);
+  PYCLVP_CHECK(start >= 0 && start < m_.V, "start token ", start, " is outside the vocabulary [0, ", m_.V, ")");
+  to_device(st.step_.logits.data(), logits, static_cast<size_t>(st.B_ * m_.V) * 4, stream());
+  choose(st, start, pick, u, next);
+}
+
+// The token choice over st.step_.logits (csrc/cuda/sampling.cu), then the ids to the host.
+void CudaDecoder::choose(CudaDecoderState& st, int64_t start, const Pick& pick, const double* u, int64_t* next) const {
+  const StreamHandle s = stream();
+  const int64_t B = st.B_;
+  SampleArgs a;
+  a.logits = st.step_.logits.as<float>(), a.seen = st.seen_.as<uint8_t>(), a.out = st.pick_dev_.as<int64_t>();
+  a.B = B, a.V = m_.V, a.Vp = sort_width(m_.V), a.start = start, a.suppress = pick.suppress;
+  a.penalty = pick.penalty, a.do_sample = pick.do_sample, a.temperature = pick.do_sample ? pick.temperature : 1.0f;
+  a.top_k = pick.top_k, a.top_p = pick.top_p, a.top_p_remove = pick.top_p_remove;
+  if (pick.do_sample) {
+    std::memcpy(st.pick_host_.data(), u, static_cast<size_t>(B) * 8);  // the pinned buffer: uniforms in ...
+    to_device(st.u_dev_.data(), st.pick_host_.data(), static_cast<size_t>(B) * 8, s);
+    a.u = st.u_dev_.as<double>();
+    if ((pick.top_k > 0 || pick.top_p) && !st.keys_.data())
+      st.keys_ = DeviceBuffer(static_cast<size_t>(B * a.Vp) * 8, "token choice sort scratch");
+    a.keys = st.keys_.as<uint64_t>();
+  }
+  sample(a, s);
+  to_host(st.pick_host_.data(), st.pick_dev_.data(), static_cast<size_t>(B) * 8, s);  // ... then tokens out
+  sync(s);
+  std::memcpy(next, st.pick_host_.data(), static_cast<size_t>(B) * 8);
 }
 
 std::unique_ptr<CudaDecoderState> CudaDecoder::select(const CudaDecoderState& st, const int64_t* rows,
@@ -328,6 +376,7 @@ std::unique_ptr<CudaDecoderState> CudaDecoder::select(const CudaDecoderState& st
   gather_rows(out->v_.data(), st.v_.data(), idx.as<int64_t>(), m_.L, st.B_, n, row_bytes, s);
   gather_rows(out->key_mask_.data(), st.key_mask_.data(), idx.as<int64_t>(), 1, st.B_, n,
               static_cast<size_t>(st.S_), s);
+  gather_rows(out->seen_.data(), st.seen_.data(), idx.as<int64_t>(), 1, st.B_, n, static_cast<size_t>(m_.V), s);
   sync(s);  // before idx is freed
   return out;
 }

@@ -4,10 +4,12 @@
 // the same phase list (pyclvp/model/decoder.py, llama2.c's run.c forward()), the same checkpoint keys.
 // Plain C++; defined in csrc/cuda/decoder_step.cu.
 //
-// Only token ids and positions go to the device each step, and only the logits come back:
+// Only token ids and positions go to the device each step, and only the logits (or the chosen
+// tokens) come back:
 //   step  : pinned (length, ids, pos) -> device; embed; L x [qkv, attention, out_proj, c_fc, c_proj];
-//           final norms; lm_head; logits -> pinned host. All of it is captured once per state in a
-//           CUDA graph and replayed (use_graph = false launches the same kernels eagerly instead).
+//           final norms; lm_head. All of it is captured once per state in a CUDA graph and replayed
+//           (use_graph = false launches the same kernels eagerly instead). Then either the logits
+//           go to the host, or csrc/cuda/sampling.cu chooses each row's token and only the ids do.
 //   prefill: the same layers over B x T prompt positions (GEMM path), eagerly.
 //
 // KV-cache layout (as csrc/cpu/decoder_step.h KVCache): k, v (L, B, H, S, D) in float32 / float16 /
@@ -60,6 +62,18 @@ struct Activations {
   DeviceBuffer logits;  // (B, V)
 };
 
+// How each row's next token is chosen on the device (pyclvp/generate.py's processors and draw;
+// csrc/cuda/kernels.h SampleArgs has the details): the options that are the same for every row.
+struct Pick {
+  float penalty = 1.0f;      // repetition penalty on the seen tokens (1: none)
+  int64_t suppress = -1;     // a token set to -inf (eos before min_new_tokens), or -1
+  bool do_sample = false;    // false: argmax
+  float temperature = 1.0f;  // used when do_sample
+  int64_t top_k = 0;         // 0: none
+  bool top_p = false;
+  float top_p_remove = 0.0f;  // float32(1 - top_p)
+};
+
 class CudaDecoder;
 
 class CudaDecoderState {
@@ -80,6 +94,11 @@ class CudaDecoderState {
   DeviceBuffer in_dev_;    // (1 + 2B) int64: length, ids (B), positions (B)
   PinnedBuffer in_host_;   // its host side, written before each replay
   PinnedBuffer logits_host_;  // (B, V) f32, the step's result
+  DeviceBuffer seen_;         // (B, V) bytes: each row's start token and tokens so far (device token choice)
+  DeviceBuffer keys_;         // (B, Vp) u64: the token choice's sort scratch, made on first use
+  DeviceBuffer u_dev_;        // (B,) f64: the step's uniforms
+  DeviceBuffer pick_dev_;     // (B,) int64: the chosen tokens
+  PinnedBuffer pick_host_;    // (B,) f64 uniforms in, then (B,) int64 tokens out
   GraphExec graph_;        // the captured step, made on the first step
 };
 
@@ -102,6 +121,16 @@ class CudaDecoder {
   // [0, P); logits (B, V) f32 host, written.
   void step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos, float* logits) const;
 
+  // The same step, then each row's next token chosen on the device (pick; u (B,) f64 host uniforms,
+  // read when pick.do_sample); only the tokens come back: next (B,) int64 host, written.
+  void step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos, const Pick& pick, const double* u,
+            int64_t* next) const;
+
+  // The first token after the prompt: each row's seen set becomes {start}, and its token is chosen
+  // from logits (B, V) f32 host (the prefill's, one row per state row), as above.
+  void pick_first(CudaDecoderState& st, const float* logits, int64_t start, const Pick& pick, const double* u,
+                  int64_t* next) const;
+
   // A new state holding rows `rows` (n of them, each in [0, st.batch())) of st, in that order.
   std::unique_ptr<CudaDecoderState> select(const CudaDecoderState& st, const int64_t* rows, int64_t n) const;
 
@@ -114,6 +143,8 @@ class CudaDecoder {
   void enqueue_layers(const CudaDecoderState& st, const Pass& p) const;
   void enqueue_head(const Pass& p) const;
   void enqueue_step(CudaDecoderState& st) const;
+  void launch_step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos) const;
+  void choose(CudaDecoderState& st, int64_t start, const Pick& pick, const double* u, int64_t* next) const;
   void capture_step(CudaDecoderState& st) const;
 
   StreamHandle stream() const { return stream_->get(); }

@@ -9,10 +9,16 @@ through CudaOps.make_decoder:
     logits = dec.step(input_ids, position_ids, state)  (B,), (B,) -> (B, V): ids and positions go to the
                                                        device, the logits come back, nothing else crosses
     state = state.select(rows)                         keep / repeat / reorder rows: a gather on the device
+    dec.picker                                         DevicePicker: generate() chooses the tokens on the
+                                                       device (None with pick_on_device=False: on the host)
 
 The arithmetic is csrc/cuda/decoder_step.cu: per layer a handful of kernels (the layer norms fused
 into the products for up to 4 rows), the whole step captured once per state in a CUDA graph and
 replayed; PYCLVP_CUDA_GRAPH=0 (or use_graph=False) launches the same kernels one by one instead.
+During generate() the next tokens are chosen on the device (csrc/cuda/sampling.cu: the repetition
+penalty, temperature, top-k, top-p and the draw of pyclvp/generate.py), so a step returns B ids
+instead of B x V logits and the host does no per-token work; PYCLVP_CUDA_PICK=0 (or
+pick_on_device=False) chooses on the host instead, from the logits.
 csrc/bindings/cuda.cc checks every argument. The cache layout is DecoderState's, (L, B, H, S, D) k
 and v in float32 / float16 / bfloat16 and a (B, S) key mask; state.k, .v and .key_mask download copies.
 """
@@ -70,12 +76,16 @@ class CudaDecoderState:
 class CudaDecoder:
     """The fused KV-cached decoder on the GPU; see the module docstring."""
 
-    def __init__(self, params, cfg, cache_dtype: str = "float32", use_graph: bool | None = None):
+    def __init__(self, params, cfg, cache_dtype: str = "float32", use_graph: bool | None = None,
+                 pick_on_device: bool | None = None):
         cfg = getattr(cfg, "decoder_config", cfg)
         if cache_dtype not in CACHE_DTYPES:
             raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
         if use_graph is None:
             use_graph = os.environ.get("PYCLVP_CUDA_GRAPH", "1") != "0"
+        if pick_on_device is None:
+            pick_on_device = os.environ.get("PYCLVP_CUDA_PICK", "1") != "0"
+        self.picker = DevicePicker if pick_on_device else None
         self.cfg, self.params, self.cache_dtype = cfg, params, cache_dtype
         self._session = _core.cuda.DecoderSession(
             dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
@@ -101,3 +111,36 @@ class CudaDecoder:
         pos = np.ascontiguousarray(position_ids, dtype=np.int64).reshape(-1)  # (B,)
         pos = np.broadcast_to(pos, ids.shape).copy() if pos.size == 1 else pos
         return self._session.step(state._handle, ids, pos)  # (B, V)
+
+
+class DevicePicker:
+    """generate()'s picker seam (pyclvp/generate.py HostPicker) with the choice made on the device.
+
+    Each row's seen tokens live in its CudaDecoderState (and follow it through select); feed() only
+    records the tokens, and next() runs the decoder step and the choice in one device round trip:
+    B ids and positions (and B uniforms) go up, B tokens come back.
+    """
+
+    def __init__(self, decoder: CudaDecoder, opts, bos: int, eos: int, rows: int):
+        self._session, self.opts, self.bos, self.eos = decoder._session, opts, bos, eos
+        self._fed = None
+
+    def _options(self, k: int) -> dict:  # the processors generate.process_logits would apply to token k
+        o = self.opts
+        return dict(penalty=float(o.repetition_penalty), suppress=self.eos if k < o.min_new_tokens else -1,
+                    do_sample=bool(o.do_sample), temperature=float(o.temperature), top_k=int(o.top_k or 0),
+                    top_p=o.top_p)
+
+    def first(self, logits, state: CudaDecoderState, u):  # (rows, V) -> (rows,)
+        return self._session.pick_first(state._handle, np.ascontiguousarray(logits, dtype=np.float32), self.bos,
+                                        self._options(0), u)
+
+    def feed(self, ids, positions, state: CudaDecoderState):
+        self._fed = (np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(positions, dtype=np.int64))
+
+    def next(self, state: CudaDecoderState, k: int, u):  # -> (rows,)
+        ids, positions = self._fed
+        return self._session.step_pick(state._handle, ids, positions, self._options(k), u)
+
+    def select(self, state: CudaDecoderState, keep) -> CudaDecoderState:
+        return state.select(keep)

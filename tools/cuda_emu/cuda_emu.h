@@ -69,6 +69,13 @@ inline float __uint_as_float(unsigned u) {
   return f;
 }
 
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+using std::isnan;
+
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
