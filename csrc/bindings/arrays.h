@@ -57,6 +57,16 @@ inline const float* optional_f32(const py::handle& obj, const char* name, std::i
   return f32_ptr(f32(obj, name, shape));
 }
 
+// A C-contiguous int64 vector of n entries (any length when n < 0).
+inline py::array int64_vector(const py::handle& obj, const char* name, int64_t n) {
+  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy int64 array");
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  PYCLVP_CHECK(a.dtype().is(py::dtype::of<int64_t>()) && c_contiguous(a) && a.ndim() == 1 && (n < 0 || a.shape(0) == n),
+               name, " must be a C-contiguous int64 array of shape (", n < 0 ? std::string("B") : std::to_string(n),
+               ",), got ", std::string(py::str(a.dtype())), " ", shape_str(a));
+  return a;
+}
+
 inline DType weight_dtype(const py::array& a, const char* name) {
   if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
   if (a.dtype().is(py::dtype("float16"))) return DType::F16;

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "bindings/arrays.h"
+#include "bindings/decoder_model.h"
 #include "cpu/decoder_step.h"
 #include "cuda/decoder_step.h"
 #include "cuda/device.h"
@@ -293,95 +294,14 @@ py::dtype numpy_dtype(DType dt) {
   return dt == DType::F32 ? py::dtype::of<float>() : dt == DType::F16 ? py::dtype("float16") : py::dtype::of<uint16_t>();
 }
 
-py::array int64_vector(const py::handle& obj, const char* name, int64_t n) {
-  PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy int64 array");
-  py::array a = py::reinterpret_borrow<py::array>(obj);
-  PYCLVP_CHECK(a.dtype().is(py::dtype::of<int64_t>()) && c_contiguous(a) && a.ndim() == 1 && (n < 0 || a.shape(0) == n),
-               name, " must be a C-contiguous int64 array of shape (", n < 0 ? std::string("B") : std::to_string(n),
-               ",), got ", std::string(py::str(a.dtype())), " ", shape_str(a));
-  return a;
+// A step's checked ids and positions (decoder_model.h), for a state of B rows with room for one more.
+StepInputs step_inputs(const cuda::DeviceModel& m, const cuda::CudaDecoderState& st, const py::handle& ids,
+                       const py::handle& pos) {
+  StepInputs in(ids, pos, st.batch(), m.V, m.P);
+  PYCLVP_CHECK(st.length() + 1 <= st.max_len(), "the cache holds ", st.max_len(),
+               " positions: cannot write 1 more after length ", st.length());
+  return in;
 }
-
-// The speech decoder's weights, as csrc/bindings/decoder.cc reads them (the same keys, relative to
-// `speech_decoder_model.`, the same checks); the arrays must outlive the upload only.
-class WeightReader {
- public:
-  WeightReader(const py::dict& config, const py::dict& weights) : w_(weights) {
-    auto get = [&](const char* key) -> py::handle {
-      PYCLVP_CHECK(config.contains(key), "config is missing '", key, "'");
-      return config[key];
-    };
-    m_.L = get("L").cast<int64_t>(), m_.C = get("C").cast<int64_t>(), m_.H = get("H").cast<int64_t>();
-    m_.F = get("F").cast<int64_t>(), m_.V = get("V").cast<int64_t>(), m_.P = get("P").cast<int64_t>();
-    m_.eps = get("eps").cast<float>();
-    PYCLVP_CHECK(m_.L >= 1 && m_.C >= 1 && m_.H >= 1 && m_.F >= 1 && m_.V >= 1 && m_.P >= 1,
-                 "config sizes must be positive, got L=", m_.L, " C=", m_.C, " H=", m_.H, " F=", m_.F, " V=", m_.V, " P=", m_.P);
-    PYCLVP_CHECK(m_.C % m_.H == 0, "hidden size C=", m_.C, " must be divisible by the head count H=", m_.H);
-    m_.D = m_.C / m_.H;
-    const int64_t C = m_.C, F = m_.F;
-    m_.wte = table(obj("model.decoder.input_embeds_layer.weight"), "model.decoder.input_embeds_layer.weight", m_.V, C,
-                   m_.wte_dtype).data();
-    m_.wpe = table(obj("model.decoder.position_embeds_layer.weight"), "model.decoder.position_embeds_layer.weight",
-                   m_.P, C, m_.wpe_dtype).data();
-    for (int64_t i = 0; i < m_.L; ++i) {
-      const std::string p = "model.decoder.layers." + std::to_string(i) + ".";
-      cpu::DecoderLayer l;
-      l.ln1_g = vec(p + "input_layernorm.weight", C), l.ln1_b = vec(p + "input_layernorm.bias", C);
-      l.q = linear_w(p + "attn.q_proj.weight", C, C), l.q_b = vec(p + "attn.q_proj.bias", C, true);
-      l.k = linear_w(p + "attn.k_proj.weight", C, C), l.k_b = vec(p + "attn.k_proj.bias", C, true);
-      l.v = linear_w(p + "attn.v_proj.weight", C, C), l.v_b = vec(p + "attn.v_proj.bias", C, true);
-      l.o = linear_w(p + "attn.out_proj.weight", C, C), l.o_b = vec(p + "attn.out_proj.bias", C);
-      l.ln2_g = vec(p + "post_attention_layernorm.weight", C), l.ln2_b = vec(p + "post_attention_layernorm.bias", C);
-      l.fc = conv1d_weight(obj(p + "mlp.c_fc.weight"), (p + "mlp.c_fc.weight").c_str(), C, F);
-      l.fc_b = vec(p + "mlp.c_fc.bias", F);
-      l.proj = conv1d_weight(obj(p + "mlp.c_proj.weight"), (p + "mlp.c_proj.weight").c_str(), F, C);
-      l.proj_b = vec(p + "mlp.c_proj.bias", C);
-      m_.layers.push_back(l);
-    }
-    m_.lnf_g = vec("model.decoder.layer_norm.weight", C), m_.lnf_b = vec("model.decoder.layer_norm.bias", C);
-    m_.final_g = vec("final_norm.weight", C), m_.final_b = vec("final_norm.bias", C);
-    m_.lm = linear_w("lm_head.weight", m_.V, C), m_.lm_b = vec("lm_head.bias", m_.V);
-  }
-  const cpu::DecoderModel& model() const { return m_; }
-
- private:
-  py::handle obj(const std::string& key, bool optional = false) {
-    if (!w_.contains(key.c_str()) || w_[key.c_str()].is_none()) {
-      PYCLVP_CHECK(optional, "weights is missing '", key, "'");
-      return py::handle();
-    }
-    return w_[key.c_str()];
-  }
-  const float* vec(const std::string& key, int64_t n, bool optional = false) {
-    py::handle h = obj(key, optional);
-    return h ? f32_ptr(f32(h, key.c_str(), {n})) : nullptr;
-  }
-  cpu::WeightView linear_w(const std::string& key, int64_t Cout, int64_t Cin) {
-    return weight(obj(key), key.c_str(), Cout, Cin);
-  }
-
-  py::dict w_;
-  cpu::DecoderModel m_;
-};
-
-// A step's checked input_ids and position_ids (B,) int64, for a state of B rows.
-struct StepInputs {
-  StepInputs(const cuda::DeviceModel& m, const cuda::CudaDecoderState& st, const py::handle& ids_,
-             const py::handle& pos_)
-      : ids_a(int64_vector(ids_, "input_ids", st.batch())), pos_a(int64_vector(pos_, "position_ids", st.batch())) {
-    ids = static_cast<const int64_t*>(ids_a.data()), pos = static_cast<const int64_t*>(pos_a.data());
-    for (int64_t b = 0; b < st.batch(); ++b) {
-      PYCLVP_CHECK(ids[b] >= 0 && ids[b] < m.V, "input_ids[", b, "] = ", ids[b], " is outside the vocabulary [0, ", m.V, ")");
-      PYCLVP_CHECK(pos[b] >= 0 && pos[b] < m.P, "position_ids[", b, "] = ", pos[b], " is outside the position table [0, ",
-                   m.P, ") (max_position_embeddings)");
-    }
-    PYCLVP_CHECK(st.length() + 1 <= st.max_len(), "the cache holds ", st.max_len(),
-                 " positions: cannot write 1 more after length ", st.length());
-  }
-  py::array ids_a, pos_a;
-  const int64_t* ids = nullptr;
-  const int64_t* pos = nullptr;
-};
 
 // The device token choice's options: a dict with penalty, suppress, do_sample, temperature, top_k,
 // top_p (None or in (0, 1]); pyclvp/ops/cuda_decoder.py builds it from GenerationOptions.
@@ -420,9 +340,9 @@ const double* uniforms(const py::handle& obj, const cuda::Pick& pick, int64_t B)
 class DecoderSession {
  public:
   DecoderSession(const py::dict& config, const py::dict& weights, bool use_graph) {
-    WeightReader r(config, weights);
+    const cpu::DecoderModel host = read_decoder_model(config, weights);  // points into `weights`
     py::gil_scoped_release nogil;
-    dec_ = std::make_unique<cuda::CudaDecoder>(r.model(), use_graph);
+    dec_ = std::make_unique<cuda::CudaDecoder>(host, use_graph);
   }
 
   std::unique_ptr<cuda::CudaDecoderState> new_state(int64_t batch, int64_t max_len, const std::string& dtype) {
@@ -462,7 +382,7 @@ class DecoderSession {
   }
 
   py::array_t<float> step(cuda::CudaDecoderState& st, const py::handle& ids_, const py::handle& pos_) {
-    const StepInputs in(dec_->model(), st, ids_, pos_);
+    const StepInputs in = step_inputs(dec_->model(), st, ids_, pos_);
     auto logits = empty({st.batch(), dec_->model().V});
     float* out = logits.mutable_data();
     py::gil_scoped_release nogil;
@@ -473,7 +393,7 @@ class DecoderSession {
 
   py::array_t<int64_t> step_pick(cuda::CudaDecoderState& st, const py::handle& ids_, const py::handle& pos_,
                                  const py::dict& pick_, const py::handle& u_) {
-    const StepInputs in(dec_->model(), st, ids_, pos_);
+    const StepInputs in = step_inputs(dec_->model(), st, ids_, pos_);
     const cuda::Pick pick = pick_options(pick_, dec_->model().V);
     const double* u = uniforms(u_, pick, st.batch());
     py::array_t<int64_t> next(st.batch());

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bindings/arrays.h"
+#include "bindings/decoder_model.h"
 #include "cpu/decoder_step.h"
 
 namespace py = pybind11;
@@ -27,20 +28,8 @@ namespace {
 
 class DecoderSession {
  public:
-  DecoderSession(const py::dict& config, const py::dict& weights) : weights_(weights.attr("copy")()) {
-    auto get = [&](const char* key) -> py::handle {
-      PYCLVP_CHECK(config.contains(key), "config is missing '", key, "'");
-      return config[key];
-    };
-    m_.L = get("L").cast<int64_t>(), m_.C = get("C").cast<int64_t>(), m_.H = get("H").cast<int64_t>();
-    m_.F = get("F").cast<int64_t>(), m_.V = get("V").cast<int64_t>(), m_.P = get("P").cast<int64_t>();
-    m_.eps = get("eps").cast<float>();
-    PYCLVP_CHECK(m_.L >= 1 && m_.C >= 1 && m_.H >= 1 && m_.F >= 1 && m_.V >= 1 && m_.P >= 1,
-                 "config sizes must be positive, got L=", m_.L, " C=", m_.C, " H=", m_.H, " F=", m_.F, " V=", m_.V, " P=", m_.P);
-    PYCLVP_CHECK(m_.C % m_.H == 0, "hidden size C=", m_.C, " must be divisible by the head count H=", m_.H);
-    m_.D = m_.C / m_.H;
-    bind_weights();
-  }
+  DecoderSession(const py::dict& config, const py::dict& weights)
+      : weights_(weights.attr("copy")()), m_(read_decoder_model(config, weights_)) {}
 
   py::array_t<float> prefill(const py::handle& embeds_, const py::handle& mask_, const py::handle& k_,
                              const py::handle& v_, const py::handle& key_mask_, int64_t length) {
@@ -73,16 +62,9 @@ class DecoderSession {
 
   py::array_t<float> step(const py::handle& ids_, const py::handle& pos_, const py::handle& k_, const py::handle& v_,
                           const py::handle& key_mask_, int64_t length) {
-    py::array ids = int64_vector(ids_, "input_ids", -1);
-    const int64_t B = ids.shape(0);
-    py::array pos = int64_vector(pos_, "position_ids", B);
-    const auto* idp = static_cast<const int64_t*>(ids.data());
-    const auto* pp = static_cast<const int64_t*>(pos.data());
-    for (int64_t b = 0; b < B; ++b) {
-      PYCLVP_CHECK(idp[b] >= 0 && idp[b] < m_.V, "input_ids[", b, "] = ", idp[b], " is outside the vocabulary [0, ", m_.V, ")");
-      PYCLVP_CHECK(pp[b] >= 0 && pp[b] < m_.P, "position_ids[", b, "] = ", pp[b],
-                   " is outside the position table [0, ", m_.P, ") (max_position_embeddings)");
-    }
+    const StepInputs in(ids_, pos_, -1, m_.V, m_.P);
+    const int64_t B = in.B;
+    const int64_t *idp = in.ids, *pp = in.pos;
     cpu::KVCache cache = check_cache(k_, v_, key_mask_, B, length, 1);
     for (int64_t b = 0; b < B; ++b) cache.key_mask[b * cache.S + length] = 1;
     py::array_t<float> logits(std::vector<py::ssize_t>{B, m_.V});
@@ -96,57 +78,6 @@ class DecoderSession {
   }
 
  private:
-  py::handle weight_obj(const std::string& key, bool optional = false) {
-    if (!weights_.contains(key.c_str()) || weights_[key.c_str()].is_none()) {
-      PYCLVP_CHECK(optional, "weights is missing '", key, "'");
-      return py::handle();
-    }
-    return weights_[key.c_str()];
-  }
-  const float* vec(const std::string& key, int64_t n, bool optional = false) {
-    py::handle h = weight_obj(key, optional);
-    return h ? f32_ptr(f32(h, key.c_str(), {n})) : nullptr;
-  }
-  cpu::WeightView linear_w(const std::string& key, int64_t Cout, int64_t Cin) {
-    return weight(weight_obj(key), key.c_str(), Cout, Cin);
-  }
-  cpu::WeightView conv_w(const std::string& key, int64_t Cin, int64_t Cout) {
-    return conv1d_weight(weight_obj(key), key.c_str(), Cin, Cout);
-  }
-
-  void bind_weights() {
-    const int64_t C = m_.C, F = m_.F;
-    m_.wte = table(weight_obj("model.decoder.input_embeds_layer.weight"), "model.decoder.input_embeds_layer.weight", m_.V,
-                   C, m_.wte_dtype).data();
-    m_.wpe = table(weight_obj("model.decoder.position_embeds_layer.weight"), "model.decoder.position_embeds_layer.weight",
-                   m_.P, C, m_.wpe_dtype).data();
-    for (int64_t i = 0; i < m_.L; ++i) {
-      const std::string p = "model.decoder.layers." + std::to_string(i) + ".";
-      cpu::DecoderLayer l;
-      l.ln1_g = vec(p + "input_layernorm.weight", C), l.ln1_b = vec(p + "input_layernorm.bias", C);
-      l.q = linear_w(p + "attn.q_proj.weight", C, C), l.q_b = vec(p + "attn.q_proj.bias", C, true);
-      l.k = linear_w(p + "attn.k_proj.weight", C, C), l.k_b = vec(p + "attn.k_proj.bias", C, true);
-      l.v = linear_w(p + "attn.v_proj.weight", C, C), l.v_b = vec(p + "attn.v_proj.bias", C, true);
-      l.o = linear_w(p + "attn.out_proj.weight", C, C), l.o_b = vec(p + "attn.out_proj.bias", C);
-      l.ln2_g = vec(p + "post_attention_layernorm.weight", C), l.ln2_b = vec(p + "post_attention_layernorm.bias", C);
-      l.fc = conv_w(p + "mlp.c_fc.weight", C, F), l.fc_b = vec(p + "mlp.c_fc.bias", F);
-      l.proj = conv_w(p + "mlp.c_proj.weight", F, C), l.proj_b = vec(p + "mlp.c_proj.bias", C);
-      m_.layers.push_back(l);
-    }
-    m_.lnf_g = vec("model.decoder.layer_norm.weight", C), m_.lnf_b = vec("model.decoder.layer_norm.bias", C);
-    m_.final_g = vec("final_norm.weight", C), m_.final_b = vec("final_norm.bias", C);
-    m_.lm = linear_w("lm_head.weight", m_.V, C), m_.lm_b = vec("lm_head.bias", m_.V);
-  }
-
-  static py::array int64_vector(const py::handle& obj, const char* name, int64_t n) {
-    PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy int64 array");
-    py::array a = py::reinterpret_borrow<py::array>(obj);
-    PYCLVP_CHECK(a.dtype().is(py::dtype::of<int64_t>()) && c_contiguous(a) && a.ndim() == 1 && (n < 0 || a.shape(0) == n),
-                 name, " must be a C-contiguous int64 array of shape (", n < 0 ? std::string("B") : std::to_string(n),
-                 ",), got ", std::string(py::str(a.dtype())), " ", shape_str(a));
-    return a;
-  }
-
   // The caller's cache arrays: shapes, dtypes, writability, and room for T more positions.
   cpu::KVCache check_cache(const py::handle& k_, const py::handle& v_, const py::handle& km_, int64_t B, int64_t length,
                            int64_t T) {
