@@ -6,6 +6,7 @@ Backends and ISAs are parametrized over what exists on this machine; the ones th
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,86 @@ def backend(request):
 @pytest.fixture
 def model(name, backend):
     return load_tiny(name, backend)
+
+
+# ---------------------------------------------------------------------------------------------- shared helpers
+
+MASK_MIN = np.finfo(np.float32).min
+# The half KV cache rounds every key and value (bfloat16: 8 significant bits, float16: 11); the measured
+# max |logit error| on the fixtures is 2.7e-3 (bfloat16) and 4e-4 (float16), for logits up to ~2.6.
+CACHE_ATOL = {"float16": 2e-3, "bfloat16": 1e-2}
+
+
+@contextmanager
+def using(isa):
+    """Run the CPU kernels on `isa` inside the block (pyclvp._core.set_isa), then restore."""
+    from pyclvp import _core
+
+    before = _core.get_isa()
+    _core.set_isa(isa)
+    try:
+        yield
+    finally:
+        _core.set_isa(before)
+
+
+def rand(rng, *shape, scale=1.0):  # float32 normal values
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def attention_mask(rng, kind, B, T, S):  # an additive attention mask of one kind, or None
+    if kind == "none":
+        return None
+    if kind == "padding":  # (B, 1, 1, S): some keys of each row dropped
+        return np.where(rng.random((B, 1, 1, S)) < 0.3, MASK_MIN, 0).astype(np.float32)
+    if kind == "causal":  # (1, 1, T, S), the last query sees every key
+        keep = np.tril(np.ones((T, S), bool), k=S - T)
+        return np.where(keep, 0, MASK_MIN).astype(np.float32)[None, None]
+    if kind == "all_dropped":  # every key of row 0 dropped: the reference averages them uniformly
+        m = np.zeros((B, 1, T, S), np.float32)
+        m[0] = MASK_MIN
+        return m
+    return rand(rng, B, 1, T, S)  # "additive": arbitrary float biases
+
+
+def rotary_tables(T, R):  # cos, sin (T, R) as the encoders build them
+    inv = 1.0 / 10000 ** (np.arange(0, R, 2) / R)
+    ang = np.arange(T)[:, None] * inv[None]
+    ang = np.concatenate([ang, ang], -1)
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def inputs(B=2, T=7, F=20, seed=0):  # text ids (B, T), mel features (B, 80, F), text mask (B, T) with a padded row
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, 200, size=(B, T))
+    mask = np.ones((B, T), np.int64)
+    mask[1, T - 2:] = 0
+    return ids, rng.standard_normal((B, 80, F)).astype(np.float32), mask
+
+
+def greedy_logits(dec, prompt, n=6, mask=None, cache_dtype=None):  # prefill + n greedy steps -> logits (n+1, B, V)
+    B, P = prompt.shape[:2]
+    state = dec.new_state(B, P + n, cache_dtype) if cache_dtype else dec.new_state(B, P + n)
+    out = [dec.prefill(prompt, mask, state)]
+    for k in range(1, n + 1):
+        out.append(dec.step(out[-1].argmax(-1), np.full(B, k + 1), state))
+    assert state.length == P + n
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module", params=["float16", "bfloat16"])
+def half_checkpoint(request, tmp_path_factory):
+    """tiny_a with its matrices stored in float16 / bfloat16 (vectors stay float32): (folder, dtype)."""
+    from pyclvp.safetensors import load_file, save_file
+
+    dtype = request.param
+    folder = tmp_path_factory.mktemp(f"tiny_a_{dtype}")
+    tensors = load_file(DATA / "tiny_a" / "model.safetensors", mmap=False)
+    matrices = [k for k, v in tensors.items() if v.ndim >= 2]
+    if dtype == "float16":
+        tensors.update({k: tensors[k].astype(np.float16) for k in matrices})
+        save_file(tensors, folder / "model.safetensors")
+    else:  # float32 values rounded to bfloat16 by the writer
+        save_file(tensors, folder / "model.safetensors", dtypes={k: "BF16" for k in matrices})
+    (folder / "config.json").write_bytes((DATA / "tiny_a" / "config.json").read_bytes())
+    return folder, dtype

@@ -24,13 +24,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import MAX_EXAMPLES, TINY, TOLERANCE, assert_close, load_tiny
+from conftest import (CACHE_ATOL, MASK_MIN, MAX_EXAMPLES, TINY, TOLERANCE, assert_close, attention_mask,
+                      greedy_logits, inputs, load_tiny, rand, rotary_tables)
 from pyclvp import _core
 from pyclvp.ops import get_ops
 from pyclvp.ops import numpy_ops as ref
 from pyclvp.ops.cuda_ops import MAX_HEAD_DIM, CudaUnavailableError, cuda_unavailable_reason
 from pyclvp.ops.half import to_dtype, to_float32
-from test_cpu_model import CACHE_ATOL, half_checkpoint, inputs  # noqa: F401 (half_checkpoint is a fixture)
 
 REASON = cuda_unavailable_reason()
 COMPILED = _core.build_info()["cuda_compiled"]
@@ -38,14 +38,9 @@ gpu = pytest.mark.skipif(REASON is not None, reason=f"no CUDA backend here: {REA
 compiled = pytest.mark.skipif(not COMPILED, reason="pyclvp._core was built without CUDA")
 hyp = settings(deadline=None, max_examples=MAX_EXAMPLES)
 TOL = TOLERANCE["cuda", "float32"]
-MASK_MIN = np.finfo(np.float32).min
 # sizes around the warp (32), the 8-wide loads, the GEMV row blocks (1, 4, 16) and the GEMM tiles (64)
 SIZES = st.one_of(st.integers(1, 70), st.sampled_from([1, 3, 4, 5, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129, 257]))
 SEEDS = st.integers(0, 2**32 - 1)
-
-
-def rand(rng, *shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -227,13 +222,6 @@ def test_hyp_activations_and_softmax(shape, seed, scale, axis):
     assert_close(ops.softmax(x, axis=axis), ref.softmax(x, axis=axis), **TOL, name="softmax")
 
 
-def _rotary_tables(T, R):  # cos, sin (T, R) as the encoders build them
-    inv = 1.0 / 10000 ** (np.arange(0, R, 2) / R)
-    ang = np.arange(T)[:, None] * inv[None]
-    ang = np.concatenate([ang, ang], -1)
-    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-
-
 @gpu
 @hyp
 @given(B=st.integers(1, 3), H=st.integers(1, 3), T=SIZES, half_r=st.integers(1, 20), extra=st.integers(0, 17),
@@ -243,23 +231,8 @@ def test_hyp_rotary(B, H, T, half_r, extra, seed):
     rng = np.random.default_rng(seed)
     R = 2 * half_r
     x = rand(rng, B, H, T, R + extra)
-    cos, sin = _rotary_tables(T, R)
+    cos, sin = rotary_tables(T, R)
     assert_close(ops.rotary(x, cos, sin), ref.rotary(x, cos, sin), **TOL, name="rotary")
-
-
-def _mask(rng, kind, B, T, S):
-    if kind == "none":
-        return None
-    if kind == "padding":  # (B, 1, 1, S): some keys of each row dropped
-        return np.where(rng.random((B, 1, 1, S)) < 0.3, MASK_MIN, 0).astype(np.float32)
-    if kind == "causal":  # (1, 1, T, S), the last query sees every key
-        keep = np.tril(np.ones((T, S), bool), k=S - T)
-        return np.where(keep, 0, MASK_MIN).astype(np.float32)[None, None]
-    if kind == "all_dropped":  # every key of row 0 dropped: the reference averages them uniformly
-        m = np.zeros((B, 1, T, S), np.float32)
-        m[0] = MASK_MIN
-        return m
-    return rand(rng, B, 1, T, S)  # "additive": arbitrary float biases
 
 
 @gpu
@@ -271,7 +244,7 @@ def test_hyp_attention(B, H, T, S, D, seed, kind):
     ops = get_ops("cuda")
     rng = np.random.default_rng(seed)
     q, k, v = rand(rng, B, H, T, D), rand(rng, B, H, S, D), rand(rng, B, H, S, D)
-    mask = _mask(rng, kind, B, T, S)
+    mask = attention_mask(rng, kind, B, T, S)
     got = ops.attention(q, k, v, mask, scale=D ** -0.5)  # D > 128: the reference (fallback)
     assert_close(got, ref.attention(q, k, v, mask, scale=D ** -0.5), **TOL, name=f"attention ({kind} mask, D={D})")
 
@@ -282,7 +255,7 @@ def test_attention_causal_flag_equals_causal_mask(T, S):
     rng = np.random.default_rng(T)
     q, k, v = rand(rng, 2, 3, T, 64), rand(rng, 2, 3, S, 64), rand(rng, 2, 3, S, 64)
     got = _core.cuda.attention(q, k, v, None, 0.125, True)
-    assert_close(got, ref.attention(q, k, v, _mask(rng, "causal", 2, T, S), 0.125), **TOL, name="causal")
+    assert_close(got, ref.attention(q, k, v, attention_mask(rng, "causal", 2, T, S), 0.125), **TOL, name="causal")
 
 
 @gpu
@@ -297,16 +270,6 @@ def test_attention_literal(ops):
 
 # ----------------------------------------------------------------------------------------------
 # The fused decoder (on a GPU)
-
-
-def decode(dec, prompt, n=5, mask=None, cache_dtype=None):  # prefill + n greedy steps -> every logits (n+1, B, V)
-    B, P = prompt.shape[:2]
-    state = dec.new_state(B, P + n, cache_dtype) if cache_dtype else dec.new_state(B, P + n)
-    out = [dec.prefill(prompt, mask, state)]
-    for k in range(1, n + 1):
-        out.append(dec.step(out[-1].argmax(-1), np.full(B, k + 1), state))
-    assert state.length == P + n
-    return np.stack(out)
 
 
 def _prompt(name, B, P, seed=0):  # random prompt embeddings (B, P, C) at the scale of real ones
@@ -326,7 +289,7 @@ def test_fused_decoder_matches_numpy(name, B, P, use_graph):
     p = _prompt(name, B, P)
     mask = np.ones((B, P), bool)
     mask[0, 1] = False  # one padded prompt key
-    assert_close(decode(dec, p, mask=mask), decode(load_tiny(name).decoder, p, mask=mask), **TOL,
+    assert_close(greedy_logits(dec, p, mask=mask), greedy_logits(load_tiny(name).decoder, p, mask=mask), **TOL,
                  name=f"prefill + step logits (B={B}, graph={use_graph})")
 
 
@@ -349,11 +312,11 @@ def test_greedy_tokens_identical(name):
 
 
 @gpu
-def test_half_weights_stay_half_and_match_numpy(half_checkpoint):  # noqa: F811 (the imported fixture)
+def test_half_weights_stay_half_and_match_numpy(half_checkpoint):
     folder, dtype = half_checkpoint
     want, got = load_tiny("tiny_a", folder=folder), load_tiny("tiny_a", "cuda", dtype, folder)
     p = _prompt("tiny_a", 2, 6)
-    assert_close(decode(got.decoder, p), decode(want.decoder, p), **TOLERANCE["cuda", dtype],
+    assert_close(greedy_logits(got.decoder, p), greedy_logits(want.decoder, p), **TOLERANCE["cuda", dtype],
                  name=f"{dtype} weights: decoder logits")
     assert_close(got.forward(*inputs()).logits_per_text, want.forward(*inputs()).logits_per_text,
                  **TOLERANCE["cuda", dtype], name="logits_per_text")
@@ -365,7 +328,8 @@ def test_half_weights_stay_half_and_match_numpy(half_checkpoint):  # noqa: F811 
 def test_half_kv_cache_within_its_bound(name, cache):
     dec, p = load_tiny(name, "cuda").decoder, _prompt(name, 2, 6)
     assert dec.new_state(2, 3, cache).k.dtype == (np.float16 if cache == "float16" else np.uint16)
-    assert_close(decode(dec, p, cache_dtype=cache), decode(dec, p), atol=CACHE_ATOL[cache], name=f"{cache} cache")
+    assert_close(greedy_logits(dec, p, cache_dtype=cache), greedy_logits(dec, p), atol=CACHE_ATOL[cache],
+                 name=f"{cache} cache")
 
 
 @gpu

@@ -7,41 +7,25 @@ reference on the same weights widened to float32: the kernels widen on load and 
 float32, so only the summation order differs and float32's 1e-4 bound holds for them too.
 Every property has a sibling test with literal values; the bindings' argument checks have theirs.
 """
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import MAX_EXAMPLES, TOLERANCE, assert_close, isa_params
+from conftest import (MASK_MIN, MAX_EXAMPLES, TOLERANCE, assert_close, attention_mask, isa_params, rand, rotary_tables,
+                      using)
 from pyclvp import _core
 from pyclvp.ops import numpy_ops as ref
 from pyclvp.ops.cpu_ops import CpuOps
 from pyclvp.ops.half import Bf16Array, as_bf16, to_dtype, to_float32
 
 ops = CpuOps()
-MASK_MIN = np.finfo(np.float32).min
 hyp = settings(deadline=None, max_examples=MAX_EXAMPLES)
 ISA = pytest.mark.parametrize("isa", isa_params())
 TOL = TOLERANCE["cpu", "float32"]
 # sizes around the SIMD widths (8, 16), the kernels' tiles and their ragged ends
 SIZES = st.one_of(st.integers(1, 70), st.sampled_from([1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 127, 129, 257]))
 SEEDS = st.integers(0, 2**32 - 1)
-
-
-@contextmanager
-def using(isa):
-    before = _core.get_isa()
-    _core.set_isa(isa)
-    try:
-        yield
-    finally:
-        _core.set_isa(before)
-
-
-def rand(rng, *shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 def strided(rng, *shape):  # a non-contiguous view with these values' shape (every other column)
@@ -204,13 +188,6 @@ def test_softmax_literal():
 # attention
 
 
-def _rotary_tables(T, R):  # cos, sin (T, R) as the encoders build them
-    inv = 1.0 / 10000 ** (np.arange(0, R, 2) / R)
-    ang = np.arange(T)[:, None] * inv[None]
-    ang = np.concatenate([ang, ang], -1)
-    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-
-
 @ISA
 @hyp
 @given(B=st.integers(1, 3), H=st.integers(1, 3), T=SIZES, half_r=st.integers(1, 20), extra=st.integers(0, 17),
@@ -219,24 +196,9 @@ def test_hyp_rotary(isa, B, H, T, half_r, extra, seed):
     rng = np.random.default_rng(seed)
     R = 2 * half_r
     x = rand(rng, B, H, T, R + extra)
-    cos, sin = _rotary_tables(T, R)
+    cos, sin = rotary_tables(T, R)
     with using(isa):
         assert_close(ops.rotary(x, cos, sin), ref.rotary(x, cos, sin), **TOL, name="rotary")
-
-
-def _mask(rng, kind, B, T, S):
-    if kind == "none":
-        return None
-    if kind == "padding":  # (B, 1, 1, S): some keys of each row dropped
-        return np.where(rng.random((B, 1, 1, S)) < 0.3, MASK_MIN, 0).astype(np.float32)
-    if kind == "causal":  # (1, 1, T, S), the last query sees every key
-        keep = np.tril(np.ones((T, S), bool), k=S - T)
-        return np.where(keep, 0, MASK_MIN).astype(np.float32)[None, None]
-    if kind == "all_dropped":  # every key of row 0 dropped: the reference averages them uniformly
-        m = np.zeros((B, 1, T, S), np.float32)
-        m[0] = MASK_MIN
-        return m
-    return rand(rng, B, 1, T, S)  # "additive": arbitrary float biases
 
 
 @ISA
@@ -246,7 +208,7 @@ def _mask(rng, kind, B, T, S):
 def test_hyp_attention(isa, B, H, T, S, D, seed, kind):
     rng = np.random.default_rng(seed)
     q, k, v = rand(rng, B, H, T, D), rand(rng, B, H, S, D), rand(rng, B, H, S, D)
-    mask = _mask(rng, kind, B, T, S)
+    mask = attention_mask(rng, kind, B, T, S)
     scale = D ** -0.5
     with using(isa):
         got = ops.attention(q, k, v, mask, scale=scale)
@@ -260,7 +222,7 @@ def test_attention_causal_flag_equals_causal_mask(isa, T, S):
     q, k, v = rand(rng, 2, 3, T, 16), rand(rng, 2, 3, S, 16), rand(rng, 2, 3, S, 16)
     with using(isa):
         got = _core.attention(q, k, v, None, 0.25, True)
-    assert_close(got, ref.attention(q, k, v, _mask(rng, "causal", 2, T, S), 0.25), **TOL, name="causal")
+    assert_close(got, ref.attention(q, k, v, attention_mask(rng, "causal", 2, T, S), 0.25), **TOL, name="causal")
 
 
 def test_attention_literal():
