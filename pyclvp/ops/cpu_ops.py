@@ -5,6 +5,10 @@ C-contiguous (weights keep their storage dtype and layout), calls the kernel of 
 and restores the shape. The kernels are in csrc/cpu/kernels/ (one ISA chosen at run time,
 PYCLVP_ISA=scalar|avx2|avx512 forces one); csrc/bindings/ops.cc checks every argument.
 
+The CUDA backend (pyclvp/ops/cuda_ops.py) is this class over another kernel module
+(pyclvp._core.cuda, the same names and arguments): `core` is where the kernels come from, and
+`_matrix` and `_max_head_dim` are the two places where the backends differ.
+
 Beyond the reference ops, CpuOps has the two hooks the model uses when a backend offers them:
 
     prepare_weight(name, array, dtype)  the loader's hook: matrices (ndim >= 2) are kept in the
@@ -53,6 +57,8 @@ class CpuOps(NumpyOps):
     """The C++ CPU backend; same method names and shapes as NumpyOps."""
 
     name = "cpu"
+    core = _core  # the kernels: pyclvp._core's ops (csrc/bindings/ops.cc)
+    _max_head_dim = None  # attention's head-dim limit, if the kernels have one
 
     def __init__(self):
         want = os.environ.get("PYCLVP_ISA")
@@ -61,71 +67,65 @@ class CpuOps(NumpyOps):
             warnings.warn(f"PYCLVP_ISA={want!r} is not usable here (usable: {', '.join(info['isas_supported'])}); "
                           f"the CPU kernels run {_core.get_isa()!r}", RuntimeWarning, stacklevel=2)
 
+    def _matrix(self, w):  # a weight matrix as the kernels take it: the host array as stored
+        return _weight(w)
+
     # ------------------------------------------------------------------------------------------
     # Dense layers and normalizations
 
-    @staticmethod
-    def linear(x, w, b=None):  # (..., Cin), (Cout, Cin), (Cout,) -> (..., Cout)
+    def linear(self, x, w, b=None):  # (..., Cin), (Cout, Cin), (Cout,) -> (..., Cout)
         x = _act(x)
-        y = _core.linear(x.reshape(-1, x.shape[-1]), _weight(w), _vec(b))  # (N, Cin) -> (N, Cout)
+        y = self.core.linear(x.reshape(-1, x.shape[-1]), self._matrix(w), _vec(b))  # (N, Cin) -> (N, Cout)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
-    @staticmethod
-    def layer_norm(x, g, b, eps):  # (..., C) -> (..., C)
+    def layer_norm(self, x, g, b, eps):  # (..., C) -> (..., C)
         x = _act(x)
-        return _core.layer_norm(x.reshape(-1, x.shape[-1]), _vec(g), _vec(b), float(eps)).reshape(x.shape)
+        return self.core.layer_norm(x.reshape(-1, x.shape[-1]), _vec(g), _vec(b), float(eps)).reshape(x.shape)
 
-    @staticmethod
-    def rms_norm(x, g, eps):  # (..., C) -> (..., C)
+    def rms_norm(self, x, g, eps):  # (..., C) -> (..., C)
         x = _act(x)
-        return _core.rms_norm(x.reshape(-1, x.shape[-1]), _vec(g), float(eps)).reshape(x.shape)
+        return self.core.rms_norm(x.reshape(-1, x.shape[-1]), _vec(g), float(eps)).reshape(x.shape)
 
-    @staticmethod
-    def group_norm(x, g, b, groups, eps):  # (B, C, T) -> (B, C, T)
-        return _core.group_norm(_act(x), _vec(g), _vec(b), int(groups), float(eps))
+    def group_norm(self, x, g, b, groups, eps):  # (B, C, T) -> (B, C, T)
+        return self.core.group_norm(_act(x), _vec(g), _vec(b), int(groups), float(eps))
 
     # ------------------------------------------------------------------------------------------
     # Activations
 
-    @staticmethod
-    def gelu_new(x):  # (...) -> (...)
-        return _core.gelu_new(_act(x))
+    def gelu_new(self, x):  # (...) -> (...)
+        return self.core.gelu_new(_act(x))
 
-    @staticmethod
-    def gelu(x):  # (...) -> (...)
-        return _core.gelu(_act(x))
+    def gelu(self, x):  # (...) -> (...)
+        return self.core.gelu(_act(x))
 
-    @staticmethod
-    def gated_gelu(x):  # (..., 2F) -> (..., F)
+    def gated_gelu(self, x):  # (..., 2F) -> (..., F)
         x = _act(x)
-        y = _core.gated_gelu(x.reshape(-1, x.shape[-1]))  # (N, 2F) -> (N, F)
+        y = self.core.gated_gelu(x.reshape(-1, x.shape[-1]))  # (N, 2F) -> (N, F)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
-    @staticmethod
-    def softmax(x, axis=-1):  # (...) -> (...)
+    def softmax(self, x, axis=-1):  # (...) -> (...)
         x = np.moveaxis(_act(x), axis, -1)
-        y = _core.softmax(np.ascontiguousarray(x).reshape(-1, x.shape[-1])).reshape(x.shape)
+        y = self.core.softmax(np.ascontiguousarray(x).reshape(-1, x.shape[-1])).reshape(x.shape)
         return np.moveaxis(y, -1, axis)
 
     # ------------------------------------------------------------------------------------------
     # Attention
 
-    @staticmethod
-    def rotary(x, cos, sin):  # (B, H, T, D), (T, R), (T, R) -> (B, H, T, D)
+    def rotary(self, x, cos, sin):  # (B, H, T, D), (T, R), (T, R) -> (B, H, T, D)
         x = _act(x)
-        *lead, T, D = x.shape
+        T, D = x.shape[-2:]
         cos, sin = _act(cos), _act(sin)
         if cos.shape != sin.shape or cos.size != T * cos.shape[-1] or x.ndim < 2:
             return numpy_ops.rotary(x, cos, sin)  # a per-batch table: the reference handles any broadcast
         R = cos.shape[-1]
-        y = _core.rotary(x.reshape(-1, T, D), cos.reshape(T, R), sin.reshape(T, R))  # (B*H, T, D)
+        y = self.core.rotary(x.reshape(-1, T, D), cos.reshape(T, R), sin.reshape(T, R))  # (B*H, T, D)
         return y.reshape(x.shape)
 
-    @staticmethod
-    def attention(q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B,1,T,S) -> (B,H,T,D)
+    def attention(self, q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B,1,T,S) -> (B,H,T,D)
         q, k, v = _act(q), _act(k), _act(v)
-        if q.ndim != 4 or k.shape != v.shape or k.shape[:2] != q.shape[:2]:
-            return numpy_ops.attention(q, k, v, mask, scale)  # broadcast q/k/v: outside the kernel's contract
+        if (q.ndim != 4 or k.shape != v.shape or k.shape[:2] != q.shape[:2]
+                or (self._max_head_dim and q.shape[-1] > self._max_head_dim)):
+            return numpy_ops.attention(q, k, v, mask, scale)  # broadcast q/k/v, a big head: outside the contract
         if mask is not None:
             mask = _act(mask)
             B, _, T, _ = q.shape
@@ -135,7 +135,7 @@ class CpuOps(NumpyOps):
                 return numpy_ops.attention(q, k, v, mask, scale)  # a per-head mask
             if mask.shape[0] not in (1, B) or mask.shape[2] not in (1, T):
                 mask = np.ascontiguousarray(np.broadcast_to(mask, (B, 1, T, S)))
-        return _core.attention(q, k, v, mask, float(scale))
+        return self.core.attention(q, k, v, mask, float(scale))
 
     # ------------------------------------------------------------------------------------------
     # Hooks for the model
