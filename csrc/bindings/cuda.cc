@@ -16,8 +16,8 @@
 //     .pick_first(state, logits, start, pick, u) -> next tokens (B,): the first choice, from the prefill's logits
 //     .select(state, rows) -> DecoderState     .download(state) -> (k, v, key_mask) host copies
 //
-// Order inside every call: the arguments are checked (ValueError naming the argument, the same checks
-// as the CPU bindings, csrc/bindings/arrays.h), then require_device() (RuntimeError "no CUDA device"),
+// Order inside every call: the arguments are checked (ValueError naming the argument: the CPU bindings'
+// own checks, csrc/bindings/op_args.h and decoder_model.h), then require_device() (RuntimeError "no CUDA device"),
 // then the device work with the GIL released. The ops run on the legacy default stream and
 // synchronize before returning; each decoder session has its own stream.
 #ifdef PYCLVP_WITH_CUDA
@@ -33,6 +33,7 @@
 
 #include "bindings/arrays.h"
 #include "bindings/decoder_model.h"
+#include "bindings/op_args.h"
 #include "cpu/decoder_step.h"
 #include "cuda/decoder_step.h"
 #include "cuda/device.h"
@@ -124,32 +125,28 @@ py::array_t<float> linear(const py::handle& x_, const Weight& w, const py::handl
 
 // layer_norm(x (N, C), g (C,), b (C,), eps) -> (N, C)
 py::array_t<float> layer_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, float eps) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), C = x.shape(1);
-  py::array g = f32(g_, "g", {C}), b = f32(b_, "b", {C});
-  auto y = empty({N, C});
-  const Host hx = host(x), hg = host(g), hb = host(b);
+  const NormArgs in = layer_norm_args(x_, g_, b_);
+  auto y = empty({in.N, in.C});
+  const Host hx = host(in.x), hg = host(in.g), hb = host(in.b);
   const Out oy = out(y);
   cuda::require_device();
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), db = upload(hb, "b"), dy(oy.bytes, "y");
-  cuda::layer_norm(dy.as<float>(), dx.as<float>(), C, dg.as<float>(), db.as<float>(), eps, N, C, kOps);
+  cuda::layer_norm(dy.as<float>(), dx.as<float>(), in.C, dg.as<float>(), db.as<float>(), eps, in.N, in.C, kOps);
   download(oy, dy);
   return y;
 }
 
 // rms_norm(x (N, C), g (C,), eps) -> (N, C)
 py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float eps) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), C = x.shape(1);
-  py::array g = f32(g_, "g", {C});
-  auto y = empty({N, C});
-  const Host hx = host(x), hg = host(g);
+  const NormArgs in = rms_norm_args(x_, g_);
+  auto y = empty({in.N, in.C});
+  const Host hx = host(in.x), hg = host(in.g);
   const Out oy = out(y);
   cuda::require_device();
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), dy(oy.bytes, "y");
-  cuda::rms_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), eps, N, C, kOps);
+  cuda::rms_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), eps, in.N, in.C, kOps);
   download(oy, dy);
   return y;
 }
@@ -157,17 +154,14 @@ py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float ep
 // group_norm(x (B, C, T), g (C,), b (C,), groups, eps) -> (B, C, T)
 py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, int64_t groups,
                               float eps) {
-  py::array x = f32(x_, "x", {}, 3);
-  const int64_t B = x.shape(0), C = x.shape(1), T = x.shape(2);
-  PYCLVP_CHECK(groups >= 1 && C % groups == 0, "groups must be >= 1 and divide the channel count ", C, ", got ", groups);
-  py::array g = f32(g_, "g", {C}), b = f32(b_, "b", {C});
-  auto y = empty({B, C, T});
-  const Host hx = host(x), hg = host(g), hb = host(b);
+  const GroupNormArgs in = group_norm_args(x_, g_, b_, groups);
+  auto y = empty({in.B, in.C, in.T});
+  const Host hx = host(in.x), hg = host(in.g), hb = host(in.b);
   const Out oy = out(y);
   cuda::require_device();
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), db = upload(hb, "b"), dy(oy.bytes, "y");
-  cuda::group_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), db.as<float>(), groups, eps, B, C, T, kOps);
+  cuda::group_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), db.as<float>(), in.G, eps, in.B, in.C, in.T, kOps);
   download(oy, dy);
   return y;
 }
@@ -191,51 +185,42 @@ py::array_t<float> elementwise(const py::handle& x_) {
 
 // gated_gelu(x (N, 2F)) -> (N, F)
 py::array_t<float> gated_gelu(const py::handle& x_) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), F2 = x.shape(1);
-  PYCLVP_CHECK(F2 % 2 == 0, "x's last dimension must be even (h | gate), got ", F2);
-  auto y = empty({N, F2 / 2});
-  const Host hx = host(x);
+  const RowsArgs in = gated_gelu_args(x_);
+  auto y = empty({in.N, in.C / 2});
+  const Host hx = host(in.x);
   const Out oy = out(y);
   cuda::require_device();
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
-  cuda::gated_gelu(dy.as<float>(), dx.as<float>(), N, F2 / 2, kOps);
+  cuda::gated_gelu(dy.as<float>(), dx.as<float>(), in.N, in.C / 2, kOps);
   download(oy, dy);
   return y;
 }
 
 // softmax(x (N, C)) over the last axis -> (N, C)
 py::array_t<float> softmax(const py::handle& x_) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), C = x.shape(1);
-  PYCLVP_CHECK(C >= 1, "x's last dimension must not be empty");
-  auto y = empty({N, C});
-  const Host hx = host(x);
+  const RowsArgs in = softmax_args(x_);
+  auto y = empty({in.N, in.C});
+  const Host hx = host(in.x);
   const Out oy = out(y);
   cuda::require_device();
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
-  cuda::softmax(dy.as<float>(), dx.as<float>(), N, C, kOps);
+  cuda::softmax(dy.as<float>(), dx.as<float>(), in.N, in.C, kOps);
   download(oy, dy);
   return y;
 }
 
 // rotary(x (M, T, D), cos (T, R), sin (T, R)) -> (M, T, D)
 py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py::handle& sin_) {
-  py::array x = f32(x_, "x", {}, 3);
-  const int64_t M = x.shape(0), T = x.shape(1), D = x.shape(2);
-  py::array cos = f32(cos_, "cos", {T, -1});
-  const int64_t R = cos.shape(1);
-  py::array sin = f32(sin_, "sin", {T, R});
-  PYCLVP_CHECK(R % 2 == 0 && R <= D, "the rotary width R = ", R, " must be even and <= the head dim ", D);
-  auto y = empty({M, T, D});
-  const Host hx = host(x), hc = host(cos), hs = host(sin);
+  const RotaryArgs in = rotary_args(x_, cos_, sin_);
+  auto y = empty({in.M, in.T, in.D});
+  const Host hx = host(in.x), hc = host(in.cos), hs = host(in.sin);
   const Out oy = out(y);
   cuda::require_device();
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dc = upload(hc, "cos"), ds = upload(hs, "sin"), dy(oy.bytes, "y");
-  cuda::rotary(dy.as<float>(), dx.as<float>(), dc.as<float>(), ds.as<float>(), M, T, D, R, kOps);
+  cuda::rotary(dy.as<float>(), dx.as<float>(), dc.as<float>(), ds.as<float>(), in.M, in.T, in.D, in.R, kOps);
   download(oy, dy);
   return y;
 }
@@ -243,38 +228,19 @@ py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py
 // attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, 1, T|1, S) | None, scale, causal) -> (B,H,T,D)
 py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const py::handle& v_, const py::handle& mask_,
                              float scale, bool causal) {
-  py::array q = f32(q_, "q", {}, 4);
-  const int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
-  py::array k = f32(k_, "k", {B, H, -1, D});
-  const int64_t S = k.shape(2);
-  py::array v = f32(v_, "v", {B, H, S, D});
-  PYCLVP_CHECK(D <= cuda::kAttentionMaxD, "the head dim D = ", D, " exceeds the CUDA attention kernel's limit ",
+  const AttentionInputs in = attention_args(q_, k_, v_, mask_);
+  PYCLVP_CHECK(in.D <= cuda::kAttentionMaxD, "the head dim D = ", in.D, " exceeds the CUDA attention kernel's limit ",
                cuda::kAttentionMaxD);
-  py::array m;  // the mask when given (its data is uploaded below)
-  const bool masked = !mask_.is_none();
   cuda::AttentionArgs a;
-  if (masked) {
-    m = f32(mask_, "mask", {}, 4);
-    PYCLVP_CHECK((m.shape(0) == B || m.shape(0) == 1) && m.shape(1) == 1 && (m.shape(2) == T || m.shape(2) == 1) &&
-                     m.shape(3) == S,
-                 "mask has shape ", shape_str(m), ", expected (", B, " or 1, 1, ", T, " or 1, ", S, ")");
-    a.m_sb = m.shape(0) == 1 ? 0 : m.shape(2) * S;
-    a.m_st = m.shape(2) == 1 ? 0 : S;
-  }
-  auto o = empty({B, H, T, D});
-  const Host hq = host(q), hk = host(k), hv = host(v), hm = masked ? host(m) : Host{};
+  set_attention_layout(a, in, scale, causal);
+  auto o = empty({in.B, in.H, in.T, in.D});
+  const Host hq = host(in.q), hk = host(in.k), hv = host(in.v), hm = in.masked ? host(in.mask) : Host{};
   const Out oo = out(o);
   cuda::require_device();
   py::gil_scoped_release nogil;
   DeviceBuffer dq = upload(hq, "q"), dk = upload(hk, "k"), dv = upload(hv, "v"), dm = upload(hm, "mask");
   DeviceBuffer dout(oo.bytes, "out");
-  a.q = dq.as<float>(), a.q_sb = H * T * D, a.q_sh = T * D, a.q_st = D;
-  a.k = dk.data(), a.v = dv.data(), a.kv_dtype = DType::F32;
-  a.k_sb = a.v_sb = H * S * D, a.k_sh = a.v_sh = S * D, a.k_ss = a.v_ss = D;
-  a.out = dout.as<float>(), a.o_sb = H * T * D, a.o_sh = T * D, a.o_st = D;
-  a.mask = dm.as<float>();
-  a.causal = causal, a.causal_offset = S - T;  // the last query sees every key, as the CPU binding
-  a.B = B, a.H = H, a.T = T, a.S = S, a.D = D, a.scale = scale;
+  a.q = dq.as<float>(), a.k = dk.data(), a.v = dv.data(), a.out = dout.as<float>(), a.mask = dm.as<float>();
   cuda::attention(a, kOps);
   download(oo, dout);
   return o;

@@ -1,11 +1,13 @@
 // register_ops(m): the op bindings, one per pyclvp/ops/numpy_ops.py function, same name and
-// argument order. Each checks its arrays (ValueError naming the argument), allocates the output,
+// argument order. Each checks its arrays (bindings/op_args.h, shared with the CUDA bindings;
+// ValueError naming the argument), allocates the output,
 // releases the GIL and dispatches to the active ISA's kernel. pyclvp/ops/cpu_ops.py is the
 // Python side: it flattens leading dimensions and converts dtypes before calling these.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include "bindings/arrays.h"
+#include "bindings/op_args.h"
 #include "common/threadpool.h"
 #include "cpu/dispatch.h"
 #include "cpu/kernels.h"
@@ -39,40 +41,35 @@ py::array_t<float> linear(const py::handle& x_, const py::handle& w_, const py::
 
 // layer_norm(x (N, C), g (C,), b (C,), eps) -> (N, C)
 py::array_t<float> layer_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, float eps) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), C = x.shape(1);
-  const float* g = f32_ptr(f32(g_, "g", {C}));
-  const float* b = f32_ptr(f32(b_, "b", {C}));
-  auto y = empty({N, C});
+  const NormArgs in = layer_norm_args(x_, g_, b_);
+  auto y = empty({in.N, in.C});
   float* yp = out_ptr(y);
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::layer_norm<isa.value>(yp, f32_ptr(x), g, b, N, C, eps); });
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) {
+    cpu::layer_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), f32_ptr(in.b), in.N, in.C, eps);
+  });
   return y;
 }
 
 // rms_norm(x (N, C), g (C,), eps) -> (N, C)
 py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float eps) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), C = x.shape(1);
-  const float* g = f32_ptr(f32(g_, "g", {C}));
-  auto y = empty({N, C});
+  const NormArgs in = rms_norm_args(x_, g_);
+  auto y = empty({in.N, in.C});
   float* yp = out_ptr(y);
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::rms_norm<isa.value>(yp, f32_ptr(x), g, N, C, eps); });
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::rms_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), in.N, in.C, eps); });
   return y;
 }
 
 // group_norm(x (B, C, T), g (C,), b (C,), groups, eps) -> (B, C, T)
 py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, int64_t groups, float eps) {
-  py::array x = f32(x_, "x", {}, 3);
-  const int64_t B = x.shape(0), C = x.shape(1), T = x.shape(2);
-  PYCLVP_CHECK(groups >= 1 && C % groups == 0, "groups must be >= 1 and divide the channel count ", C, ", got ", groups);
-  const float* g = f32_ptr(f32(g_, "g", {C}));
-  const float* b = f32_ptr(f32(b_, "b", {C}));
-  auto y = empty({B, C, T});
+  const GroupNormArgs in = group_norm_args(x_, g_, b_, groups);
+  auto y = empty({in.B, in.C, in.T});
   float* yp = out_ptr(y);
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::group_norm<isa.value>(yp, f32_ptr(x), g, b, B, C, T, groups, eps); });
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) {
+    cpu::group_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), f32_ptr(in.b), in.B, in.C, in.T, in.G, eps);
+  });
   return y;
 }
 
@@ -93,68 +90,45 @@ py::array_t<float> elementwise(const py::handle& x_) {
 
 // gated_gelu(x (N, 2F)) -> (N, F)
 py::array_t<float> gated_gelu(const py::handle& x_) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), F2 = x.shape(1);
-  PYCLVP_CHECK(F2 % 2 == 0, "x's last dimension must be even (h | gate), got ", F2);
-  auto y = empty({N, F2 / 2});
+  const RowsArgs in = gated_gelu_args(x_);
+  auto y = empty({in.N, in.C / 2});
   float* yp = out_ptr(y);
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::gated_gelu<isa.value>(yp, f32_ptr(x), N, F2 / 2); });
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::gated_gelu<isa.value>(yp, f32_ptr(in.x), in.N, in.C / 2); });
   return y;
 }
 
 // softmax(x (N, C)) over the last axis -> (N, C)
 py::array_t<float> softmax(const py::handle& x_) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), C = x.shape(1);
-  PYCLVP_CHECK(C >= 1, "x's last dimension must not be empty");
-  auto y = empty({N, C});
+  const RowsArgs in = softmax_args(x_);
+  auto y = empty({in.N, in.C});
   float* yp = out_ptr(y);
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::softmax<isa.value>(yp, f32_ptr(x), N, C); });
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::softmax<isa.value>(yp, f32_ptr(in.x), in.N, in.C); });
   return y;
 }
 
 // rotary(x (M, T, D), cos (T, R), sin (T, R)) -> (M, T, D)
 py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py::handle& sin_) {
-  py::array x = f32(x_, "x", {}, 3);
-  const int64_t M = x.shape(0), T = x.shape(1), D = x.shape(2);
-  py::array cos = f32(cos_, "cos", {T, -1});
-  const int64_t R = cos.shape(1);
-  py::array sin = f32(sin_, "sin", {T, R});
-  PYCLVP_CHECK(R % 2 == 0 && R <= D, "the rotary width R = ", R, " must be even and <= the head dim ", D);
-  auto y = empty({M, T, D});
+  const RotaryArgs in = rotary_args(x_, cos_, sin_);
+  auto y = empty({in.M, in.T, in.D});
   float* yp = out_ptr(y);
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::rotary<isa.value>(yp, f32_ptr(x), f32_ptr(cos), f32_ptr(sin), M, T, D, R); });
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) {
+    cpu::rotary<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.cos), f32_ptr(in.sin), in.M, in.T, in.D, in.R);
+  });
   return y;
 }
 
 // attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, 1, T|1, S) | None, scale, causal) -> (B,H,T,D)
 py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const py::handle& v_, const py::handle& mask_,
                              float scale, bool causal) {
-  py::array q = f32(q_, "q", {}, 4);
-  const int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
-  py::array k = f32(k_, "k", {B, H, -1, D});
-  const int64_t S = k.shape(2);
-  py::array v = f32(v_, "v", {B, H, S, D});
+  const AttentionInputs in = attention_args(q_, k_, v_, mask_);
+  auto out = empty({in.B, in.H, in.T, in.D});
   cpu::AttentionArgs a;
-  if (!mask_.is_none()) {
-    py::array m = f32(mask_, "mask", {}, 4);
-    PYCLVP_CHECK((m.shape(0) == B || m.shape(0) == 1) && m.shape(1) == 1 && (m.shape(2) == T || m.shape(2) == 1) &&
-                     m.shape(3) == S,
-                 "mask has shape ", shape_str(m), ", expected (", B, " or 1, 1, ", T, " or 1, ", S, ")");
-    a.mask = f32_ptr(m);
-    a.m_sb = m.shape(0) == 1 ? 0 : m.shape(2) * S;
-    a.m_st = m.shape(2) == 1 ? 0 : S;
-  }
-  auto out = empty({B, H, T, D});
-  a.q = f32_ptr(q), a.q_sb = H * T * D, a.q_sh = T * D, a.q_st = D;
-  a.k = k.data(), a.v = v.data(), a.kv_dtype = DType::F32;
-  a.k_sb = a.v_sb = H * S * D, a.k_sh = a.v_sh = S * D, a.k_ss = a.v_ss = D;
-  a.out = out_ptr(out), a.o_sb = H * T * D, a.o_sh = T * D, a.o_st = D;
-  a.causal = causal, a.causal_offset = S - T;  // the last query sees every key (a prompt continuing a cache)
-  a.B = B, a.H = H, a.T = T, a.S = S, a.D = D, a.scale = scale;
+  set_attention_layout(a, in, scale, causal);
+  a.q = f32_ptr(in.q), a.k = in.k.data(), a.v = in.v.data(), a.out = out_ptr(out);
+  a.mask = in.masked ? f32_ptr(in.mask) : nullptr;
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::attention<isa.value>(a); });
   return out;

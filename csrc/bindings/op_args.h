@@ -1,0 +1,127 @@
+// The ops' Python arguments, checked once for both cores: each *_args() takes what the binding got,
+// raises ValueError naming the argument, and returns the float32 C-contiguous host arrays with their
+// sizes. csrc/bindings/ops.cc runs the CPU kernels on them, csrc/bindings/cuda.cc the CUDA ones.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "bindings/arrays.h"
+
+namespace pyclvp::bind {
+
+struct RowsArgs {  // x (N, C)
+  py::array x;
+  int64_t N = 0, C = 0;
+};
+
+inline RowsArgs rows_args(const py::handle& x_) {
+  RowsArgs a;
+  a.x = f32(x_, "x", {}, 2);
+  a.N = a.x.shape(0), a.C = a.x.shape(1);
+  return a;
+}
+
+// softmax: x (N, C), C >= 1
+inline RowsArgs softmax_args(const py::handle& x_) {
+  RowsArgs a = rows_args(x_);
+  PYCLVP_CHECK(a.C >= 1, "x's last dimension must not be empty");
+  return a;
+}
+
+// gated_gelu: x (N, 2F) -> (N, F); C is 2F
+inline RowsArgs gated_gelu_args(const py::handle& x_) {
+  RowsArgs a = rows_args(x_);
+  PYCLVP_CHECK(a.C % 2 == 0, "x's last dimension must be even (h | gate), got ", a.C);
+  return a;
+}
+
+struct NormArgs {  // x (N, C), g (C,), b (C,) (none for rms_norm)
+  py::array x, g, b;
+  int64_t N = 0, C = 0;
+};
+
+inline NormArgs layer_norm_args(const py::handle& x_, const py::handle& g_, const py::handle& b_) {
+  const RowsArgs r = rows_args(x_);
+  return {r.x, f32(g_, "g", {r.C}), f32(b_, "b", {r.C}), r.N, r.C};
+}
+
+inline NormArgs rms_norm_args(const py::handle& x_, const py::handle& g_) {
+  const RowsArgs r = rows_args(x_);
+  return {r.x, f32(g_, "g", {r.C}), py::array(), r.N, r.C};
+}
+
+struct GroupNormArgs {  // x (B, C, T), g (C,), b (C,), G groups dividing C
+  py::array x, g, b;
+  int64_t B = 0, C = 0, T = 0, G = 0;
+};
+
+inline GroupNormArgs group_norm_args(const py::handle& x_, const py::handle& g_, const py::handle& b_, int64_t groups) {
+  GroupNormArgs a;
+  a.x = f32(x_, "x", {}, 3);
+  a.B = a.x.shape(0), a.C = a.x.shape(1), a.T = a.x.shape(2), a.G = groups;
+  PYCLVP_CHECK(groups >= 1 && a.C % groups == 0, "groups must be >= 1 and divide the channel count ", a.C, ", got ",
+               groups);
+  a.g = f32(g_, "g", {a.C}), a.b = f32(b_, "b", {a.C});
+  return a;
+}
+
+struct RotaryArgs {  // x (M, T, D), cos, sin (T, R), R even and <= D
+  py::array x, cos, sin;
+  int64_t M = 0, T = 0, D = 0, R = 0;
+};
+
+inline RotaryArgs rotary_args(const py::handle& x_, const py::handle& cos_, const py::handle& sin_) {
+  RotaryArgs a;
+  a.x = f32(x_, "x", {}, 3);
+  a.M = a.x.shape(0), a.T = a.x.shape(1), a.D = a.x.shape(2);
+  a.cos = f32(cos_, "cos", {a.T, -1});
+  a.R = a.cos.shape(1);
+  a.sin = f32(sin_, "sin", {a.T, a.R});
+  PYCLVP_CHECK(a.R % 2 == 0 && a.R <= a.D, "the rotary width R = ", a.R, " must be even and <= the head dim ", a.D);
+  return a;
+}
+
+struct AttentionInputs {  // q (B,H,T,D), k, v (B,H,S,D), mask (B|1, 1, T|1, S) or none
+  py::array q, k, v, mask;
+  bool masked = false;
+  int64_t B = 0, H = 0, T = 0, S = 0, D = 0;
+};
+
+inline AttentionInputs attention_args(const py::handle& q_, const py::handle& k_, const py::handle& v_,
+                                      const py::handle& mask_) {
+  AttentionInputs a;
+  a.q = f32(q_, "q", {}, 4);
+  a.B = a.q.shape(0), a.H = a.q.shape(1), a.T = a.q.shape(2), a.D = a.q.shape(3);
+  a.k = f32(k_, "k", {a.B, a.H, -1, a.D});
+  a.S = a.k.shape(2);
+  a.v = f32(v_, "v", {a.B, a.H, a.S, a.D});
+  a.masked = !mask_.is_none();
+  if (a.masked) {
+    a.mask = f32(mask_, "mask", {}, 4);
+    const py::array& m = a.mask;
+    PYCLVP_CHECK((m.shape(0) == a.B || m.shape(0) == 1) && m.shape(1) == 1 && (m.shape(2) == a.T || m.shape(2) == 1) &&
+                     m.shape(3) == a.S,
+                 "mask has shape ", shape_str(m), ", expected (", a.B, " or 1, 1, ", a.T, " or 1, ", a.S, ")");
+  }
+  return a;
+}
+
+// The kernel's AttentionArgs (cpu:: or cuda::, which share these fields) for contiguous q, k, v, out
+// and the checked mask's broadcast strides; the caller sets the pointers. With causal, the last query
+// sees every key (a prompt continuing a cache).
+template <class Args>
+void set_attention_layout(Args& a, const AttentionInputs& in, float scale, bool causal) {
+  const int64_t H = in.H, T = in.T, S = in.S, D = in.D;
+  a.q_sb = H * T * D, a.q_sh = T * D, a.q_st = D;
+  a.kv_dtype = DType::F32;
+  a.k_sb = a.v_sb = H * S * D, a.k_sh = a.v_sh = S * D, a.k_ss = a.v_ss = D;
+  a.o_sb = H * T * D, a.o_sh = T * D, a.o_st = D;
+  if (in.masked) {
+    a.m_sb = in.mask.shape(0) == 1 ? 0 : in.mask.shape(2) * S;
+    a.m_st = in.mask.shape(2) == 1 ? 0 : S;
+  }
+  a.causal = causal, a.causal_offset = S - T;
+  a.B = in.B, a.H = H, a.T = T, a.S = S, a.D = D, a.scale = scale;
+}
+
+}  // namespace pyclvp::bind
