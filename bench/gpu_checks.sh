@@ -4,6 +4,8 @@
 #   bash bench/gpu_checks.sh tests    build with CUDA for this GPU, then the parity tests      (~3-5 min)
 #   bash bench/gpu_checks.sh bench    the float16 full-size checkpoint, then the GPU benchmark (~5-8 min)
 #   bash bench/gpu_checks.sh sanitize compute-sanitizer memcheck and racecheck over a few CUDA tests (after tests)
+#   bash bench/gpu_checks.sh profile  Nsight Compute: time and DRAM traffic of each kernel of batch-1 eager
+#                                     steps, for the roofline work (after bench, which writes the checkpoint)
 #   bash bench/gpu_checks.sh all      tests, then bench
 #
 # Logs and JSON go to $OUT (default ./gpu_checks_out); the last lines printed are the summary.
@@ -48,14 +50,22 @@ if [[ $stage == sanitize ]]; then  # out-of-bounds accesses, then shared-memory 
     "$py" -m pytest -q -p no:cacheprovider -k "literal or (fused_decoder and True-1-3) or (choice_equals and tortoise)" tests/test_cuda.py
 fi
 
+ckpt=bench/checkpoints/clvp-default-float16
 if [[ $stage == bench || $stage == all ]]; then
-  ckpt=bench/checkpoints/clvp-default-float16
   [[ -f $ckpt/model.safetensors ]] || step checkpoint checkpoint.log "$py" bench/make_checkpoint.py --dtype float16
   step bench bench_cuda.log "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" --json "$out/bench_cuda.json"
   step bench_no_graph bench_no_graph.log "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" \
     --jobs decode1,decode16 --no-graph --no-transformers --json "$out/bench_no_graph.json"
   step bench_host_pick bench_host_pick.log env PYCLVP_CUDA_PICK=0 "$py" bench/bench_decode.py --backend cuda \
     --checkpoint "$ckpt" --jobs job16 --no-transformers --json "$out/bench_host_pick.json"
+fi
+
+if [[ $stage == profile ]]; then  # ~30 kernels of a step past prefill and the first step (~370 launches)
+  step ncu ncu.csv ncu --target-processes all --kernel-name regex:'gemv|gemm|attention|layer_norm|embed' \
+    --launch-skip 400 --launch-count 30 --csv \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+    "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" --jobs decode1 --new-tokens 8 --no-graph \
+    --no-transformers
 fi
 
 printf '%s\n' "${summary[@]}"
