@@ -149,15 +149,19 @@ def apply_top_k(logits, k):  # (R, V)
 
 
 def apply_top_p(logits, p):  # (R, V)
-    # ref: TopPLogitsWarper: ascending sort, remove while the cumulative probability <= 1 - top_p, keep the top one
-    order = np.argsort(logits, axis=-1, kind="stable")  # (R, V) ascending
-    ascending = np.take_along_axis(logits, order, axis=-1)
+    # ref: TopPLogitsWarper: stable ascending argsort, softmax, cumulative sum; remove the sorted prefix
+    # whose cumulative probability is <= 1 - top_p, never the largest. The same without the argsort:
+    # the sorted values give the same cumulative sums, and the stable order puts equal values in id
+    # order, so the prefix is every token below the cut value and the lowest ids of those equal to it.
+    V = logits.shape[-1]
+    ascending = np.sort(logits, axis=-1)  # (R, V)
     e = np.exp(ascending - ascending[:, -1:])  # the last is the max
-    cum = np.cumsum(e / e.sum(-1, keepdims=True), axis=-1)  # (R, V) float32
-    remove_sorted = cum <= np.float32(1 - p)
-    remove_sorted[:, -1] = False
-    remove = np.empty_like(remove_sorted)
-    np.put_along_axis(remove, order, remove_sorted, axis=-1)
+    cum = np.cumsum(e / e.sum(-1, keepdims=True), axis=-1)  # (R, V) float32, non-decreasing
+    n_remove = np.minimum((cum <= np.float32(1 - p)).sum(-1), V - 1)  # (R,) the prefix's length
+    cut = np.take_along_axis(ascending, np.maximum(n_remove - 1, 0)[:, None], axis=-1)  # (R, 1) its last value
+    below, tied = logits < cut, logits == cut  # (R, V)
+    n_tied = n_remove - below.sum(-1)  # (R,) how many of the tied ones go, lowest ids first
+    remove = below | (tied & (np.cumsum(tied, axis=-1) <= n_tied[:, None]))
     return np.where(remove, np.float32(-np.inf), logits)
 
 

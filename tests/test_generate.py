@@ -130,6 +130,34 @@ def test_hyp_top_p_keeps_the_smallest_set_reaching_p(V, p, data):
     assert n == 1 or probs[order[:n - 1]].sum() < p + 1e-5  # ... with no smaller set
 
 
+def _top_p_by_argsort(logits, p):  # (R, V): TopPLogitsWarper's steps, literally
+    order = np.argsort(logits, axis=-1, kind="stable")  # (R, V) ascending, ties by id
+    ascending = np.take_along_axis(logits, order, axis=-1)
+    e = np.exp(ascending - ascending[:, -1:])
+    cum = np.cumsum(e / e.sum(-1, keepdims=True), axis=-1)
+    remove_sorted = cum <= np.float32(1 - p)
+    remove_sorted[:, -1] = False
+    remove = np.empty_like(remove_sorted)
+    np.put_along_axis(remove, order, remove_sorted, axis=-1)
+    return np.where(remove, np.float32(-np.inf), logits)
+
+
+@given(st.integers(1, 300), st.integers(1, 4), st.floats(0.01, 1.0), st.integers(0, 2**32 - 1),
+       st.sampled_from(["normal", "ties", "with -inf", "flat"]))
+@settings(deadline=None, max_examples=MAX_EXAMPLES)
+def test_hyp_top_p_equals_the_argsort_definition(V, R, p, seed, kind):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((R, V)) * 3).astype(np.float32)
+    if kind == "ties":
+        logits = np.round(logits) / 2  # few distinct values, -0.0 among them
+    elif kind == "with -inf":
+        logits[rng.random((R, V)) < 0.5] = -np.inf
+        logits[:, 0] = 0.0
+    elif kind == "flat":
+        logits[:] = 1.5
+    np.testing.assert_array_equal(apply_top_p(logits, p), _top_p_by_argsort(logits, p))
+
+
 def test_sample_never_picks_a_removed_token():
     logits = np.full((1, 6), -np.inf, np.float32)
     logits[0, [1, 4]] = [0.0, 1.0]
