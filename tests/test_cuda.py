@@ -376,8 +376,9 @@ PICK_CASES = {
 
 def _host_choices(dec, opts, logits, u):  # (variants, R): the host's tokens, and with top_p and u nudged
     """The host picker's choice, then its choices with top_p moved by 1e-4 and u by 1e-9: what float
-    rounding can change. The cumulative sums run in another order on the device (csrc/cuda/sampling.cu),
-    and the host's float32 one over 8194 tokens is itself only good to ~1e-5."""
+    rounding can change. The device sums top-p's probabilities exactly (fixed point) and the draw's
+    weights in another order (csrc/cuda/sampling.cu); the host's float32 cumulative sum over 8194
+    tokens is itself only good to ~1e-5."""
     from pyclvp.generate import HostPicker
 
     R, cfg, out = len(logits), dec.cfg, []

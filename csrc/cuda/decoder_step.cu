@@ -344,16 +344,13 @@ void CudaDecoder::choose(CudaDecoderState& st, int64_t start, const Pick& pick, 
   const int64_t B = st.B_;
   SampleArgs a;
   a.logits = st.step_.logits.as<float>(), a.seen = st.seen_.as<uint8_t>(), a.out = st.pick_dev_.as<int64_t>();
-  a.B = B, a.V = m_.V, a.Vp = sort_width(m_.V), a.start = start, a.suppress = pick.suppress;
+  a.B = B, a.V = m_.V, a.start = start, a.suppress = pick.suppress;
   a.penalty = pick.penalty, a.do_sample = pick.do_sample, a.temperature = pick.do_sample ? pick.temperature : 1.0f;
   a.top_k = pick.top_k, a.top_p = pick.top_p, a.top_p_remove = pick.top_p_remove;
   if (pick.do_sample) {
     std::memcpy(st.pick_host_.data(), u, static_cast<size_t>(B) * 8);  // the pinned buffer: uniforms in ...
     to_device(st.u_dev_.data(), st.pick_host_.data(), static_cast<size_t>(B) * 8, s);
     a.u = st.u_dev_.as<double>();
-    if ((pick.top_k > 0 || pick.top_p) && !st.keys_.data())
-      st.keys_ = DeviceBuffer(static_cast<size_t>(B * a.Vp) * 8, "token choice sort scratch");
-    a.keys = st.keys_.as<uint64_t>();
   }
   sample(a, s);
   to_host(st.pick_host_.data(), st.pick_dev_.data(), static_cast<size_t>(B) * 8, s);  // ... then tokens out

@@ -95,7 +95,6 @@ class CudaDecoderState {
   PinnedBuffer in_host_;   // its host side, written before each replay
   PinnedBuffer logits_host_;  // (B, V) f32, the step's result
   DeviceBuffer seen_;         // (B, V) bytes: each row's start token and tokens so far (device token choice)
-  DeviceBuffer keys_;         // (B, Vp) u64: the token choice's sort scratch, made on first use
   DeviceBuffer u_dev_;        // (B,) f64: the step's uniforms
   DeviceBuffer pick_dev_;     // (B,) int64: the chosen tokens
   PinnedBuffer pick_host_;    // (B,) f64 uniforms in, then (B,) int64 tokens out

@@ -165,25 +165,25 @@ void write_kv(void* k, void* v, DType dtype, int64_t Scache, const float* new_k,
 // The next token of each row from its logits, as pyclvp/generate.py does on the host:
 // process_logits (repetition penalty on the seen tokens, one suppressed token, temperature, top-k,
 // top-p, in that order) then argmax (the lowest id on a tie) or sample()'s inverse-CDF draw with the
-// row's uniform u. One block per row. Equal to the host up to float rounding: the host's float32
-// cumulative sum (top-p) and float64 one (the draw) run in index order, here segment by segment,
-// so a token can differ only when a cumulative sum lies within rounding of its threshold.
+// row's uniform u. One block per row. Equal to the host up to float rounding: the host's top-p sums
+// float32 probabilities in ascending order and its draw float64 weights in index order, one after
+// another; here top-p sums them exactly in 2^-52 fixed point and the draw segment by segment, so a
+// token can differ only when a cumulative sum lies within rounding of its threshold.
 //   logits : (B, V) f32, processed in place (removed tokens become -inf)
 //   seen   : (B, V) bytes: the start token and the tokens so far; the chosen token is added.
 //            start >= 0 first resets each row to {start} (the first choice after the prompt)
 //   u      : (B,) f64 in [0, 1), read when do_sample     out : (B,) int64, written
-//   keys   : (B, Vp) u64 scratch, Vp the power of two >= V; read when do_sample and (top_k or top_p)
 //   penalty, temperature : 1 for none (x / 1 == x exactly); temperature is 1 unless do_sample
 //   suppress : a token id set to -inf (eos before min_new_tokens) or -1
-//   top_k  : 0 for none       top_p_remove : with top_p, a sorted prefix is removed while its
+//   top_k  : 0 for none       top_p_remove : with top_p, the ascending prefix is removed while its
 //            cumulative probability <= top_p_remove (the host's float32(1 - top_p))
+// V < 2^24 (the launcher throws otherwise).
 struct SampleArgs {
   float* logits = nullptr;
   uint8_t* seen = nullptr;
   const double* u = nullptr;
   int64_t* out = nullptr;
-  uint64_t* keys = nullptr;
-  int64_t B = 0, V = 0, Vp = 0;
+  int64_t B = 0, V = 0;
   int64_t start = -1, suppress = -1;
   float penalty = 1.0f, temperature = 1.0f;
   bool do_sample = false;
@@ -191,7 +191,6 @@ struct SampleArgs {
   bool top_p = false;
   float top_p_remove = 0.0f;
 };
-int64_t sort_width(int64_t V);  // Vp: the power of two >= V
 void sample(const SampleArgs& a, StreamHandle stream);
 
 }  // namespace pyclvp::cuda

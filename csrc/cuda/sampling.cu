@@ -1,20 +1,22 @@
 // The next token on the device: pyclvp/generate.py's process_logits and sample()/argmax for every
 // row of a decoder step, so that only the chosen ids (B int64) come back to the host instead of the
-// logits (B x V float32), and the processing (a sort of V logits per row for top-p) runs beside the
-// logits instead of in NumPy. Contract in csrc/cuda/kernels.h (SampleArgs).
+// logits (B x V float32), and the processing runs beside the logits instead of in NumPy. Contract in
+// csrc/cuda/kernels.h (SampleArgs).
 //
 // One block of kThreads per row, in the host's order:
 //   1. x = logits; seen tokens: x < 0 ? x * penalty : x / penalty; x[suppress] = -inf; x /= temperature
 //   2. greedy: out = argmax x (the lowest id on a tie; NaN wins, as numpy.argmax)
-//   3. sampling with top-k or top-p: keys = (orderable bits of x, id) sorted ascending (a bitonic
-//      sort in the row's global scratch; the id breaks ties as the host's stable argsort does)
-//        top-k: remove x < the k-th largest value (ties with it stay)
-//        top-p: over the sorted survivors, p = exp(x - max) / sum, cum = inclusive cumulative sum;
-//               remove while cum <= 1 - top_p, never the largest
+//   3. top-k: remove x < the k-th largest value (ties with it stay)
+//      top-p: with p = softmax(x), remove the tokens whose cumulative probability in ascending
+//             (value, id) order is <= 1 - top_p (the host's stable argsort orders ties by id)
 //   4. sampling: c = cumulative sum of exp(x - max x) in index order (float64);
 //      out = min(#{i : c[i] <= u * c[V-1]}, V - 1)
 //   5. seen[out] = 1
-// The cumulative sums are scans: each thread sums a contiguous segment, the block scans the
+// Step 3 sorts nothing: both cuts are radix selects (radix_crossing) over order-preserving integer
+// keys, 8 bits per pass: a histogram of the row's weight per digit (the token count for top-k, the
+// probability in 2^-52 fixed point for top-p), then the digit where the running weight crosses the
+// threshold. Integer sums are exact in any order, so the result is the same run to run. The
+// cumulative sums of step 4 are a scan: each thread sums a contiguous segment, the block scans the
 // segment totals, each thread walks its segment again from its prefix.
 #include "cuda/common.cuh"
 
@@ -24,16 +26,14 @@ namespace {
 constexpr int kThreads = 512;
 
 // float bits -> unsigned with the same order (negatives flipped, positives above them); -0 is +0,
-// so that the two zeros tie (and sort by id) as they do in the host's argsort
+// so that the two zeros tie (and order by id) as they do in the host's argsort
 __device__ __forceinline__ uint32_t orderable(float x) {
   const uint32_t b = __float_as_uint(x == 0.0f ? 0.0f : x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
-__device__ __forceinline__ float key_value(uint64_t key) {
-  const uint32_t o = static_cast<uint32_t>(key >> 32);
+__device__ __forceinline__ float from_orderable(uint32_t o) {
   return __uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
 }
-__device__ __forceinline__ int64_t key_id(uint64_t key) { return static_cast<int64_t>(key & 0xffffffffu); }
 
 // (value, id) a beats (value, id) b for argmax: NaN first, then the larger value, then the lower id
 __device__ __forceinline__ bool beats(float va, int64_t ia, float vb, int64_t ib) {
@@ -92,6 +92,62 @@ __device__ T block_exclusive_scan(T v, T* total) {
   return out;
 }
 
+__device__ unsigned long long block_sum_u64(unsigned long long v) {  // every thread gets the sum
+  constexpr int NW = kThreads / 32;
+  __shared__ unsigned long long part[NW];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = 0;
+  for (int w = 0; w < NW; ++w) v += part[w];
+  __syncthreads();
+  return v;
+}
+
+// radix_crossing's shared memory, declared once in the kernel (a __shared__ array inside the template
+// would be allocated once per instantiation)
+struct RadixScratch {
+  unsigned long long hist[kThreads / 32][256];  // per warp: the weight by digit
+  unsigned long long total[256];                // merged
+  uint64_t decided;                             // the digits of K decided so far
+  unsigned long long below;                     // the weight of the tokens whose decided digits are smaller
+};
+
+// The smallest key K with W(K) = (the weight of the row's tokens whose key <= K) > T, where token i
+// has key(i) (`bits` wide) and weight(i); T must be below the row's total weight. Each pass decides
+// 8 bits of K from the top: per-warp histograms of the weight by digit among the tokens that match
+// the digits decided so far (private per warp, so that equal digits contend within a warp only),
+// merged, then thread 0 walks the digits until the weight crosses T.
+template <class KeyFn, class WeightFn>
+__device__ uint64_t radix_crossing(RadixScratch& rs, int64_t V, int bits, unsigned long long T, KeyFn key,
+                                   WeightFn weight) {
+  constexpr int NW = kThreads / 32;
+  if (threadIdx.x == 0) rs.decided = 0, rs.below = 0;
+  for (int shift = bits - 8; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < NW * 256; i += kThreads) rs.hist[i / 256][i % 256] = 0;
+    __syncthreads();
+    const uint64_t high = shift + 8 >= 64 ? 0 : ~uint64_t{0} << (shift + 8);  // the decided digits' bits
+    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+      const uint64_t k = key(i);
+      if ((k & high) == rs.decided) atomicAdd(&rs.hist[threadIdx.x >> 5][(k >> shift) & 255], weight(i));
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < 256; d += kThreads) {
+      unsigned long long t = 0;
+      for (int w = 0; w < NW; ++w) t += rs.hist[w][d];
+      rs.total[d] = t;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int d = 0;
+      while (d < 255 && rs.below + rs.total[d] <= T) rs.below += rs.total[d++];
+      rs.decided |= static_cast<uint64_t>(d) << shift;
+    }
+    __syncthreads();
+  }
+  return rs.decided;
+}
+
 // This thread's contiguous segment [lo, hi) of n items.
 __device__ __forceinline__ void segment(int64_t n, int64_t* lo, int64_t* hi) {
   const int64_t per = (n + kThreads - 1) / kThreads;
@@ -99,6 +155,7 @@ __device__ __forceinline__ void segment(int64_t n, int64_t* lo, int64_t* hi) {
 }
 
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
+  __shared__ RadixScratch rs;
   const int64_t row = blockIdx.x, V = a.V, tid = threadIdx.x;
   float* x = a.logits + row * V;
   uint8_t* seen = a.seen + row * V;
@@ -121,46 +178,33 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
       if (beats(x[i], i, best, best_i)) best = x[i], best_i = i;
     pick = block_argmax(best, best_i);
   } else {
-    if (a.top_k > 0 || a.top_p) {  // 3. sort, then top-k and top-p
-      const int64_t Vp = a.Vp, lo = Vp - V;  // after the sort the V real keys are keys[lo, Vp)
-      uint64_t* keys = a.keys + row * Vp;
-      for (int64_t j = tid; j < Vp; j += kThreads)  // padding (key 0) sorts first
-        keys[j] = j < V ? (static_cast<uint64_t>(orderable(x[j])) << 32) | static_cast<uint64_t>(j) : 0;
+    if (a.top_k > 0) {  // 3. top-k: the k-th largest value is the k-th smallest of the flipped keys
+      const uint64_t kth = radix_crossing(
+          rs, V, 32, static_cast<unsigned long long>(min(a.top_k, V) - 1),
+          [&](int64_t i) { return static_cast<uint64_t>(~orderable(x[i])); }, [](int64_t) { return 1ull; });
+      const float v_kth = from_orderable(~static_cast<uint32_t>(kth));
+      for (int64_t i = tid; i < V; i += kThreads)
+        if (x[i] < v_kth) x[i] = -INFINITY;
       __syncthreads();
-      for (int64_t k = 2; k <= Vp; k <<= 1) {
-        for (int64_t j = k >> 1; j > 0; j >>= 1) {
-          for (int64_t i = tid; i < Vp; i += kThreads) {
-            const int64_t l = i ^ j;
-            if (l <= i) continue;
-            const uint64_t ki = keys[i], kl = keys[l];
-            if ((ki > kl) == ((i & k) == 0)) keys[i] = kl, keys[l] = ki;
-          }
-          __syncthreads();
-        }
-      }
-      const float kth = a.top_k > 0 ? key_value(keys[Vp - min(a.top_k, V)]) : -INFINITY;
-      for (int64_t j = lo + tid; j < Vp; j += kThreads)
-        if (key_value(keys[j]) < kth) x[key_id(keys[j])] = -INFINITY;
-      if (a.top_p) {
-        const float mx = key_value(keys[Vp - 1]);
-        auto e = [&](int64_t j) {  // exp(x - max) of the j-th smallest; 0 for what top-k removed
-          const float v = key_value(keys[j]);
-          return v < kth ? 0.0f : expf(v - mx);
-        };
-        float part = 0.0f;
-        for (int64_t j = lo + tid; j < Vp; j += kThreads) part += e(j);
-        const float sum = block_sum<kThreads>(part);
-        int64_t s0, s1;
-        segment(V, &s0, &s1);
-        float seg = 0.0f;
-        for (int64_t j = lo + s0; j < lo + s1; ++j) seg += e(j) / sum;
-        float p_total;
-        float cum = block_exclusive_scan<float>(seg, &p_total);
-        for (int64_t j = lo + s0; j < lo + s1; ++j) {
-          cum += e(j) / sum;
-          if (cum <= a.top_p_remove && j != Vp - 1) x[key_id(keys[j])] = -INFINITY;
-        }
-      }
+    }
+    if (a.top_p) {  // top-p: remove the keys below the one where the ascending probability crosses 1 - top_p
+      float mx = -INFINITY;
+      for (int64_t i = tid; i < V; i += kThreads) mx = fmaxf(mx, x[i]);
+      const float m = block_max<kThreads>(mx);
+      float part = 0.0f;
+      for (int64_t i = tid; i < V; i += kThreads) part += expf(x[i] - m);
+      const float sum = block_sum<kThreads>(part);
+      auto key = [&](int64_t i) { return static_cast<uint64_t>(orderable(x[i])) << 32 | static_cast<uint64_t>(i); };
+      auto weight = [&](int64_t i) {  // the probability in 2^-52 fixed point: V of them sum below 2^63
+        return static_cast<unsigned long long>(ldexp(static_cast<double>(expf(x[i] - m) / sum), 52));
+      };
+      unsigned long long all = 0;
+      for (int64_t i = tid; i < V; i += kThreads) all += weight(i);
+      all = block_sum_u64(all);
+      const auto T = static_cast<unsigned long long>(ldexp(static_cast<double>(a.top_p_remove), 52));
+      const uint64_t cut = radix_crossing(rs, V, 64, min(T, all - 1), key, weight);  // all - 1: the largest stays
+      for (int64_t i = tid; i < V; i += kThreads)  // reads x[i] before any thread writes it: x[i] is its own
+        if (key(i) < cut) x[i] = -INFINITY;
       __syncthreads();
     }
     // 4. the inverse-CDF draw, in index order, in float64
@@ -188,12 +232,6 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
 }
 
 }  // namespace
-
-int64_t sort_width(int64_t V) {
-  int64_t Vp = 1;
-  while (Vp < V) Vp <<= 1;
-  return Vp;
-}
 
 void sample(const SampleArgs& a, StreamHandle stream) {
   if (a.V >= (int64_t(1) << 24))

@@ -97,7 +97,8 @@ def build(out: Path) -> Path:
         dst.write_text(f'#line 1 "{cu}"\n' + rewrite_launches(cu.read_text()))
         sources.append(dst)
     # -Dpyclvp=pyclvp_emu: the emulated types must not clash with pyclvp._core's in pybind11's type registry
-    flags = ["-std=c++17", "-O2", "-g", "-fPIC", "-Dpyclvp=pyclvp_emu", "-DPYCLVP_WITH_CUDA=1", '-DPYCLVP_CUDA_ARCHS="emu"',
+    flags = ["-std=c++17", "-O2", "-g", "-fPIC", "-fvisibility=hidden", "-Dpyclvp=pyclvp_emu",
+             "-DPYCLVP_WITH_CUDA=1", '-DPYCLVP_CUDA_ARCHS="emu"',
              '-DPYCLVP_CUDA_VERSION="emu"', "-include", str(EMU / "cuda_emu.h"), f"-I{out / 'include'}",
              f"-I{ROOT / 'csrc'}", f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}"]
     cxx = os.environ.get("CXX", "g++")
