@@ -17,7 +17,7 @@ stands in for pyclvp._core.cuda (the CPU core must be built as usual). Takes ~2 
 
 --asan builds the module with AddressSanitizer (and reruns this script with libasan preloaded):
 device buffers are malloc'd host memory here, so a kernel that reads or writes outside a buffer
-is reported where it happens. (ASan knows nothing of the fibers' stacks; it has reported nothing
+is reported where it happens (the run stops; the report is printed at the end). (ASan knows nothing of the fibers' stacks; it has reported nothing
 false on them so far.)
 """
 from __future__ import annotations
@@ -144,9 +144,15 @@ def main(argv=None) -> int:
     if args.asan and "libasan" not in os.environ.get("LD_PRELOAD", ""):  # it must be loaded before Python
         runtime = [subprocess.run([os.environ.get("CXX", "g++"), f"-print-file-name={name}"], capture_output=True,
                                   text=True, check=True).stdout.strip() for name in ("libasan.so", "libstdc++.so")]
-        env = dict(os.environ, LD_PRELOAD=":".join(runtime),
-                   ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=0")  # CPython frees not all at exit
-        return subprocess.run([sys.executable, __file__, *argv], env=env).returncode
+        log = args.out / "asan"  # the report goes to a file too: pytest's capture would swallow it
+        for old in args.out.glob("asan.*"):
+            old.unlink()
+        env = dict(os.environ, LD_PRELOAD=":".join(runtime),  # no leak check: CPython frees not all at exit
+                   ASAN_OPTIONS=f"detect_leaks=0:detect_stack_use_after_return=0:log_path={log}")
+        rc = subprocess.run([sys.executable, __file__, *argv], env=env).returncode
+        for report in sorted(args.out.glob("asan.*")):
+            print(report.read_text(), file=sys.stderr)
+        return rc
     build(args.out, args.asan)
     use_emulator(args.out)
     import pytest
