@@ -363,7 +363,7 @@ def test_state_select_download_and_errors():
 
 PICK_CASES = {
     "greedy": dict(),
-    "greedy, eos suppressed": dict(min_new_tokens=3),
+    "greedy, eos suppressed": dict(min_new_tokens=3, temperature=0.0),  # unused (and unchecked) when greedy
     "sample": dict(do_sample=True),
     "temperature": dict(do_sample=True, temperature=0.7),
     "top_k 1": dict(do_sample=True, top_k=1),
