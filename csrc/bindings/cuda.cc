@@ -24,7 +24,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <cmath>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -277,8 +276,8 @@ cuda::Pick pick_options(const py::dict& d, int64_t V) {
   cuda::Pick p;
   const double penalty = d["penalty"].cast<double>(), temperature = d["temperature"].cast<double>();
   p.suppress = d["suppress"].cast<int64_t>(), p.do_sample = d["do_sample"].cast<bool>(), p.top_k = d["top_k"].cast<int64_t>();
-  PYCLVP_CHECK(std::isfinite(penalty) && penalty > 0, "penalty must be a finite number > 0, got ", penalty);
-  PYCLVP_CHECK(std::isfinite(temperature) && temperature > 0, "temperature must be a finite number > 0, got ", temperature);
+  PYCLVP_CHECK(penalty > 0, "penalty must be > 0, got ", penalty);  // as GenerationOptions (NaN fails too)
+  PYCLVP_CHECK(temperature > 0, "temperature must be > 0, got ", temperature);
   PYCLVP_CHECK(p.suppress >= -1 && p.suppress < V, "suppress must be -1 or a token id in [0, ", V, "), got ", p.suppress);
   PYCLVP_CHECK(p.top_k >= 0, "top_k must be >= 0, got ", p.top_k);
   p.penalty = static_cast<float>(penalty), p.temperature = static_cast<float>(temperature);
