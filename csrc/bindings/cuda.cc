@@ -277,7 +277,7 @@ cuda::Pick pick_options(const py::dict& d, int64_t V) {
   const double penalty = d["penalty"].cast<double>(), temperature = d["temperature"].cast<double>();
   p.suppress = d["suppress"].cast<int64_t>(), p.do_sample = d["do_sample"].cast<bool>(), p.top_k = d["top_k"].cast<int64_t>();
   PYCLVP_CHECK(penalty > 0, "penalty must be > 0, got ", penalty);  // as GenerationOptions (NaN fails too)
-  PYCLVP_CHECK(temperature > 0, "temperature must be > 0, got ", temperature);
+  PYCLVP_CHECK(!p.do_sample || temperature > 0, "temperature must be > 0 when sampling, got ", temperature);
   PYCLVP_CHECK(p.suppress >= -1 && p.suppress < V, "suppress must be -1 or a token id in [0, ", V, "), got ", p.suppress);
   PYCLVP_CHECK(p.top_k >= 0, "top_k must be >= 0, got ", p.top_k);
   p.penalty = static_cast<float>(penalty), p.temperature = static_cast<float>(temperature);

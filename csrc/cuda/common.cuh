@@ -149,7 +149,8 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 // Reductions (butterfly shuffles: every lane ends with the result; the order is fixed, so results
 // are the same run to run)
 
-__device__ __forceinline__ float warp_sum(float v) {
+template <class T>  // float, or an integer type (exact in any order)
+__device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
   return v;
@@ -163,16 +164,16 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // The sum over a block of NT threads (NT a multiple of 32, <= 1024); every thread gets it. Every
 // thread of the block must call it (it has barriers); it may be called again right after.
-template <int NT>
-__device__ __forceinline__ float block_sum(float v) {
+template <int NT, class T>
+__device__ __forceinline__ T block_sum(T v) {
   static_assert(NT % 32 == 0 && NT <= 1024, "block_sum: NT must be a multiple of 32, at most 1024");
   constexpr int NW = NT / 32;
-  __shared__ float part[NW];
+  __shared__ T part[NW];
   v = warp_sum(v);
   if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
   __syncthreads();
   const int lane = threadIdx.x & 31;
-  v = warp_sum(lane < NW ? part[lane] : 0.0f);
+  v = warp_sum(lane < NW ? part[lane] : T(0));
   __syncthreads();  // part[] may be reused by the next call
   return v;
 }

@@ -344,9 +344,7 @@ void CudaDecoder::choose(CudaDecoderState& st, int64_t start, const Pick& pick, 
   const int64_t B = st.B_;
   SampleArgs a;
   a.logits = st.step_.logits.as<float>(), a.seen = st.seen_.as<uint8_t>(), a.out = st.pick_dev_.as<int64_t>();
-  a.B = B, a.V = m_.V, a.start = start, a.suppress = pick.suppress;
-  a.penalty = pick.penalty, a.do_sample = pick.do_sample, a.temperature = pick.do_sample ? pick.temperature : 1.0f;
-  a.top_k = pick.top_k, a.top_p = pick.top_p, a.top_p_remove = pick.top_p_remove;
+  a.B = B, a.V = m_.V, a.start = start, a.pick = pick;
   if (pick.do_sample) {
     std::memcpy(st.pick_host_.data(), u, static_cast<size_t>(B) * 8);  // the pinned buffer: uniforms in ...
     to_device(st.u_dev_.data(), st.pick_host_.data(), static_cast<size_t>(B) * 8, s);

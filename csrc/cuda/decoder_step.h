@@ -62,18 +62,6 @@ struct Activations {
   DeviceBuffer logits;  // (B, V)
 };
 
-// How each row's next token is chosen on the device (pyclvp/generate.py's processors and draw;
-// csrc/cuda/kernels.h SampleArgs has the details): the options that are the same for every row.
-struct Pick {
-  float penalty = 1.0f;      // repetition penalty on the seen tokens (1: none)
-  int64_t suppress = -1;     // a token set to -inf (eos before min_new_tokens), or -1
-  bool do_sample = false;    // false: argmax
-  float temperature = 1.0f;  // used when do_sample
-  int64_t top_k = 0;         // 0: none
-  bool top_p = false;
-  float top_p_remove = 0.0f;  // float32(1 - top_p)
-};
-
 class CudaDecoder;
 
 class CudaDecoderState {
@@ -120,7 +108,8 @@ class CudaDecoder {
   // [0, P); logits (B, V) f32 host, written.
   void step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos, float* logits) const;
 
-  // The same step, then each row's next token chosen on the device (pick; u (B,) f64 host uniforms,
+  // The same step, then each row's next token chosen on the device (pick, as csrc/cuda/kernels.h's
+  // SampleArgs; u (B,) f64 host uniforms,
   // read when pick.do_sample); only the tokens come back: next (B,) int64 host, written.
   void step(CudaDecoderState& st, const int64_t* ids, const int64_t* pos, const Pick& pick, const double* u,
             int64_t* next) const;

@@ -173,23 +173,24 @@ void write_kv(void* k, void* v, DType dtype, int64_t Scache, const float* new_k,
 //   seen   : (B, V) bytes: the start token and the tokens so far; the chosen token is added.
 //            start >= 0 first resets each row to {start} (the first choice after the prompt)
 //   u      : (B,) f64 in [0, 1), read when do_sample     out : (B,) int64, written
-//   penalty, temperature : 1 for none (x / 1 == x exactly); temperature is 1 unless do_sample
-//   suppress : a token id set to -inf (eos before min_new_tokens) or -1
-//   top_k  : 0 for none       top_p_remove : with top_p, the ascending prefix is removed while its
-//            cumulative probability <= top_p_remove (the host's float32(1 - top_p))
-// V < 2^24 (the launcher throws otherwise).
+//   pick   : the processors' options, the same for every row (Pick)
+// V <= 2^32 (the launcher throws otherwise).
+struct Pick {
+  float penalty = 1.0f;       // repetition penalty on the seen tokens (1: none; x / 1 == x exactly)
+  int64_t suppress = -1;      // a token set to -inf (eos before min_new_tokens), or -1
+  bool do_sample = false;     // false: argmax
+  float temperature = 1.0f;   // read when do_sample
+  int64_t top_k = 0;          // read when do_sample; 0: none
+  bool top_p = false;         // read when do_sample: the ascending prefix is removed while its
+  float top_p_remove = 0.0f;  //   cumulative probability <= top_p_remove (the host's float32(1 - top_p))
+};
 struct SampleArgs {
   float* logits = nullptr;
   uint8_t* seen = nullptr;
   const double* u = nullptr;
   int64_t* out = nullptr;
-  int64_t B = 0, V = 0;
-  int64_t start = -1, suppress = -1;
-  float penalty = 1.0f, temperature = 1.0f;
-  bool do_sample = false;
-  int64_t top_k = 0;
-  bool top_p = false;
-  float top_p_remove = 0.0f;
+  int64_t B = 0, V = 0, start = -1;
+  Pick pick;
 };
 void sample(const SampleArgs& a, StreamHandle stream);
 

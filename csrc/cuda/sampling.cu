@@ -63,45 +63,32 @@ __device__ int64_t block_argmax(float v, int64_t i) {
 }
 
 // The exclusive prefix sum of each thread's v over the block, in thread order; *total gets the sum.
-template <class T>
-__device__ T block_exclusive_scan(T v, T* total) {
+__device__ double block_exclusive_scan(double v, double* total) {
   constexpr int NW = kThreads / 32;
-  __shared__ T warp_prefix[NW + 1];  // [w]: the sum over warps before w; [NW]: the block's sum
+  __shared__ double warp_prefix[NW + 1];  // [w]: the sum over warps before w; [NW]: the block's sum
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  T incl = v;  // the inclusive scan within the warp
+  double incl = v;  // the inclusive scan within the warp
   for (int o = 1; o < 32; o <<= 1) {
-    const T y = __shfl_sync(kFullMask, incl, lane - o);
+    const double y = __shfl_sync(kFullMask, incl, lane - o);
     if (lane >= o) incl += y;
   }
   if (lane == 31) warp_prefix[w] = incl;
   __syncthreads();
   if (threadIdx.x == 0) {  // NW warp totals: a sequential scan
-    T run = 0;
+    double run = 0;
     for (int k = 0; k < NW; ++k) {
-      const T t = warp_prefix[k];
+      const double t = warp_prefix[k];
       warp_prefix[k] = run;
       run += t;
     }
     warp_prefix[NW] = run;
   }
   __syncthreads();
-  const T prev = __shfl_sync(kFullMask, incl, lane - 1);
-  const T out = warp_prefix[w] + (lane == 0 ? T(0) : prev);
+  const double prev = __shfl_sync(kFullMask, incl, lane - 1);
+  const double out = warp_prefix[w] + (lane == 0 ? 0.0 : prev);
   *total = warp_prefix[NW];
   __syncthreads();  // warp_prefix may be reused
   return out;
-}
-
-__device__ unsigned long long block_sum_u64(unsigned long long v) {  // every thread gets the sum
-  constexpr int NW = kThreads / 32;
-  __shared__ unsigned long long part[NW];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
-  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = 0;
-  for (int w = 0; w < NW; ++w) v += part[w];
-  __syncthreads();
-  return v;
 }
 
 // radix_crossing's shared memory, declared once in the kernel (a __shared__ array inside the template
@@ -157,6 +144,8 @@ __device__ __forceinline__ void segment(int64_t n, int64_t* lo, int64_t* hi) {
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
   __shared__ RadixScratch rs;
   const int64_t row = blockIdx.x, V = a.V, tid = threadIdx.x;
+  const Pick& o = a.pick;
+  const float temperature = o.do_sample ? o.temperature : 1.0f;
   float* x = a.logits + row * V;
   uint8_t* seen = a.seen + row * V;
 
@@ -164,30 +153,30 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
   for (int64_t i = tid; i < V; i += kThreads) {
     if (a.start >= 0) seen[i] = (i == a.start);
     float v = x[i];
-    if (seen[i]) v = v < 0.0f ? v * a.penalty : v / a.penalty;
-    if (i == a.suppress) v = -INFINITY;
-    x[i] = v / a.temperature;
+    if (seen[i]) v = v < 0.0f ? v * o.penalty : v / o.penalty;
+    if (i == o.suppress) v = -INFINITY;
+    x[i] = v / temperature;
   }
   __syncthreads();
 
   int64_t pick;
-  if (!a.do_sample) {  // 2. greedy
+  if (!o.do_sample) {  // 2. greedy
     float best = -INFINITY;  // a thread without tokens loses to any real one
     int64_t best_i = INT64_MAX;
     for (int64_t i = tid; i < V; i += kThreads)
       if (beats(x[i], i, best, best_i)) best = x[i], best_i = i;
     pick = block_argmax(best, best_i);
   } else {
-    if (a.top_k > 0) {  // 3. top-k: the k-th largest value is the k-th smallest of the flipped keys
+    if (o.top_k > 0) {  // 3. top-k: the k-th largest value is the k-th smallest of the flipped keys
       const uint64_t kth = radix_crossing(
-          rs, V, 32, static_cast<unsigned long long>(min(a.top_k, V) - 1),
+          rs, V, 32, static_cast<unsigned long long>(min(o.top_k, V) - 1),
           [&](int64_t i) { return static_cast<uint64_t>(~orderable(x[i])); }, [](int64_t) { return 1ull; });
       const float v_kth = from_orderable(~static_cast<uint32_t>(kth));
       for (int64_t i = tid; i < V; i += kThreads)
         if (x[i] < v_kth) x[i] = -INFINITY;
       __syncthreads();
     }
-    if (a.top_p) {  // top-p: remove the keys below the one where the ascending probability crosses 1 - top_p
+    if (o.top_p) {  // top-p: remove the keys below the one where the ascending probability crosses 1 - top_p
       float mx = -INFINITY;
       for (int64_t i = tid; i < V; i += kThreads) mx = fmaxf(mx, x[i]);
       const float m = block_max<kThreads>(mx);
@@ -200,8 +189,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
       };
       unsigned long long all = 0;
       for (int64_t i = tid; i < V; i += kThreads) all += weight(i);
-      all = block_sum_u64(all);
-      const auto T = static_cast<unsigned long long>(ldexp(static_cast<double>(a.top_p_remove), 52));
+      all = block_sum<kThreads>(all);
+      const auto T = static_cast<unsigned long long>(ldexp(static_cast<double>(o.top_p_remove), 52));
       const uint64_t cut = radix_crossing(rs, V, 64, min(T, all - 1), key, weight);  // all - 1: the largest stays
       for (int64_t i = tid; i < V; i += kThreads)  // reads x[i] before any thread writes it: x[i] is its own
         if (key(i) < cut) x[i] = -INFINITY;
@@ -216,14 +205,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
     double seg = 0.0;
     for (int64_t i = s0; i < s1; ++i) seg += exp(static_cast<double>(x[i]) - m);
     double total;
-    double c = block_exclusive_scan<double>(seg, &total);
+    double c = block_exclusive_scan(seg, &total);
     const double threshold = a.u[row] * total;
     int64_t below = 0;
     for (int64_t i = s0; i < s1; ++i) {
       c += exp(static_cast<double>(x[i]) - m);
       below += c <= threshold;
     }
-    pick = min(static_cast<int64_t>(block_sum<kThreads>(static_cast<float>(below))), V - 1);  // exact: below <= V < 2^24
+    pick = min(block_sum<kThreads>(below), V - 1);
   }
   if (tid == 0) {  // 5.
     a.out[row] = pick;
@@ -234,8 +223,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
 }  // namespace
 
 void sample(const SampleArgs& a, StreamHandle stream) {
-  if (a.V >= (int64_t(1) << 24))
-    throw std::runtime_error("the device sampler takes vocabularies below 2^24 tokens, got " + std::to_string(a.V));
+  if (a.V > (int64_t(1) << 32))  // an id is the low 32 bits of a top-p key
+    throw std::runtime_error("the device sampler takes vocabularies of at most 2^32 tokens, got " + std::to_string(a.V));
   sample_kernel<<<grid_x(a.B, "sample"), kThreads, 0, stream>>>(a);
   PYCLVP_CUDA_LAUNCHED();
 }

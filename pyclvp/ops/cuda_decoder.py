@@ -128,8 +128,8 @@ class DevicePicker:
     def _options(self, k: int) -> dict:  # the processors generate.process_logits would apply to token k
         o = self.opts
         return dict(penalty=float(o.repetition_penalty), suppress=self.eos if k < o.min_new_tokens else -1,
-                    do_sample=bool(o.do_sample), temperature=float(o.temperature) if o.do_sample else 1.0,
-                    top_k=int(o.top_k or 0), top_p=o.top_p)  # the temperature matters (and is checked) when sampling
+                    do_sample=bool(o.do_sample), temperature=float(o.temperature), top_k=int(o.top_k or 0),
+                    top_p=o.top_p)
 
     def first(self, logits, state: CudaDecoderState, u):  # (rows, V) -> (rows,)
         return self._session.pick_first(state._handle, np.ascontiguousarray(logits, dtype=np.float32), self.bos,
