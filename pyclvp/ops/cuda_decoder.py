@@ -122,14 +122,15 @@ class DevicePicker:
     """
 
     def __init__(self, decoder: CudaDecoder, opts, bos: int, eos: int, rows: int):
-        self._session, self.opts, self.bos, self.eos = decoder._session, opts, bos, eos
+        self._session, self.opts, self.bos = decoder._session, opts, bos
+        # the processors generate.process_logits applies: eos suppressed before min_new_tokens, then not
+        after = dict(penalty=float(opts.repetition_penalty), suppress=-1, do_sample=bool(opts.do_sample),
+                     temperature=float(opts.temperature), top_k=int(opts.top_k or 0), top_p=opts.top_p)
+        self._before, self._after = dict(after, suppress=eos), after
         self._fed = None
 
-    def _options(self, k: int) -> dict:  # the processors generate.process_logits would apply to token k
-        o = self.opts
-        return dict(penalty=float(o.repetition_penalty), suppress=self.eos if k < o.min_new_tokens else -1,
-                    do_sample=bool(o.do_sample), temperature=float(o.temperature), top_k=int(o.top_k or 0),
-                    top_p=o.top_p)
+    def _options(self, k: int) -> dict:  # for token k
+        return self._before if k < self.opts.min_new_tokens else self._after
 
     def first(self, logits, state: CudaDecoderState, u):  # (rows, V) -> (rows,)
         return self._session.pick_first(state._handle, np.ascontiguousarray(logits, dtype=np.float32), self.bos,
