@@ -2,8 +2,9 @@
 
 Without a GPU, or with a core built without CUDA, every device test skips with the reason (decided by
 cudaGetDeviceCount, through pyclvp._core). What needs no device runs everywhere: get_ops("cuda")
-refuses with a clear error, and the bindings reject bad arguments with a ValueError naming the
-argument before any device memory is touched (a CUDA build without a device then says "no CUDA device").
+refuses with a clear error, the bindings reject bad arguments with a ValueError naming the
+argument before any device memory is touched (a CUDA build without a device then says "no CUDA device"),
+and every kernel in csrc/cuda/ keeps common.cuh's rule for programmatic dependent launch.
 
 On a GPU, against pyclvp/ops/numpy_ops.py at TOLERANCE["cuda", dtype]:
   * every op over hypothesis-drawn shapes (odd sizes, the GEMV row blocks 1 / 4 / 16 and the GEMM
@@ -18,6 +19,8 @@ tests/test_decoder_cache.py, test_generate.py and test_model_parity.py also run 
 when it is available (conftest.backend_params).
 """
 import dataclasses
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,6 +120,31 @@ def test_decoder_session_checks_weights_before_the_device():
                   V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=cfg.layer_norm_epsilon)
     with pytest.raises(ValueError, match="must share a dtype"):
         _core.cuda.DecoderSession(config, _weights_for_core(params))
+
+
+CUDA_SOURCES = sorted((Path(__file__).resolve().parents[1] / "csrc" / "cuda").glob("*.cu"))
+
+
+def _code(text):  # the source without its comments
+    return re.sub(r"//[^\n]*", "", text)
+
+
+@pytest.mark.parametrize("path", CUDA_SOURCES, ids=lambda p: p.name)
+def test_every_kernel_waits_for_the_previous_kernel_first(path):
+    """common.cuh's launch rule, checked in the sources (a GPU could race silently, the emulator would not show it):
+    kernels are launched only through launch() (so never with <<<>>>), and each kernel's first statement is
+    wait_for_previous_kernel(), after at most __shared__ declarations and prefetch_ calls."""
+    code = _code(path.read_text())
+    assert "<<<" not in code, f"{path.name}: a kernel launched with <<<>>>; use common.cuh's launch()"
+    kernels = [m.start() for m in re.finditer(r"__global__", code)]
+    for start in kernels:
+        body = code[code.index("{", start) + 1:]
+        line = code.count("\n", 0, start) + 1
+        before = body[:body.find("wait_for_previous_kernel();")]  # to the end if it never waits
+        for statement in filter(None, (s.strip() for s in before.split(";"))):
+            assert statement.startswith(("__shared__", "prefetch_")), (
+                f"{path.name}:{line}: {statement!r} comes before wait_for_previous_kernel()")
+    assert kernels or path.name in ("device.cu", "memory.cu"), f"{path.name}: no kernel found"
 
 
 def _decoder_params(name):

@@ -10,6 +10,7 @@ constexpr int kThreads = 256;
 
 template <int Which>  // 0: gelu_new, 1: gelu
 __global__ void __launch_bounds__(kThreads) elementwise_kernel(float* y, const float* x, int64_t n) {
+  wait_for_previous_kernel();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads)
     y[i] = Which == 0 ? gelu_new_f(x[i]) : gelu_f(x[i]);
@@ -17,6 +18,7 @@ __global__ void __launch_bounds__(kThreads) elementwise_kernel(float* y, const f
 
 // y[r, j] = x[r, j] * gelu(x[r, F + j])
 __global__ void __launch_bounds__(kThreads) gated_gelu_kernel(float* y, const float* x, int64_t N, int64_t F) {
+  wait_for_previous_kernel();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < N * F;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
     const int64_t r = i / F, j = i % F;
@@ -26,6 +28,7 @@ __global__ void __launch_bounds__(kThreads) gated_gelu_kernel(float* y, const fl
 
 // e = exp(x - max(x)); y = e / sum(e), over one row per block
 __global__ void __launch_bounds__(kThreads) softmax_kernel(float* y, const float* x, int64_t C) {
+  wait_for_previous_kernel();
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * C;
   float* yr = y + static_cast<int64_t>(blockIdx.x) * C;
   float mx = -INFINITY;
@@ -44,8 +47,7 @@ __global__ void __launch_bounds__(kThreads) softmax_kernel(float* y, const float
 template <int Which>
 void elementwise(float* y, const float* x, int64_t n, StreamHandle s) {
   if (n == 0) return;
-  elementwise_kernel<Which><<<grid_stride_blocks(n), kThreads, 0, s>>>(y, x, n);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(elementwise_kernel<Which>, grid_stride_blocks(n), kThreads, s, y, x, n);
 }
 
 }  // namespace
@@ -56,14 +58,12 @@ void gelu(float* y, const float* x, int64_t n, StreamHandle s) { elementwise<1>(
 
 void gated_gelu(float* y, const float* x, int64_t N, int64_t F, StreamHandle s) {
   if (N == 0 || F == 0) return;
-  gated_gelu_kernel<<<grid_stride_blocks(N * F), kThreads, 0, s>>>(y, x, N, F);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(gated_gelu_kernel, grid_stride_blocks(N * F), kThreads, s, y, x, N, F);
 }
 
 void softmax(float* y, const float* x, int64_t N, int64_t C, StreamHandle s) {
   if (N == 0) return;
-  softmax_kernel<<<grid_x(N, "softmax"), kThreads, 0, s>>>(y, x, C);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(softmax_kernel, grid_x(N, "softmax"), kThreads, s, y, x, C);
 }
 
 }  // namespace pyclvp::cuda

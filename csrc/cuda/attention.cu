@@ -53,6 +53,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const Attent
   __shared__ float qs[kAttnWarps][kAttentionMaxD];        // each warp's scaled query row
   __shared__ float part_m[kAttnWarps], part_l[kAttnWarps];  // each warp's running max and sum
   __shared__ float part_acc[kAttnWarps][kAttentionMaxD];  // each warp's unnormalized output
+  wait_for_previous_kernel();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int splits = kAttnWarps / QT, row = warp % QT, split = warp / QT;
   const int64_t b = blockIdx.z, h = blockIdx.y, t = static_cast<int64_t>(blockIdx.x) * QT + row, D = a.D;
@@ -137,6 +138,7 @@ template <class KV>
 __global__ void __launch_bounds__(kThreads)
     write_kv_kernel(KV* k, KV* v, int64_t Scache, const float* new_k, const float* new_v, int64_t ld, int64_t H,
                     int64_t T, int64_t D, int64_t offset) {
+  wait_for_previous_kernel();
   const int64_t b = blockIdx.y, h = blockIdx.x, base = (b * H + h) * Scache * D;  // (B, H, Scache, D) contiguous
   store_new_kv(k + base, D, v + base, D, new_k, new_v, ld, b, h, T, D, offset);
 }
@@ -146,6 +148,7 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     rotary_kernel(float* y, const float* x, const float* cos, const float* sin, int64_t MT, int64_t T, int64_t D,
                   int64_t R) {
+  wait_for_previous_kernel();
   const int64_t half = R / 2, W = D - half;  // work items per row: R/2 pairs, then D-R copies
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < MT * W;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
@@ -169,8 +172,7 @@ void launch_attention(const AttentionArgs& a, StreamHandle s) {
   const int QT = a.T == 1 ? 1 : kAttnWarps;  // one row: 4 warps split its keys; else a row per warp
   const bool vec = a.D % 8 == 0 && a.k_ss % 8 == 0 && a.k_sb % 8 == 0 && a.k_sh % 8 == 0 && aligned16(a.k);
   const dim3 grid(grid_x(ceil_div(a.T, QT), "attention"), grid_yz(a.H, "attention"), grid_yz(a.B, "attention"));
-  attention_kernel<KV, DPL><<<grid, kAttnWarps * 32, 0, s>>>(a, QT, vec);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(attention_kernel<KV, DPL>, grid, kAttnWarps * 32, s, a, QT, vec);
 }
 
 }  // namespace
@@ -195,18 +197,16 @@ void write_kv(void* k, void* v, DType dtype, int64_t Scache, const float* new_k,
   const dim3 grid(grid_x(H, "write_kv"), grid_yz(B, "write_kv"));
   dispatch_dtype(dtype, [&](auto t) {
     using KV = typename decltype(t)::type;
-    write_kv_kernel<KV><<<grid, kThreads, 0, s>>>(static_cast<KV*>(k), static_cast<KV*>(v), Scache, new_k, new_v,
-                                                  new_ld, H, T, D, offset);
+    launch(write_kv_kernel<KV>, grid, kThreads, s, static_cast<KV*>(k), static_cast<KV*>(v), Scache, new_k, new_v,
+           new_ld, H, T, D, offset);
   });
-  PYCLVP_CUDA_LAUNCHED();
 }
 
 void rotary(float* y, const float* x, const float* cos, const float* sin, int64_t M, int64_t T, int64_t D, int64_t R,
             StreamHandle s) {
   const int64_t work = M * T * (D - R / 2);
   if (work == 0) return;
-  rotary_kernel<<<grid_stride_blocks(work), kThreads, 0, s>>>(y, x, cos, sin, M * T, T, D, R);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(rotary_kernel, grid_stride_blocks(work), kThreads, s, y, x, cos, sin, M * T, T, D, R);
 }
 
 }  // namespace pyclvp::cuda

@@ -1,8 +1,9 @@
 // provides: what every CUDA kernel file shares: PYCLVP_CUDA_CHECK (a failed CUDA call throws
-// std::runtime_error; pybind11 maps it to RuntimeError), PYCLVP_CUDA_LAUNCHED (the check after a
-// launch), grid-size helpers, warp and block reductions, the storage types' loads and stores
-// (float32 / float16 / bfloat16, widened to float32 on load, rounded to nearest even on store, as
-// csrc/common/half.h), and the activations (matches pyclvp/ops/numpy_ops.py).
+// std::runtime_error; pybind11 maps it to RuntimeError), launch() (the one way a kernel is launched)
+// with its device half wait_for_previous_kernel(), grid-size helpers, warp and block reductions, the
+// storage types' loads and stores (float32 / float16 / bfloat16, widened to float32 on load, rounded
+// to nearest even on store, as csrc/common/half.h), and the activations (matches
+// pyclvp/ops/numpy_ops.py).
 //
 // For the .cu files only (it needs the CUDA headers). The bindings see the plain C++ interface,
 // csrc/cuda/kernels.h and csrc/cuda/memory.h. No fast-math anywhere: expf, tanhf, erff, sqrtf and
@@ -34,10 +35,53 @@ inline void cuda_check(cudaError_t err, const char* call, const char* file, int 
 }  // namespace pyclvp::cuda
 
 #define PYCLVP_CUDA_CHECK(call) ::pyclvp::cuda::cuda_check((call), #call, __FILE__, __LINE__)
-// After every launch: a bad launch configuration is reported here, not by some later call.
-#define PYCLVP_CUDA_LAUNCHED() PYCLVP_CUDA_CHECK(cudaGetLastError())
 
 namespace pyclvp::cuda {
+
+// ---------------------------------------------------------------------------------------------
+// Launching: programmatic dependent launch
+//
+// The decoder step is a chain of ~150 small kernels, each reading what the one before wrote. Launched
+// plainly, each starts only after the previous one has finished, and the GPU's memory idles for the
+// few microseconds of every hand-over: at batch 1 that is as long as the step's reading of its
+// weights. With programmatic dependent launch (compute capability >= 9.0; memory.h's
+// dependent_launch()) kernel N + 1's blocks are started while kernel N still runs: they fetch their
+// read-only weights into L2 (prefetch_l2), then wait in wait_for_previous_kernel() until kernel N has
+// finished and its writes are visible. So the rule, for every kernel here (tests/test_cuda.py checks
+// it in the sources):
+//
+//   the first statement of a kernel is wait_for_previous_kernel(), after at most __shared__
+//   declarations and prefetch_ calls; nothing before it reads or writes memory a kernel writes.
+//
+// A kernel N + 1 waits for N, which waited for N - 1 before it let N + 1 start: so all earlier work
+// in the stream is done too. Below sm_90, or without the launch attribute, both halves are no-ops
+// and kernels run one after another as usual.
+
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");              // kernel N - 1 done, its writes visible
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  // kernel N + 1 may start its blocks
+#endif
+}
+
+// A hint that [p, p + bytes) will be read soon: fetched from memory into L2 (sm_90+; else nothing).
+// p 16-byte aligned, bytes a multiple of 16, < 2^32.
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(static_cast<unsigned>(bytes)) : "memory");
+#endif
+}
+
+// kernel<<<grid, block, 0, stream>>>(args...), as a programmatic dependent launch when
+// dependent_launch(); a bad launch configuration is reported here, not by some later call.
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, StreamHandle stream, A... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  const cudaLaunchConfig_t cfg = {grid, block, 0, stream, attr, dependent_launch() ? 1u : 0u};
+  PYCLVP_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<P>(args)...));
+}
 
 constexpr unsigned kFullMask = 0xffffffffu;
 

@@ -35,6 +35,7 @@ __device__ __forceinline__ float load_as(const void* p, DType dt, int64_t i) {
 __global__ void __launch_bounds__(kThreads)
     embed_kernel(float* x, const void* wte, DType wte_dtype, const void* wpe, DType wpe_dtype, const int64_t* in,
                  int64_t B, int64_t C, uint8_t* key_mask, int64_t S) {
+  wait_for_previous_kernel();
   const int64_t b = blockIdx.x, id = in[1 + b], pos = in[1 + B + b];
   for (int64_t c = threadIdx.x; c < C; c += kThreads)
     x[b * C + c] = load_as(wte, wte_dtype, id * C + c) + load_as(wpe, wpe_dtype, pos * C + c);
@@ -45,6 +46,7 @@ __global__ void __launch_bounds__(kThreads)
 template <class E>
 __global__ void __launch_bounds__(kThreads)
     gather_rows_kernel(E* dst, const E* src, const int64_t* rows, int64_t L, int64_t Bsrc, int64_t Bdst, int64_t row) {
+  wait_for_previous_kernel();
   const int64_t n = L * Bdst * row;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
@@ -59,14 +61,12 @@ void gather_rows(void* dst, const void* src, const int64_t* rows, int64_t L, int
   if (total == 0) return;
   if (row_bytes % 16 == 0) {
     const int64_t row = static_cast<int64_t>(row_bytes / 16);
-    gather_rows_kernel<uint4><<<grid_stride_blocks(total / 16), kThreads, 0, s>>>(
-        static_cast<uint4*>(dst), static_cast<const uint4*>(src), rows, L, Bsrc, Bdst, row);
+    launch(gather_rows_kernel<uint4>, grid_stride_blocks(total / 16), kThreads, s, static_cast<uint4*>(dst),
+           static_cast<const uint4*>(src), rows, L, Bsrc, Bdst, row);
   } else {
-    gather_rows_kernel<uint8_t><<<grid_stride_blocks(total), kThreads, 0, s>>>(
-        static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), rows, L, Bsrc, Bdst,
-        static_cast<int64_t>(row_bytes));
+    launch(gather_rows_kernel<uint8_t>, grid_stride_blocks(total), kThreads, s, static_cast<uint8_t*>(dst),
+           static_cast<const uint8_t*>(src), rows, L, Bsrc, Bdst, static_cast<int64_t>(row_bytes));
   }
-  PYCLVP_CUDA_LAUNCHED();
 }
 
 DeviceBuffer upload_f32(const float* p, int64_t n, StreamHandle s, const char* what) {
@@ -269,10 +269,8 @@ void CudaDecoder::enqueue_step(CudaDecoderState& st) const {
   const StreamHandle s = stream();
   const int64_t B = st.B_;
   to_device(st.in_dev_.data(), st.in_host_.data(), static_cast<size_t>(1 + 2 * B) * 8, s);
-  embed_kernel<<<grid_x(B, "embed"), kThreads, 0, s>>>(st.step_.x.as<float>(), m_.wte.data(), m_.wte_dtype,
-                                                        m_.wpe.data(), m_.wpe_dtype, st.in_dev_.as<int64_t>(), B, m_.C,
-                                                        st.key_mask_.as<uint8_t>(), st.S_);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(embed_kernel, grid_x(B, "embed"), kThreads, s, st.step_.x.as<float>(), m_.wte.data(), m_.wte_dtype,
+         m_.wpe.data(), m_.wpe_dtype, st.in_dev_.as<int64_t>(), B, m_.C, st.key_mask_.as<uint8_t>(), st.S_);
   Pass p;
   p.B = B, p.T = 1, p.length_dev = st.in_dev_.as<int64_t>(), p.act = &st.step_;
   enqueue_layers(st, p);

@@ -132,9 +132,21 @@ __device__ __forceinline__ void gemv_scalar(const LinearArgs& a, const RowStats&
   }
 }
 
+// This block's weight rows, [c0, c0 + kGemvWarps * R) clipped to Cout and contiguous, fetched into L2
+// while the kernel before still runs (common.cuh: programmatic dependent launch; weights are never
+// written). vec: the rows are 16-byte aligned and Cin % 8 == 0, as prefetch_l2 needs.
+template <class WT, int R>
+__device__ __forceinline__ void prefetch_block_weights(const LinearArgs& a, bool vec) {
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kGemvWarps * R, c1 = min(c0 + kGemvWarps * R, a.Cout);
+  if (vec && threadIdx.x == 0 && c0 < c1)
+    prefetch_l2(static_cast<const WT*>(a.w) + c0 * a.Cin, (c1 - c0) * a.Cin * static_cast<int64_t>(sizeof(WT)));
+}
+
 template <class WT, int R, int NB>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const LinearArgs a, const bool vec) {
   __shared__ RowStats st;
+  prefetch_block_weights<WT, R>(a, vec);
+  wait_for_previous_kernel();
   if (a.ln_g) {
     row_stats(a, st);
     __syncthreads();
@@ -170,8 +182,7 @@ void launch_gemv(const LinearArgs& a, StreamHandle s) {
   constexpr int R = NB == 1 ? 2 : 4;  // more columns per warp as N grows: each x load feeds R weight rows
   const bool vec = a.Cin % kChunk == 0 && a.ldx % 4 == 0 && aligned16(a.x) && aligned16(a.w) &&
                    (!a.ln_g || (aligned16(a.ln_g) && aligned16(a.ln_b)));
-  gemv_kernel<WT, R, NB><<<grid_x(ceil_div(a.Cout, kGemvWarps * R), "linear (gemv)"), kGemvWarps * 32, 0, s>>>(a, vec);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(gemv_kernel<WT, R, NB>, grid_x(ceil_div(a.Cout, kGemvWarps * R), "linear (gemv)"), kGemvWarps * 32, s, a, vec);
 }
 
 template <class WT>
@@ -191,6 +202,7 @@ template <class WT>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(const LinearArgs a) {
   __shared__ __align__(16) float xs[BK][BM + 4];  // x tile, k-major: xs[k][row]
   __shared__ __align__(16) float ws[BK][BN + 4];  // weight tile, k-major: ws[k][column]
+  wait_for_previous_kernel();
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * BM, c0 = static_cast<int64_t>(blockIdx.x) * BN;
   const WT* w = static_cast<const WT*>(a.w);
@@ -232,8 +244,7 @@ template <class WT>
 void gemm(const LinearArgs& a, StreamHandle s) {
   if (a.ln_g) throw std::runtime_error("linear: the fused layer_norm prologue needs N <= kGemvMaxRows");
   const dim3 grid(grid_x(ceil_div(a.Cout, BN), "linear (gemm)"), grid_yz(ceil_div(a.N, BM), "linear (gemm)"));
-  gemm_kernel<WT><<<grid, kGemmThreads, 0, s>>>(a);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(gemm_kernel<WT>, grid, kGemmThreads, s, a);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -242,6 +253,7 @@ void gemm(const LinearArgs& a, StreamHandle s) {
 template <class E>
 __global__ void transpose_kernel(E* dst, const E* src, int64_t rows, int64_t cols) {  // dst (cols, rows)
   __shared__ E tile[32][33];
+  wait_for_previous_kernel();
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * 32, c0 = static_cast<int64_t>(blockIdx.x) * 32;
   for (int i = threadIdx.y; i < 32; i += 8) {
     const int64_t r = r0 + i, c = c0 + threadIdx.x;
@@ -257,8 +269,7 @@ __global__ void transpose_kernel(E* dst, const E* src, int64_t rows, int64_t col
 template <class E>
 void transpose(void* dst, const void* src, int64_t rows, int64_t cols, StreamHandle s) {
   const dim3 grid(grid_x(ceil_div(cols, 32), "transpose"), grid_yz(ceil_div(rows, 32), "transpose"));
-  transpose_kernel<E><<<grid, dim3(32, 8), 0, s>>>(static_cast<E*>(dst), static_cast<const E*>(src), rows, cols);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(transpose_kernel<E>, grid, dim3(32, 8), s, static_cast<E*>(dst), static_cast<const E*>(src), rows, cols);
 }
 
 }  // namespace

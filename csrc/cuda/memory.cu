@@ -1,5 +1,7 @@
 // Device and pinned host memory, streams, graphs and copies (csrc/cuda/memory.h), and the error
 // helper every CUDA call goes through (csrc/cuda/common.cuh: PYCLVP_CUDA_CHECK).
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
@@ -21,6 +23,16 @@ void require_device() {
   if (device_count() < 1)
     throw std::runtime_error("no CUDA device: pyclvp was built with CUDA, but the runtime reports no usable GPU "
                              "(no device, no driver, or CUDA_VISIBLE_DEVICES hides them)");
+}
+
+bool dependent_launch() {
+  static const bool on = [] {
+    if (const char* env = std::getenv("PYCLVP_CUDA_PDL"); env && std::strcmp(env, "0") == 0) return false;
+    int dev = 0, major = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+  }();
+  return on;
 }
 
 namespace {

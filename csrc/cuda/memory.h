@@ -21,6 +21,10 @@ using StreamHandle = CUstream_st*;  // what cudaStream_t is; nullptr is the lega
 // Throws std::runtime_error("no CUDA device: ...") unless the runtime reports at least one device.
 void require_device();
 
+// Whether kernels are launched as programmatic dependent launches (csrc/cuda/common.cuh: launch()):
+// when the current device can (compute capability >= 9.0) and PYCLVP_CUDA_PDL is not "0". Decided once.
+bool dependent_launch();
+
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;

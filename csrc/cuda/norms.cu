@@ -34,6 +34,7 @@ __device__ void ln_apply(float* y, const float* x, int64_t C, Stats st, const fl
 __global__ void __launch_bounds__(kNormThreads)
     layer_norm_kernel(float* y, const float* x, int64_t ldx, const float* g, const float* b, float eps, int64_t C,
                       const float* g2, const float* b2, float eps2) {
+  wait_for_previous_kernel();
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * ldx;
   float* yr = y + static_cast<int64_t>(blockIdx.x) * C;
   ln_apply(yr, xr, C, centred_stats(xr, C, eps), g, b);  // the stats' last barrier precedes every write
@@ -42,6 +43,7 @@ __global__ void __launch_bounds__(kNormThreads)
 
 __global__ void __launch_bounds__(kNormThreads)
     rms_norm_kernel(float* y, const float* x, const float* g, float eps, int64_t C) {
+  wait_for_previous_kernel();
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * C;
   float* yr = y + static_cast<int64_t>(blockIdx.x) * C;
   float q = 0.0f;
@@ -54,6 +56,7 @@ __global__ void __launch_bounds__(kNormThreads)
 __global__ void __launch_bounds__(kNormThreads)
     group_norm_kernel(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t C,
                       int64_t T) {
+  wait_for_previous_kernel();
   const int64_t cpg = C / G, n = cpg * T, bg = blockIdx.x, c0 = (bg % G) * cpg;
   const float* xg = x + bg * n;
   float* yg = y + bg * n;
@@ -69,21 +72,18 @@ __global__ void __launch_bounds__(kNormThreads)
 void layer_norm(float* y, const float* x, int64_t ldx, const float* g, const float* b, float eps, int64_t N, int64_t C,
                 StreamHandle s, const float* g2, const float* b2, float eps2) {
   if (N == 0 || C == 0) return;
-  layer_norm_kernel<<<grid_x(N, "layer_norm"), kNormThreads, 0, s>>>(y, x, ldx, g, b, eps, C, g2, b2, eps2);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(layer_norm_kernel, grid_x(N, "layer_norm"), kNormThreads, s, y, x, ldx, g, b, eps, C, g2, b2, eps2);
 }
 
 void rms_norm(float* y, const float* x, const float* g, float eps, int64_t N, int64_t C, StreamHandle s) {
   if (N == 0 || C == 0) return;
-  rms_norm_kernel<<<grid_x(N, "rms_norm"), kNormThreads, 0, s>>>(y, x, g, eps, C);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(rms_norm_kernel, grid_x(N, "rms_norm"), kNormThreads, s, y, x, g, eps, C);
 }
 
 void group_norm(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t B, int64_t C,
                 int64_t T, StreamHandle s) {
   if (B == 0 || C == 0 || T == 0) return;
-  group_norm_kernel<<<grid_x(B * G, "group_norm"), kNormThreads, 0, s>>>(y, x, g, b, G, eps, C, T);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(group_norm_kernel, grid_x(B * G, "group_norm"), kNormThreads, s, y, x, g, b, G, eps, C, T);
 }
 
 }  // namespace pyclvp::cuda

@@ -143,6 +143,7 @@ __device__ __forceinline__ void segment(int64_t n, int64_t* lo, int64_t* hi) {
 
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
   __shared__ RadixScratch rs;
+  wait_for_previous_kernel();
   const int64_t row = blockIdx.x, V = a.V, tid = threadIdx.x;
   const Pick& o = a.pick;
   const float temperature = o.do_sample ? o.temperature : 1.0f;
@@ -225,8 +226,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
 void sample(const SampleArgs& a, StreamHandle stream) {
   if (a.V > (int64_t(1) << 32))  // an id is the low 32 bits of a top-p key
     throw std::runtime_error("the device sampler takes vocabularies of at most 2^32 tokens, got " + std::to_string(a.V));
-  sample_kernel<<<grid_x(a.B, "sample"), kThreads, 0, stream>>>(a);
-  PYCLVP_CUDA_LAUNCHED();
+  launch(sample_kernel, grid_x(a.B, "sample"), kThreads, stream, a);
 }
 
 }  // namespace pyclvp::cuda

@@ -9,16 +9,16 @@ against the NumPy reference before any GPU time is spent. It is not a GPU: block
 time (no races between blocks show), nothing is timed, and float16/bfloat16 arithmetic goes
 through csrc/common/half.h's conversions. A GPU run of tests/test_cuda.py is still the real check.
 
-How: every csrc/cuda/*.cu is copied with its `kernel<<<grid, block, smem, stream>>>(args);` launches
-rewritten as `emu_launch(grid, block, kernel, args);`, compiled by the host compiler with
-cuda_emu.h forced in front (stub <cuda_runtime.h>, <cuda_fp16.h>, <cuda_bf16.h> in the build
-folder), and linked with csrc/bindings/cuda.cc into a module `_cuda_emu` whose `cuda` submodule
+How: every csrc/cuda/*.cu is compiled by the host compiler as C++ with cuda_emu.h forced in front
+(stub <cuda_runtime.h>, <cuda_fp16.h>, <cuda_bf16.h> in the build folder; every kernel is launched
+through common.cuh's launch(), that is cudaLaunchKernelEx, never `<<<>>>`, so the sources compile
+as they are), and linked with csrc/bindings/cuda.cc into a module `_cuda_emu` whose `cuda` submodule
 stands in for pyclvp._core.cuda (the CPU core must be built as usual). Takes ~2 minutes on 2 cores.
 
 --asan builds the module with AddressSanitizer (and reruns this script with libasan preloaded):
 device buffers are malloc'd host memory here, so a kernel that reads or writes outside a buffer
-is reported where it happens (the run stops; the report is printed at the end). (ASan knows nothing of the fibers' stacks; it has reported nothing
-false on them so far.)
+is reported where it happens (the run stops; the report is printed at the end). (ASan knows nothing
+of the fibers' stacks; it has reported nothing false on them so far.)
 """
 from __future__ import annotations
 
@@ -35,56 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EMU = Path(__file__).resolve().parent
 
 
-def _matching(text: str, i: int, open_: str, close: str) -> int:
-    """Index just past the bracket that closes text[i] (== open_), skipping nested pairs."""
-    depth = 0
-    for j in range(i, len(text)):
-        depth += (text[j] == open_) - (text[j] == close)
-        if depth == 0:
-            return j + 1
-    raise ValueError(f"unbalanced {open_!r} at offset {i}")
-
-
-def _split_top(s: str) -> list[str]:
-    """s split at the commas outside (), <> and {}."""
-    parts, depth, cur = [], 0, ""
-    for ch in s:
-        depth += (ch in "(<{") - (ch in ")>}")
-        if ch == "," and depth == 0:
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    return parts + [cur.strip()] if cur.strip() else parts
-
-
-def rewrite_launches(src: str) -> str:
-    """`name<T...><<<g, b[, smem[, stream]]>>>(args);` -> `emu_launch(g, b, name<T...>, args);`"""
-    out, pos = [], 0
-    while (i := src.find("<<<", pos)) >= 0:
-        j = i  # back over the kernel's name and template arguments
-        if src[j - 1] == ">":
-            depth = 0
-            while True:
-                j -= 1
-                depth += (src[j] == ">") - (src[j] == "<")
-                if depth == 0:
-                    break
-        while j > 0 and (src[j - 1].isalnum() or src[j - 1] in "_:"):
-            j -= 1
-        kernel = src[j:i]
-        k = src.index(">>>", i)
-        config = _split_top(src[i + 3:k])
-        a0 = src.index("(", k)
-        a1 = _matching(src, a0, "(", ")")
-        args = src[a0 + 1:a1 - 1].strip()
-        out.append(src[pos:j])
-        out.append(f"emu_launch({config[0]}, {config[1]}, {kernel}{', ' + args if args else ''})")
-        pos = a1
-    out.append(src[pos:])
-    return "".join(out)
-
-
 def build(out: Path, asan: bool = False) -> Path:
     import pybind11
 
@@ -99,7 +49,7 @@ def build(out: Path, asan: bool = False) -> Path:
     sources = [out / "src" / "module.cc", ROOT / "csrc" / "bindings" / "cuda.cc"]
     for cu in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
         dst = out / "src" / (cu.stem + ".cc")
-        dst.write_text(f'#line 1 "{cu}"\n' + rewrite_launches(cu.read_text()))
+        dst.write_text(f'#include "{cu}"\n')
         sources.append(dst)
     # -Dpyclvp=pyclvp_emu: the emulated types must not clash with pyclvp._core's in pybind11's type registry
     flags = ["-std=c++17", "-O2", "-g", "-fPIC", "-fvisibility=hidden", "-Dpyclvp=pyclvp_emu",

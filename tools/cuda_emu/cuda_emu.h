@@ -309,12 +309,6 @@ inline T __shfl_sync(unsigned, T v, int src) {
   return emu::exchange(v, src);
 }
 
-// Rewritten from `kernel<<<grid, block, smem, stream>>>(args...);` by tools/cuda_emu/build.py.
-template <class K, class... A>
-inline void emu_launch(dim3 grid, dim3 block, K kernel, A... args) {
-  emu::launch(grid, block, [kernel, args...] { kernel(args...); });
-}
-
 // ---------------------------------------------------------------------------------------------
 // The runtime API pyclvp uses
 
@@ -347,6 +341,15 @@ inline cudaError_t cudaGetDeviceCount(int* n) {
 }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   std::snprintf(p->name, sizeof p->name, "cuda_emu (CPU)");
+  return cudaSuccess;
+}
+enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75 };
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
+  *v = 9;  // as an H100: launches carry the programmatic-dependent-launch attribute (ignored here)
   return cudaSuccess;
 }
 inline cudaError_t cudaRuntimeGetVersion(int* v) {
@@ -409,6 +412,28 @@ inline cudaError_t cudaGraphDestroy(cudaGraph_t g) {
 }
 inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
   delete e;
+  return cudaSuccess;
+}
+// Launches: the blocks run one after another, in order with everything else (a programmatic dependent
+// launch waits for nothing, since the kernel before has finished).
+enum cudaLaunchAttributeID { cudaLaunchAttributeProgrammaticStreamSerialization = 6 };
+struct cudaLaunchAttribute {
+  cudaLaunchAttributeID id;
+  union {
+    int programmaticStreamSerializationAllowed;
+  } val;
+};
+struct cudaLaunchConfig_t {  // CUDA's fields, in CUDA's order (the first two are gridDim and blockDim
+  dim3 grid, block;          // there, names this file's macros take)
+  size_t dynamicSmemBytes;
+  cudaStream_t stream;
+  cudaLaunchAttribute* attrs;
+  unsigned numAttrs;
+};
+template <class... P, class... A>
+inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* c, void (*kernel)(P...), A... args) {
+  if (c->dynamicSmemBytes) return cudaErrorInvalidValue;  // not emulated
+  emu::launch(c->grid, c->block, [kernel, args...] { kernel(args...); });
   return cudaSuccess;
 }
 inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
