@@ -358,13 +358,14 @@ void pack_nt(float* bp, const LinearJob& j, int64_t k0, int64_t kc, int64_t c0, 
 // Prefetches the next weight block (rows of `line_count` cache lines, `stride` bytes apart) into L2, a
 // line every other k step of the micro-kernels: the next block's packing then reads L2, not memory,
 // and the memory stream overlaps the arithmetic instead of alternating with it.
+// (No division per step: it sits in the micro-kernel's inner loop.)
 struct PrefetchCursor {
-  const char* base = nullptr;
-  int64_t stride = 0, lines_per_row = 0, total = 0, next = 0;
+  const char* row = nullptr;  // the row being fetched
+  int64_t stride = 0, lines_per_row = 0, rows_left = 0, line = 0;
   void step() {
-    if (next >= total) return;
-    __builtin_prefetch(base + next / lines_per_row * stride + next % lines_per_row * 64, 0, 2);
-    ++next;
+    if (rows_left == 0) return;
+    __builtin_prefetch(row + line * 64, 0, 2);
+    if (++line == lines_per_row) line = 0, row += stride, --rows_left;
   }
 };
 
@@ -416,10 +417,10 @@ void gemm_block(const LinearJob& j, const float*, int64_t n0, int64_t n1, int64_
     else pack_nt<WT>(packed.data(), j, k0, kc, c0, nc);
     PrefetchCursor pf;  // the next k chunk's block of this task
     if (j.w.kn && k0 + KC < j.Cin) {
-      pf.base = reinterpret_cast<const char*>(static_cast<const WT*>(j.w.data) + (k0 + KC) * j.Cout + c0);
+      pf.row = reinterpret_cast<const char*>(static_cast<const WT*>(j.w.data) + (k0 + KC) * j.Cout + c0);
       pf.stride = j.Cout * static_cast<int64_t>(sizeof(WT));
       pf.lines_per_row = ceil_div((c1 - c0) * static_cast<int64_t>(sizeof(WT)), 64);
-      pf.total = std::min(KC, j.Cin - k0 - KC) * pf.lines_per_row;
+      pf.rows_left = std::min(KC, j.Cin - k0 - KC);
     }
     for (int64_t p = 0; p < nc; p += NR) {
       const int ncols = static_cast<int>(std::min<int64_t>(NR, c1 - c0 - p));
