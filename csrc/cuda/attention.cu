@@ -6,8 +6,8 @@
 // csrc/cpu/kernels/attention.cc does the same per row):
 //     lane j scores key s0 + j:       x_j = q . k_j (+ mask), finfo.min when key_mask drops it
 //     m' = max(m, max_j x_j);  p_j = e^(x_j - m');  l = l e^(m - m') + sum_j p_j
-//     acc = acc e^(m - m') + sum_j p_j v_j     (p_j broadcast by shuffles; lane owns dims lane, lane+32, ..)
-//     out = acc / l
+//     acc = acc e^(m - m') + sum_j p_j v_j     (p_j broadcast by shuffles; see RowAcc for which lane
+//     out = acc / l                             holds which dims of which keys)
 // So the (T, S) scores never exist. With T == 1 (the decoder step) the 4 warps split the keys of the
 // one row instead (tiles w, w+4, ...), and their (m, l, acc) are merged through shared memory at the
 // end, as FlashDecoding does. K and V are read in their storage dtype and widened on load.
@@ -47,15 +47,72 @@ __device__ __forceinline__ float dot_q(const float* q, const KV* k, int64_t D, b
   return acc;
 }
 
-// DPL: head dims per lane (D <= 32 * DPL). QT: query rows per block; kAttnWarps / QT warps split each row's keys.
+// A lane's accumulator slots for one query row's output: the p-weighted sum of v over the keys its
+// warp visits. Two layouts, chosen by lpk (lanes per key):
+//   lpk == 0  slot i holds dim i * 32 + lane (i < DPL); every lane walks all of a tile's keys, one
+//             V row load per key, so a tile is 32 dependent round trips to memory: any D, any alignment.
+//   lpk > 0   (the 16-byte path: D = 8 * lpk, 32 % lpk == 0) slots 0..7 hold dims [8c, 8c + 8),
+//             c = lane % lpk, summed over the keys g, g + 32/lpk, ... of each tile, g = lane / lpk:
+//             one 16-byte load per lane covers 32/lpk whole V rows, and a tile's lpk loads are
+//             independent, all in flight at once; reduce_keys() then sums over the key groups g.
+constexpr int kAccSlots = 8;  // >= the largest DPL (kAttentionMaxD / 32 = 4)
+using RowAcc = float[kAccSlots];
+
+__device__ __forceinline__ int acc_count(int lpk, int dpl) { return lpk ? 8 : dpl; }
+// the head dim held in acc slot i by this lane, and whether this lane stores it (one lane per dim)
+__device__ __forceinline__ int acc_dim(int lpk, int i, int lane) { return lpk ? (lane % lpk) * 8 + i : i * 32 + lane; }
+__device__ __forceinline__ bool acc_owner(int lpk, int lane) { return lpk == 0 || lane < lpk; }
+
+// acc += sum over the tile's n keys of p_j v[s0 + j]   (lane j holds p_j)
 template <class KV, int DPL>
-__global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const AttentionArgs a, const int QT, const bool vec) {
+__device__ __forceinline__ void add_tile(RowAcc& acc, const KV* v, int64_t v_ss, int64_t s0, int n, float p,
+                                         int64_t D, int lpk) {
+  const int lane = threadIdx.x & 31;
+  if (lpk) {
+    const int kpi = 32 / lpk, g = lane / lpk, c = lane % lpk;  // keys per load, this lane's key group and chunk
+#pragma unroll 8
+    for (int r = 0; r < lpk; ++r) {  // D = 64: all 8 loads issued before the first is used
+      const int j = r * kpi + g;
+      const float pj = __shfl_sync(kFullMask, p, j);
+      if (j < n) {
+        float vf[8];
+        widen(ld8(v + (s0 + j) * v_ss + c * 8), vf);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[i] = fmaf(pj, vf[i], acc[i]);
+      }
+    }
+  } else {
+#pragma unroll 4
+    for (int j = 0; j < n; ++j) {
+      const float pj = __shfl_sync(kFullMask, p, j);
+      const KV* vr = v + (s0 + j) * v_ss;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i)
+        if (i * 32 + lane < D) acc[i] = fmaf(pj, to_f32(vr[i * 32 + lane]), acc[i]);
+    }
+  }
+}
+
+// lpk > 0: every lane ends with its chunk's sum over all key groups (a butterfly over the groups)
+__device__ __forceinline__ void reduce_keys(RowAcc& acc, int lpk) {
+  if (!lpk) return;
+  for (int o = lpk; o < 32; o <<= 1)
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] += __shfl_xor_sync(kFullMask, acc[i], o);
+}
+
+// DPL: slots per lane in the lpk == 0 layout (D <= 32 * DPL <= 32 * kAccSlots). QT: query rows per block;
+// kAttnWarps / QT warps split each row's keys.
+template <class KV, int DPL>
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    attention_kernel(const AttentionArgs a, const int QT, const bool vec, const int lpk) {
   __shared__ float qs[kAttnWarps][kAttentionMaxD];        // each warp's scaled query row
   __shared__ float part_m[kAttnWarps], part_l[kAttnWarps];  // each warp's running max and sum
   __shared__ float part_acc[kAttnWarps][kAttentionMaxD];  // each warp's unnormalized output
   wait_for_previous_kernel();
+  static_assert(DPL <= kAccSlots, "attention: DPL exceeds the accumulator slots");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int splits = kAttnWarps / QT, row = warp % QT, split = warp / QT;
+  const int splits = kAttnWarps / QT, row = warp % QT, split = warp / QT, count = acc_count(lpk, DPL);
   const int64_t b = blockIdx.z, h = blockIdx.y, t = static_cast<int64_t>(blockIdx.x) * QT + row, D = a.D;
   const int64_t len = a.length ? *a.length : 0;
   const int64_t offset = a.length ? len : a.causal_offset, S = a.length ? len + a.T : a.S;
@@ -67,9 +124,10 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const Attent
   }
 
   const bool active = t < a.T;  // the same for the whole warp
-  float m = -FLT_MAX, l = 0.0f, acc[DPL];
+  float m = -FLT_MAX, l = 0.0f;
+  RowAcc acc;
 #pragma unroll
-  for (int i = 0; i < DPL; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < kAccSlots; ++i) acc[i] = 0.0f;
   if (active) {
     const float* q = a.q + b * a.q_sb + h * a.q_sh + t * a.q_st;
     for (int64_t d = lane; d < D; d += 32) qs[warp][d] = q[d] * a.scale;
@@ -92,46 +150,40 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const Attent
       const float p = expf(x - m_new), corr = expf(m - m_new);  // corr is exactly 1 when m == m'
       l = l * corr + warp_sum(p);
 #pragma unroll
-      for (int i = 0; i < DPL; ++i) acc[i] *= corr;
-      const int n = static_cast<int>(min(int64_t{32}, s_end - s0));
-#pragma unroll 4
-      for (int j = 0; j < n; ++j) {
-        const float pj = __shfl_sync(kFullMask, p, j);
-        const KV* vr = v + (s0 + j) * a.v_ss;
-#pragma unroll
-        for (int i = 0; i < DPL; ++i)
-          if (i * 32 + lane < D) acc[i] = fmaf(pj, to_f32(vr[i * 32 + lane]), acc[i]);
-      }
+      for (int i = 0; i < kAccSlots; ++i) acc[i] *= corr;
+      add_tile<KV, DPL>(acc, v, a.v_ss, s0, static_cast<int>(min(int64_t{32}, s_end - s0)), p, D, lpk);
       m = m_new;
     }
+    reduce_keys(acc, lpk);
   }
 
   if (splits > 1) {  // merge the warps that split one row: rescale each to the common max
     if (lane == 0) part_m[warp] = m, part_l[warp] = l;
 #pragma unroll
-    for (int i = 0; i < DPL; ++i)
-      if (i * 32 + lane < D) part_acc[warp][i * 32 + lane] = acc[i];
+    for (int i = 0; i < kAccSlots; ++i)
+      if (i < count && acc_owner(lpk, lane) && acc_dim(lpk, i, lane) < D) part_acc[warp][acc_dim(lpk, i, lane)] = acc[i];
     __syncthreads();
     if (split != 0) return;
     float M = -FLT_MAX;
     for (int w = row; w < kAttnWarps; w += QT) M = fmaxf(M, part_m[w]);
     l = 0.0f;
 #pragma unroll
-    for (int i = 0; i < DPL; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < kAccSlots; ++i) acc[i] = 0.0f;
     for (int w = row; w < kAttnWarps; w += QT) {
       const float f = expf(part_m[w] - M);
       l = fmaf(part_l[w], f, l);
 #pragma unroll
-      for (int i = 0; i < DPL; ++i)
-        if (i * 32 + lane < D) acc[i] = fmaf(part_acc[w][i * 32 + lane], f, acc[i]);
+      for (int i = 0; i < kAccSlots; ++i)
+        if (i < count && acc_owner(lpk, lane) && acc_dim(lpk, i, lane) < D)
+          acc[i] = fmaf(part_acc[w][acc_dim(lpk, i, lane)], f, acc[i]);
     }
   }
   if (!active) return;
   const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // no visited key: zeros
   float* o = a.out + b * a.o_sb + h * a.o_sh + t * a.o_st;
 #pragma unroll
-  for (int i = 0; i < DPL; ++i)
-    if (i * 32 + lane < D) o[i * 32 + lane] = acc[i] * inv;
+  for (int i = 0; i < kAccSlots; ++i)
+    if (i < count && acc_owner(lpk, lane) && acc_dim(lpk, i, lane) < D) o[acc_dim(lpk, i, lane)] = acc[i] * inv;
 }
 
 template <class KV>
@@ -171,8 +223,10 @@ template <class KV, int DPL>
 void launch_attention(const AttentionArgs& a, StreamHandle s) {
   const int QT = a.T == 1 ? 1 : kAttnWarps;  // one row: 4 warps split its keys; else a row per warp
   const bool vec = a.D % 8 == 0 && a.k_ss % 8 == 0 && a.k_sb % 8 == 0 && a.k_sh % 8 == 0 && aligned16(a.k);
+  const bool vec_v = a.D % 8 == 0 && 32 % (a.D / 8) == 0 && a.v_ss % 8 == 0 && a.v_sb % 8 == 0 && a.v_sh % 8 == 0 &&
+                     aligned16(a.v);
   const dim3 grid(grid_x(ceil_div(a.T, QT), "attention"), grid_yz(a.H, "attention"), grid_yz(a.B, "attention"));
-  launch(attention_kernel<KV, DPL>, grid, kAttnWarps * 32, s, a, QT, vec);
+  launch(attention_kernel<KV, DPL>, grid, kAttnWarps * 32, s, a, QT, vec, vec_v ? static_cast<int>(a.D / 8) : 0);
 }
 
 }  // namespace
