@@ -86,6 +86,12 @@ def test_decoder_session_rejects_bad_caches():
     with pytest.raises(ValueError, match="cache holds 3 positions"):
         for _ in range(4):
             dec.step(ids, pos, s)
+    for length in (2**63 - 1, 2**63 - 3, -1):  # length + T must not wrap around past the check
+        s.length = length
+        with pytest.raises(ValueError, match="cache holds 3 positions"):
+            dec.step(ids, pos, s)
+        with pytest.raises(ValueError, match="cache holds 3 positions"):
+            dec.prefill(np.zeros((2, 2, dec.cfg.hidden_size), np.float32), None, s)
     s = dec.new_state(2, 3)
     with pytest.raises(ValueError, match=r"cache k has shape"):
         dec.step(np.array([1, 2, 3]), np.array([2, 2, 2]), s)

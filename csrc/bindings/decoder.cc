@@ -100,7 +100,7 @@ class DecoderSession {
                      c_contiguous(km) && km.writeable(),
                  "cache key_mask must be a writeable C-contiguous bool array of shape (", B, ", ", S, "), got ",
                  std::string(py::str(km.dtype())), " ", shape_str(km));
-    PYCLVP_CHECK(length >= 0 && length + T <= S, "the cache holds ", S, " positions: cannot write ", T,
+    PYCLVP_CHECK(length >= 0 && length <= S && T <= S - length, "the cache holds ", S, " positions: cannot write ", T,
                  " more after length ", length);
     PYCLVP_CHECK(!(k.data() == v.data() && S * m_.D > 0), "cache k and v must be different arrays");
     c.k = k.mutable_data(), c.v = v.mutable_data(), c.key_mask = static_cast<uint8_t*>(km.mutable_data());
