@@ -65,8 +65,10 @@ _ANY_ABBREVIATION = re.compile(r"\b(?:%s)\." % "|".join(a for a, _ in ABBREVIATI
 _COMMA_NUMBER = re.compile(r"([0-9][0-9,]+[0-9])")
 _POUNDS = re.compile(r"£([0-9,]*[0-9])")
 _DOLLARS = re.compile(r"\$([0-9.,]*[0-9])")
-_DECIMAL = re.compile(r"([0-9]+\.[0-9]+)")
-_ORDINAL = re.compile(r"[0-9]+(st|nd|rd|th)")
+# (?<![0-9]): a match can only start where a digit run starts (the leftmost match does anyway); without
+# it every later start in a long run rescans the rest of the run, quadratic in the run's length.
+_DECIMAL = re.compile(r"(?<![0-9])([0-9]+\.[0-9]+)")
+_ORDINAL = re.compile(r"(?<![0-9])[0-9]+(st|nd|rd|th)")
 _NUMBER = re.compile(r"[0-9]+")
 _DIGIT = re.compile(r"[0-9]")
 _WHITESPACE = re.compile(r"\s+")
