@@ -368,9 +368,16 @@ def _as_batch(raw_speech) -> list[np.ndarray]:
     clips = list(raw_speech) if is_batched else [raw_speech]
     out = []
     for i, clip in enumerate(clips):
-        clip = np.asarray(clip, dtype=np.float32)
+        clip = np.asarray(clip)
+        if clip.dtype.kind not in "fiu":
+            raise TypeError(f"clip {i}: expected real-valued samples, got dtype {clip.dtype}")
+        with np.errstate(over="ignore"):  # too large for float32: inf, reported below
+            clip = clip.astype(np.float32, copy=False)
         if clip.ndim != 1:
             raise ValueError(f"clip {i}: expected mono samples (T,), got shape {clip.shape}")
+        bad = np.flatnonzero(~np.isfinite(clip))
+        if bad.size:
+            raise ValueError(f"clip {i}: {bad.size} NaN or infinite sample(s) (as float32), the first at {bad[0]}")
         out.append(clip)
     if not out:
         raise ValueError("raw_speech is empty: expected a clip or a batch of clips")
@@ -455,9 +462,12 @@ class ClvpFeatureExtractor:
     # -- padding (ref: SequenceFeatureExtractor.pad, _truncate, _pad) --------------------------
     def _pad(self, clips, padding, max_length, truncation, pad_to_multiple_of, return_attention_mask):
         """Truncate and pad each clip: (list of (T_i,) float32, list of (T_i',) int32 masks or None)."""
-        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
+        strategy = {True: "longest", False: "do_not_pad"}.get(padding) if isinstance(padding, bool) else padding
         if strategy not in ("longest", "max_length", "do_not_pad"):
             raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
+        for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if truncation:
             limit = _round_up(max_length, pad_to_multiple_of)
             clips = [clip[:limit] for clip in clips]

@@ -335,6 +335,27 @@ def test_extractor_errors():
         ClvpFeatureExtractor(mel_norms=[1.0] * 3)
     with pytest.raises(ValueError, match="no samples"):
         fe([np.zeros(0)], sampling_rate=22050, padding=False)
+    with pytest.raises(ValueError, match="padding must be"):
+        fe(np.zeros(100), sampling_rate=22050, padding=[1])
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(raw_speech=np.r_[np.zeros(99), np.nan]), ValueError, r"clip 0: 1 NaN or infinite sample\(s\).*first at 99"),
+    (dict(raw_speech=[np.zeros(9), np.full(9, -np.inf)]), ValueError, "clip 1: 9 NaN or infinite"),
+    (dict(raw_speech=np.full(9, 1e300)), ValueError, r"NaN or infinite sample\(s\) \(as float32\)"),
+    (dict(raw_speech="hello"), TypeError, "clip 0: expected real-valued samples, got dtype <U5"),
+    (dict(raw_speech=np.zeros(9, complex)), TypeError, "got dtype complex128"),
+    (dict(raw_speech=np.zeros(9, bool)), TypeError, "got dtype bool"),
+    (dict(raw_speech=np.zeros(9), max_length=100.5), ValueError, "max_length must be a positive integer, got 100.5"),
+    (dict(raw_speech=np.zeros(9), max_length=-5), ValueError, "max_length must be a positive integer"),
+    (dict(raw_speech=np.zeros(9), pad_to_multiple_of=0), ValueError, "pad_to_multiple_of must be a positive integer"),
+    (dict(raw_speech=np.zeros(9), pad_to_multiple_of=2.5), ValueError, "pad_to_multiple_of must be"),
+])
+def test_extractor_rejects_bad_audio_and_sizes(kwargs, error, match):
+    """Audio that is not finite real samples, and sizes that are not positive integers, are named (silence is a
+    valid signal here: model.rank() is where a silent voice clip is refused)."""
+    with pytest.raises(error, match=match):
+        ClvpFeatureExtractor()(sampling_rate=22050, **kwargs)
 
 
 def test_from_pretrained_and_save(tmp_path):
