@@ -90,7 +90,7 @@ class GenerationOptions:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
         opts = cls(**given)
         if preset is not None:
-            if preset not in PRESETS:
+            if not isinstance(preset, str) or preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
             defaults = cls()
             for key, value in dict(TORTOISE_SAMPLING, num_return_sequences=PRESETS[preset]).items():
@@ -102,18 +102,23 @@ class GenerationOptions:
         def count(x, least):  # an integer >= least
             return _is_int(x) and x >= least
 
+        def positive(x):  # a real number > 0 (NaN is not)
+            return _is_real(x) and x > 0
+
         rules = [
             ("max_new_tokens", count(self.max_new_tokens, 1), "be an integer >= 1"),
             ("min_new_tokens", count(self.min_new_tokens, 0), "be an integer >= 0"),
             ("num_return_sequences", count(self.num_return_sequences, 1),
              "(the number of candidates) be an integer >= 1"),
-            ("repetition_penalty", self.repetition_penalty > 0, "be > 0"),
-            ("top_p", self.top_p is None or 0 < self.top_p <= 1, "lie in (0, 1]"),
+            ("do_sample", isinstance(self.do_sample, (bool, np.bool_)), "be True or False"),
+            ("repetition_penalty", positive(self.repetition_penalty), "be a number > 0"),
+            ("top_p", self.top_p is None or (_is_real(self.top_p) and 0 < self.top_p <= 1), "lie in (0, 1]"),
             ("top_k", self.top_k is None or count(self.top_k, 0), "be an integer >= 0"),
-            ("temperature", not self.do_sample or self.temperature > 0, "be > 0 when sampling"),
+            ("temperature", not self.do_sample or positive(self.temperature), "be a number > 0 when sampling"),
+            ("seed", self.seed is None or count(self.seed, 0), "be None or an integer >= 0"),
             ("batch_size", self.batch_size is None or count(self.batch_size, 1), "be an integer >= 1"),
-            ("pad_to_max_mel_tokens", self.pad_to_max_mel_tokens is None or count(self.pad_to_max_mel_tokens, 1),
-             "be an integer >= 1"),
+            ("pad_to_max_mel_tokens", self.pad_to_max_mel_tokens is None or count(self.pad_to_max_mel_tokens, 2),
+             "be an integer >= 2 (the start token and at least one speech token)"),
         ]
         for name, ok, requirement in rules:
             if not ok:
@@ -123,6 +128,10 @@ class GenerationOptions:
 
 def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 # ----------------------------------------------------------------------------------------------
