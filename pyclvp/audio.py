@@ -191,6 +191,7 @@ def load_audio(path, sampling_rate: int = 22050) -> np.ndarray:  # -> (T,) float
 
 ATTENUATION_DB = 90.0  # design target; the stopband is tested to stay below -80 dB
 ROLLOFF = 0.9          # the passband ends at ROLLOFF times the lower Nyquist frequency
+MAX_TAPS = 1 << 22     # 32 MiB of filter: rates whose ratio reduces to up/down with max(up, down) <= ~20,000
 
 
 @functools.lru_cache(maxsize=16)
@@ -209,6 +210,9 @@ def kaiser_sinc_filter(up: int, down: int, attenuation_db: float = ATTENUATION_D
     beta = 0.1102 * (attenuation_db - 8.7)                          # Kaiser: for attenuation > 50 dB
     taps = int(math.ceil((attenuation_db - 7.95) / (2.285 * math.pi * width))) + 1
     taps += 1 - taps % 2                                            # odd length
+    if taps > MAX_TAPS:  # its length grows with max(up, down): coprime rates near 10^6 would need ~10^8 taps
+        raise ValueError(f"resampling by {up}/{down} needs a {taps}-tap filter, more than {MAX_TAPS}: "
+                         "the two sampling rates have too fine a ratio")
     m = np.arange(taps) - (taps - 1) / 2                            # (taps,) offsets from the centre
     h = cutoff * np.sinc(cutoff * m) * np.kaiser(taps, beta)        # (taps,)
     h *= up / h.sum()                                               # each polyphase branch: DC gain ~1

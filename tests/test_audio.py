@@ -293,6 +293,9 @@ def test_resample_identity_and_errors():
         resample(x, 22050.5, 22050)
     with pytest.raises(ValueError, match="1-D"):
         resample(np.zeros((2, 5)), 44100, 22050)
+    for orig, new in ((1_000_003, 999_983), (22050, 10**9)):  # coprime / huge: ~10^8 and ~10^9 taps
+        with pytest.raises(ValueError, match=r"too fine a ratio"):
+            resample(x, orig, new)
 
 
 @given(orig=st.sampled_from([8000, 11025, 16000, 22050, 24000, 44100, 48000]),
