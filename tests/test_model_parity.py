@@ -170,6 +170,7 @@ def test_forward_without_loss_has_none(ref, model):
     (dict(attention_mask=np.full((1, 3), 2)), "only 0 and 1"),
     (dict(input_features=np.zeros((1, 79, 5), np.float32)), r"shape \(batch, 80 mel bins"),
     (dict(input_features=np.full((1, 80, 5), np.nan, np.float32)), "finite"),
+    (dict(input_ids=[[1, 2], [3]]), "rows of different lengths need padding"),
 ])
 def test_bad_inputs_raise(args, match):
     model = load_tiny("tiny_b")
@@ -177,3 +178,17 @@ def test_bad_inputs_raise(args, match):
     kw.update(args)
     with pytest.raises(ValueError, match=match):
         model(**kw)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m: m.get_speech_features([[1, 2, 3]], attention_mask=np.ones((1, 2))), ValueError,
+     r"attention_mask has shape \(1, 2\), speech_ids \(1, 3\)"),
+    (lambda m: m.get_speech_features([[1, 2, 3]], attention_mask=[[1, 7, 1]]), ValueError, "only 0 and 1"),
+    (lambda m: m.get_speech_features([[1, 2, 3]], attention_mask=[[1, np.nan, 1]]), ValueError, "only 0 and 1"),
+    (lambda m: m.fix_speech_decoder_output(np.array([1, 2, 3])), ValueError, r"speech_ids must be a \(batch, 1 \+"),
+    (lambda m: type(m)(m.config, None), TypeError, "weights must be a dict"),
+    (lambda m: type(m)(m.config, m.weights, backend=None), TypeError, "backend must be a backend's name"),
+])
+def test_bad_speech_inputs_and_arguments_raise(call, error, match):
+    with pytest.raises(error, match=match):
+        call(load_tiny("tiny_b"))

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..config import ClvpConfig
-from ..ops import get_ops
+from ..ops import BACKENDS, get_ops
 from .conditioning import conditioning_encoder
 from .decoder import Decoder
 from .encoder import Encoder, EncoderOutput
@@ -58,10 +58,12 @@ class ClvpModelForConditionalGeneration:
     """CLVP on NumPy arrays: ClvpModelForConditionalGeneration.from_pretrained(folder, backend="numpy")."""
 
     def __init__(self, config: ClvpConfig, weights: dict, backend="numpy"):
+        if not isinstance(weights, dict):
+            raise TypeError(f"weights must be a dict of arrays by checkpoint key, got {type(weights).__name__}")
         check_shapes({k: np.shape(v) for k, v in weights.items()}, checkpoint_spec(config), "weights")
         self.config, self.weights = config, weights
         self.name_or_path: Optional[Path] = None  # the folder it was loaded from (tokenizer/feature config)
-        self.ops = get_ops(backend) if isinstance(backend, str) else backend
+        self.ops = _ops(backend)
         self.conditioning_params = strip_prefix(weights, "conditioning_encoder.")
         params, cfg = strip_prefix(weights, "speech_decoder_model."), config.decoder_config
         self.decoder_ref = Decoder(params, cfg, self.ops)  # forward() over whole sequences, embeddings
@@ -82,7 +84,7 @@ class ClvpModelForConditionalGeneration:
         if not path.is_dir():
             raise FileNotFoundError(f"model folder {path} does not exist (expected config.json + model.safetensors)")
         config = ClvpConfig.from_pretrained(path)
-        ops = get_ops(backend) if isinstance(backend, str) else backend
+        ops = _ops(backend)
         prepare = getattr(ops, "prepare_weight", None)  # a backend may keep half-precision weights as stored
         model = cls(config, load_checkpoint(path, config, dtype, prepare), ops)
         model.name_or_path = path
@@ -102,16 +104,7 @@ class ClvpModelForConditionalGeneration:
 
     def check_text(self, input_ids, attention_mask=None):  # -> (B, T) int64, (B, T) int64 or None
         ids = _as_ids(input_ids, "input_ids", self.config.text_config.vocab_size, "text_config.vocab_size")
-        if attention_mask is None:
-            return ids, None
-        mask = np.asarray(attention_mask)
-        if mask.ndim == 1:
-            mask = mask[None]
-        if mask.shape != ids.shape:
-            raise ValueError(f"attention_mask has shape {mask.shape}, input_ids {ids.shape}; they must match")
-        if not np.isin(mask, (0, 1)).all():
-            raise ValueError("attention_mask must hold only 0 and 1")
-        return ids, mask.astype(np.int64)
+        return ids, _as_mask(attention_mask, ids, "input_ids")
 
     def check_features(self, input_features):  # -> (B, M, T) float32
         x = np.asarray(input_features)
@@ -159,7 +152,10 @@ class ClvpModelForConditionalGeneration:
         filler[t], where filler is codes[0] everywhere except its last len(codes)-1 entries = codes[1:].
         """
         codes = list(self.config.decoder_config.decoder_fixing_codes)
-        ids = np.asarray(speech_ids, dtype=np.int64)[:, 1:]  # (B, N)
+        ids = np.asarray(speech_ids)
+        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"speech_ids must be a (batch, 1 + length) integer array, got {ids.dtype} {ids.shape}")
+        ids = ids[:, 1:].astype(np.int64)  # (B, N)
         N = ids.shape[1]
         if N == 0:
             return ids
@@ -183,8 +179,7 @@ class ClvpModelForConditionalGeneration:
     def speech_encoder_output(self, speech_ids, attention_mask=None) -> EncoderOutput:
         s = self.config.speech_config
         ids = _as_ids(speech_ids, "speech_ids", s.vocab_size, "speech_config.vocab_size")
-        mask = None if attention_mask is None else np.asarray(attention_mask).reshape(ids.shape)
-        return self.speech_encoder(ids, mask)
+        return self.speech_encoder(ids, _as_mask(attention_mask, ids, "speech_ids"))
 
     def similarity(self, text_out: EncoderOutput, speech_out: EncoderOutput, return_loss=False) -> ClvpOutput:
         """Normalized embeddings, scaled cosine similarities and (optionally) the contrastive loss."""
@@ -242,8 +237,21 @@ class ClvpModelForConditionalGeneration:
         return rank(self, text_or_ids, audio_or_features, num_candidates, k, **sampling)
 
 
+def _ops(backend):
+    """get_ops(backend) for a backend's name; an Ops object (pyclvp/ops) is used as it is."""
+    if isinstance(backend, str):
+        return get_ops(backend)
+    if not callable(getattr(backend, "linear", None)):
+        raise TypeError(f"backend must be a backend's name ({', '.join(BACKENDS)}) or an Ops object, got {backend!r}")
+    return backend
+
+
 def _as_ids(x, name, vocab, what):  # -> (B, T) int64
-    ids = np.asarray(x)
+    try:
+        ids = np.asarray(x)
+    except ValueError:  # ragged nested lists
+        raise ValueError(f"{name} must be a (batch, length) array of token ids; rows of different lengths "
+                         "need padding and an attention_mask") from None
     if ids.ndim == 1:
         ids = ids[None]
     if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
@@ -253,6 +261,19 @@ def _as_ids(x, name, vocab, what):  # -> (B, T) int64
     if ids.min() < 0 or ids.max() >= vocab:
         raise ValueError(f"{name} must lie in [0, {vocab}) ({what}); got values from {ids.min()} to {ids.max()}")
     return ids.astype(np.int64)
+
+
+def _as_mask(attention_mask, ids, name):  # -> (B, T) int64 or None, for ids (B, T)
+    if attention_mask is None:
+        return None
+    mask = np.asarray(attention_mask)
+    if mask.ndim == 1:
+        mask = mask[None]
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask has shape {mask.shape}, {name} {ids.shape}; they must match")
+    if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+        raise ValueError("attention_mask must hold only 0 and 1")
+    return mask.astype(np.int64)
 
 
 def _l2_normalize(x):  # (B, P) -> (B, P)
