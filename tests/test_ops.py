@@ -184,6 +184,19 @@ def test_softmax_literal():
             assert_close(ops.softmax(np.array([MASK_MIN, MASK_MIN], np.float32)), [0.5, 0.5], atol=0)
 
 
+def test_nan_spreads_as_in_the_reference():
+    """A NaN score makes its whole softmax row NaN, and a NaN query its attention row, as in NumPy (the
+    kernels' exp once clamped NaN to a finite value: softmax([nan, 1]) was [0.5, 0.5])."""
+    x = np.array([[np.nan, 1.0], [0.0, 1.0]], np.float32)
+    q, k = np.ones((1, 1, 2, 8), np.float32), np.linspace(-1, 1, 24, dtype=np.float32).reshape(1, 1, 3, 8)
+    q[0, 0, 0, 3] = np.nan
+    for isa in _core.build_info()["isas_supported"]:
+        with using(isa):
+            for got, want in ((ops.softmax(x), ref.softmax(x)), (ops.attention(q, k, k), ref.attention(q, k, k))):
+                np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+                assert np.isnan(got).any() and not np.isnan(got[..., -1, :]).any()
+
+
 # ----------------------------------------------------------------------------------------------
 # attention
 

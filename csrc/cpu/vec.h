@@ -11,7 +11,8 @@
 //   load2(p, lo, hi)                   2W lanes: lo = p[0:W], hi = p[W:2W]; half types with one wide load
 //   load_partial(p, n), store_partial  the first n < W float lanes (the rest read as 0 / left untouched)
 //   + - * /, fma(a, b, c) = a*b + c    arithmetic (fma may be fused or not: it is a*b+c within 1 ulp)
-//   max, min, abs, copysign(m, s)      lane-wise
+//   max(a, b), min(a, b)               lane-wise; b where either is NaN (as x86's maxps / minps)
+//   abs, copysign(m, s)                lane-wise
 //   round(x)                           to nearest integer, ties to even
 //   exp2i(n)                           2^n for integer-valued n in [-126, 127] (builds the exponent bits)
 //   reduce_add(), reduce_max()         horizontal, to a float

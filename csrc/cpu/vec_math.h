@@ -13,9 +13,11 @@ inline namespace PYCLVP_ISA_NAMESPACE {  // see common/isa_namespace.h
 // e^x. ref: Cephes expf (S. L. Moshier): x = n ln2 + r with |r| <= ln2/2 (Cody-Waite split of
 // ln2), e^r by a degree-6 polynomial, 2^n by building the exponent. Inputs are clamped to
 // [-87.3, 88]: below, the result is ~1e-38 (not 0), which no softmax sum can tell apart from 0.
+// The clamp keeps a NaN (V::max / V::min return their second operand when one is NaN), so NaN in,
+// NaN out, as np.exp: a NaN score then spreads through a softmax row as in the reference.
 template <class V>
 inline V vexp(V x) {
-  x = V::min(V::max(x, V::set1(-87.33654475f)), V::set1(88.0f));
+  x = V::min(V::set1(88.0f), V::max(V::set1(-87.33654475f), x));
   const V n = V::round(x * V::set1(1.44269504088896341f));
   V r = V::fma(n, V::set1(-0.693359375f), x);
   r = V::fma(n, V::set1(2.12194440e-4f), r);
