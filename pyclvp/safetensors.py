@@ -11,9 +11,10 @@ with offsets relative to the start of the data area. An optional "__metadata__" 
 A valid file has no holes and no overlaps: sorted by offset, the tensors tile the data area exactly,
 and each one's byte length is prod(shape) * itemsize.
 
-Reading checks all of that before touching the data, so a malformed or hostile file raises
-SafetensorsError (never a crash, a hang or a huge allocation). With mmap=True the arrays are
-read-only views into a memory map of the file: loading costs no copy and no time up front.
+Reading checks all of that, and that NumPy can make each array, before touching the data, so a
+malformed or hostile file raises SafetensorsError (never a crash, a hang or a huge allocation). With
+mmap=True the arrays are read-only views into a memory map of the file: loading costs no copy and no
+time up front.
 
 Writing follows the official writer byte for byte: tensors ordered by dtype (widest alignment first,
 in the Rust crate's Dtype enum order, reversed) then by name; compact JSON; the header padded with
@@ -48,6 +49,8 @@ DTYPES = {
 _DTYPE_ORDER = ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
 _FROM_NUMPY = {np.dtype(v).newbyteorder("=") if v.byteorder != "|" else v: k
                for k, v in DTYPES.items() if k != "BF16"}
+_MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32  # NumPy's NPY_MAXDIMS
+_MAX_NBYTES = np.iinfo(np.intp).max  # NumPy's bound on itemsize * the product of an array's non-zero dims
 
 
 class SafetensorsError(ValueError):
@@ -58,8 +61,11 @@ class SafetensorsError(ValueError):
 # bfloat16 <-> float32
 
 
-def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """uint16 bfloat16 bits -> float32 (exact)."""
+def bfloat16_to_float32(bits) -> np.ndarray:
+    """uint16 bfloat16 bits (an array or array-like) -> float32 (exact). Any other dtype is a TypeError."""
+    bits = np.asarray(bits)
+    if bits.dtype != np.uint16:
+        raise TypeError(f"bfloat16_to_float32 expects uint16 bits, got {bits.dtype}")
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
@@ -139,7 +145,7 @@ def _check_entry(name, info):
     if not isinstance(info, dict):
         raise SafetensorsError(f"tensor {name!r}: entry is not an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise SafetensorsError(f"tensor {name!r}: unknown or unsupported dtype {dtype!r} (supported: {', '.join(DTYPES)})")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise SafetensorsError(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
@@ -152,7 +158,19 @@ def _check_entry(name, info):
     if end - begin != nbytes:
         raise SafetensorsError(
             f"tensor {name!r}: {end - begin} bytes in data_offsets but shape {shape} of {dtype} needs {nbytes}")
+    _check_numpy_limits(name, dtype, shape)
     return dtype, tuple(shape), begin, end
+
+
+def _check_numpy_limits(name, dtype: str, shape: list) -> None:
+    """NumPy's limits: at most _MAX_NDIM dims, and a size within _MAX_NBYTES (the file bounds a
+    non-empty tensor's size, not an empty one's: [0, 2**63] is a valid header but no NumPy array)."""
+    if len(shape) > _MAX_NDIM:
+        raise SafetensorsError(f"tensor {name!r}: shape has {len(shape)} dims, more than NumPy's {_MAX_NDIM}")
+    itemsize = 4 if dtype == "BF16" else DTYPES[dtype].itemsize  # BF16 may be returned as float32
+    if prod(d for d in shape if d) * itemsize > _MAX_NBYTES:
+        raise SafetensorsError(f"tensor {name!r}: shape {shape} is too large for NumPy "
+                               f"(itemsize x the product of the non-zero dims exceeds {_MAX_NBYTES})")
 
 
 def _to_array(buf, offset: int, dtype: str, shape, bf16: str) -> np.ndarray:
@@ -208,6 +226,7 @@ class safe_open:
     def close(self) -> None:
         # Arrays already handed out keep the memory map alive on their own (they hold a reference).
         self._file.close()
+        self._map = None
 
     def keys(self) -> list[str]:
         return list(self._order)
@@ -223,6 +242,8 @@ class safe_open:
 
     def get_tensor(self, name: str) -> np.ndarray:
         dtype, shape, begin, end = self._entry(name)
+        if self._file.closed:
+            raise ValueError(f"cannot read tensor {name!r}: safe_open({self.path!r}) is closed")
         if self._map is not None:
             return _to_array(self._map, self._data_start + begin, dtype, shape, self._bf16)
         self._file.seek(self._data_start + begin)
@@ -232,6 +253,8 @@ class safe_open:
         return _to_array(data, 0, dtype, shape, self._bf16)
 
     def _entry(self, name: str):
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names are str, got {type(name).__name__}")
         try:
             return self._entries[name]
         except KeyError:
@@ -245,8 +268,12 @@ def load_file(path, mmap: bool = True, *, bf16: str = "float32") -> dict[str, np
 
 
 def load(data: bytes, *, bf16: str = "float32") -> dict[str, np.ndarray]:
-    """Every tensor of an in-memory safetensors file."""
+    """Every tensor of an in-memory safetensors file (bytes, or any bytes-like object: bytearray, mmap...)."""
     _check_bf16(bf16)
+    try:
+        memoryview(data)
+    except TypeError:  # bytes(5) would be five zero bytes, bytes("abc") a TypeError about encodings
+        raise TypeError(f"data must be bytes-like, got {type(data).__name__}") from None
     data = bytes(data)
     _, entries, start = _parse_header(data, len(data))
     return {name: _to_array(data, start + begin, dtype, shape, bf16) for name, dtype, shape, begin, _ in entries}
@@ -256,13 +283,27 @@ def load(data: bytes, *, bf16: str = "float32") -> dict[str, np.ndarray]:
 # Writing
 
 
+def _is_utf8(text: str) -> bool:
+    """Can `text` be written as UTF-8? (Not if it holds a lone surrogate, e.g. "\\ud800".)"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _as_stored(name, value, override):
     """(safetensors dtype, little-endian C-contiguous array) for one tensor to save."""
     if not isinstance(name, str):
         raise SafetensorsError(f"tensor names must be str, got {type(name).__name__}")
+    if not _is_utf8(name):
+        raise SafetensorsError(f"tensor name {name!r} cannot be encoded as UTF-8")
     if name == "__metadata__":
         raise SafetensorsError("'__metadata__' is reserved and cannot name a tensor")
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:  # e.g. a ragged nested list
+        raise SafetensorsError(f"tensor {name!r}: value is not a rectangular array: {e}") from None
     if override == "BF16":
         if arr.dtype == np.uint16:
             bits = arr
@@ -296,6 +337,8 @@ def save_file(tensors: dict, path, metadata: dict | None = None, *, dtypes: dict
 def _serialize(tensors, metadata, dtypes):
     if not isinstance(tensors, dict):
         raise SafetensorsError(f"tensors must be a dict of name -> array, got {type(tensors).__name__}")
+    if dtypes is not None and not isinstance(dtypes, dict):
+        raise TypeError(f"dtypes must be a dict of tensor name -> dtype, got {type(dtypes).__name__}")
     dtypes = dtypes or {}
     unknown = set(dtypes) - set(tensors)
     if unknown:
@@ -303,6 +346,9 @@ def _serialize(tensors, metadata, dtypes):
     if metadata is not None and (not isinstance(metadata, dict)
                                  or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
         raise SafetensorsError("metadata must be a dict of str -> str")
+    for key, value in (metadata or {}).items():
+        if not (_is_utf8(key) and _is_utf8(value)):
+            raise SafetensorsError(f"metadata entry {key!r}: cannot be encoded as UTF-8")
     stored = {name: _as_stored(name, value, dtypes.get(name)) for name, value in tensors.items()}
     order = sorted(stored, key=lambda n: (-_DTYPE_ORDER.index(stored[n][0]), n))
 

@@ -4,6 +4,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from math import prod
 
 import numpy as np
 import pytest
@@ -16,6 +17,12 @@ from pyclvp.safetensors import SafetensorsError
 GOLDEN = sorted((DATA / "safetensors_golden").glob("*.safetensors"))
 MALFORMED = json.loads((DATA / "malformed_safetensors" / "index.json").read_text())
 NUMPY_DTYPES = ["<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "i1", "<u8", "<u4", "<u2", "u1", "?"]
+
+
+def _file_bytes(header, data=b""):
+    """A safetensors file with this header (a dict, written as JSON) and data area."""
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + data
 
 
 def _golden_inputs(path):
@@ -86,6 +93,39 @@ def test_safe_open_reads_only_what_is_asked(tmp_path):
             f.get_tensor("zz")
 
 
+@pytest.mark.parametrize("mmap", [True, False])
+def test_get_tensor_after_close_says_closed(tmp_path, mmap):
+    path = tmp_path / "x.safetensors"
+    sf.save_file({"a": np.arange(3, dtype=np.int32)}, path)
+    f = sf.safe_open(path, mmap=mmap)
+    before = f.get_tensor("a")
+    f.close()
+    with pytest.raises(ValueError, match=r"cannot read tensor 'a': safe_open\(.*x\.safetensors'\) is closed"):
+        f.get_tensor("a")
+    np.testing.assert_array_equal(before, [0, 1, 2])  # arrays handed out earlier stay readable
+
+
+@pytest.mark.parametrize("method", ["get_tensor", "get_shape", "get_dtype"])
+def test_safe_open_rejects_non_str_names(tmp_path, method):
+    path = tmp_path / "x.safetensors"
+    sf.save_file({"a": np.zeros(1, np.float32)}, path)
+    with sf.safe_open(path) as f, pytest.raises(TypeError, match="tensor names are str, got list"):
+        getattr(f, method)(["a"])
+
+
+@pytest.mark.parametrize("data", [None, "abc", 10**13, 5], ids=["none", "str", "huge_int", "small_int"])
+def test_load_rejects_non_bytes(data):
+    # bytes(5) is five zero bytes and bytes(10**13) a 10 TB allocation: neither may be attempted
+    with pytest.raises(TypeError, match=f"data must be bytes-like, got {type(data).__name__}"):
+        sf.load(data)
+
+
+def test_load_takes_any_bytes_like():
+    good = sf.save({"a": np.arange(3, dtype=np.int16)})
+    for data in (good, bytearray(good), memoryview(good), np.frombuffer(good, np.uint8)):
+        assert sf.load(data)["a"].tolist() == [0, 1, 2]
+
+
 def test_bf16_float32_and_raw(tmp_path):
     x = np.array([1.0, -2.5, 3.140625, 1e-3, np.inf], dtype=np.float32)
     path = tmp_path / "bf.safetensors"
@@ -96,6 +136,13 @@ def test_bf16_float32_and_raw(tmp_path):
     assert as_f32.dtype == np.float32 and raw.dtype == np.uint16
     np.testing.assert_array_equal(raw, [0x3F80, 0xC020, 0x4049, 0x3A83, 0x7F80])
     np.testing.assert_array_equal(as_f32, sf.bfloat16_to_float32(raw))
+
+
+@pytest.mark.parametrize("bits, dtype", [([1, 2], "int64"), (np.array([1.5]), "float64"),
+                                         (np.array([0x3F80, 70000]), "int64")], ids=["list", "float", "int64"])
+def test_bfloat16_to_float32_rejects_non_uint16(bits, dtype):
+    with pytest.raises(TypeError, match=f"expects uint16 bits, got {dtype}"):
+        sf.bfloat16_to_float32(bits)
 
 
 def test_float32_to_bfloat16_rounds_to_nearest_even():
@@ -116,6 +163,26 @@ def test_save_rejects_bad_input(tmp_path):
         sf.save({"__metadata__": np.zeros(1)})
     with pytest.raises(SafetensorsError, match="not being saved"):
         sf.save({}, dtypes={"x": "BF16"})
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    pytest.param(({"a": [[1.0], [2.0, 3.0]]},), {}, SafetensorsError, "tensor 'a': value is not a rectangular array",
+                 id="ragged_list"),
+    pytest.param(({"\ud800": np.zeros(1)},), {}, SafetensorsError, "tensor name .* cannot be encoded as UTF-8",
+                 id="surrogate_name"),
+    pytest.param(({}, {"k": "\udc00"}), {}, SafetensorsError, "metadata entry 'k': cannot be encoded as UTF-8",
+                 id="surrogate_metadata"),
+    pytest.param(({"a": np.zeros(1)},), {"dtypes": ["a"]}, TypeError, "dtypes must be a dict .* got list",
+                 id="dtypes_list"),
+])
+def test_save_names_the_bad_argument(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sf.save(*args, **kwargs)
+
+
+def test_save_takes_rectangular_lists():
+    got = sf.load(sf.save({"a": [[1.0], [2.0]]}))["a"]
+    assert got.dtype == np.float64 and got.tolist() == [[1.0], [2.0]]
 
 
 def test_big_endian_input_is_stored_little_endian():
@@ -140,6 +207,44 @@ def test_malformed_file_raises(name, mmap):
 def test_malformed_bytes_raise(name):
     with pytest.raises(SafetensorsError, match=MALFORMED[name]):
         sf.load((DATA / "malformed_safetensors" / name).read_bytes())
+
+
+# Headers the fuzzer found, beside the corpus: (header, data area, what the message must say).
+# The official reader accepts empty_dim_past_int64 (its dims fit in a u64, their product is 0), but
+# no NumPy array has a dim of 2**63, or more than 64 dims (32 before NumPy 2).
+BAD_HEADERS = {
+    "empty_dim_past_int64": ({"a": {"dtype": "F32", "shape": [0, 2**63], "data_offsets": [0, 0]}}, b"",
+                             "tensor 'a': shape .* too large for NumPy"),
+    "empty_dims_product_overflows": ({"a": {"dtype": "F32", "shape": [2**40, 2**40, 0], "data_offsets": [0, 0]}}, b"",
+                                     "tensor 'a': shape .* too large for NumPy"),
+    "empty_bf16_too_large_as_float32": ({"a": {"dtype": "BF16", "shape": [0, 2**61], "data_offsets": [0, 0]}}, b"",
+                                        "tensor 'a': shape .* too large for NumPy"),
+    "too_many_dims": ({"a": {"dtype": "U8", "shape": [1] * (sf._MAX_NDIM + 1), "data_offsets": [0, 1]}}, b"\0",
+                      f"tensor 'a': shape has {sf._MAX_NDIM + 1} dims, more than NumPy's {sf._MAX_NDIM}"),
+    "dtype_not_a_string": ({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4,
+                           "tensor 'a': unknown or unsupported dtype"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_HEADERS))
+def test_bad_header_raises(name, tmp_path):
+    header, data, match = BAD_HEADERS[name]
+    blob = _file_bytes(header, data)
+    with pytest.raises(SafetensorsError, match=match):
+        sf.load(blob)
+    (tmp_path / "bad.safetensors").write_bytes(blob)
+    for mmap in (True, False):
+        with pytest.raises(SafetensorsError, match=match):
+            sf.load_file(tmp_path / "bad.safetensors", mmap=mmap)
+
+
+@pytest.mark.parametrize("dtype, shape", [("F32", [0, sf._MAX_NBYTES // 4]), ("U8", [sf._MAX_NBYTES, 0]),
+                                          ("BF16", [2**14, 0, 2**14]), ("I8", [1] * sf._MAX_NDIM)])
+def test_shapes_at_numpy_limits_load(dtype, shape):
+    nbytes = prod(shape) * sf.DTYPES[dtype].itemsize
+    blob = _file_bytes({"a": {"dtype": dtype, "shape": shape, "data_offsets": [0, nbytes]}}, b"\0" * nbytes)
+    for bf16 in ("float32", "raw"):
+        assert sf.load(blob, bf16=bf16)["a"].shape == tuple(shape)
 
 
 def test_malformed_corpus_never_crashes_the_interpreter():
