@@ -6,13 +6,17 @@ and the config.json that transformers' save_pretrained writes loads here unchang
 
 Reading is strict about what it knows and lenient about what it does not:
 - a known key with a value of the wrong type raises ConfigError naming the key;
+- so does a value the model cannot run with: a size below 1, a hidden size that does not split into
+  the heads, an epsilon that is not a finite positive number, a token id outside its vocabulary;
 - an unknown key (transformers writes many generic ones: "architectures", "dtype", "id2label", ...)
   is kept in `.extra` and written back by to_dict(), but is otherwise ignored.
+Both checks run on construction (`__post_init__`), so `ClvpConfig(...)` and `from_dict` agree.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +27,7 @@ CONFIG_NAME = "config.json"
 
 
 class ConfigError(ValueError):
-    """A configuration value has the wrong type, or a config file cannot be read."""
+    """A configuration value has the wrong type or an unusable value, or a config file cannot be read."""
 
 
 def _matches(value, hint) -> bool:
@@ -44,32 +48,31 @@ def _matches(value, hint) -> bool:
 
 
 class _Config:
-    """from_dict / to_dict / from_pretrained / save_pretrained, shared by the three configs."""
+    """from_dict / to_dict / from_pretrained / save_pretrained and the checks, shared by the three configs."""
 
     model_type: typing.ClassVar[str]
 
-    @classmethod
-    def _hints(cls):
-        return typing.get_type_hints(cls)
+    def __post_init__(self):
+        self._check_types()
+        self._check_values()
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "extra" and not _matches(value, hints[f.name]):
+                raise ConfigError(f"{_key(self, f.name)}: expected {_hint_name(hints[f.name])}, got {value!r}")
+
+    def _check_values(self) -> None:
+        """Raise ConfigError naming the key of the first value the model cannot run with (types are checked)."""
 
     @classmethod
     def from_dict(cls, d: dict):
         if not isinstance(d, dict):
             raise ConfigError(f"{cls.__name__}: expected a dict, got {type(d).__name__}")
-        hints, known, extra = cls._hints(), {}, {}
         names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
-        for key, value in d.items():
-            if key not in names:
-                extra[key] = value
-            elif not _matches(value, hints[key]) and not cls._is_sub_config(key, value):
-                raise ConfigError(f"{cls.__name__}.{key}: expected {_hint_name(hints[key])}, got {value!r}")
-            else:
-                known[key] = value
-        return cls(**known, extra=extra)
-
-    @classmethod
-    def _is_sub_config(cls, key, value) -> bool:
-        return False
+        known = {key: value for key, value in d.items() if key in names}
+        return cls(**known, extra={key: value for key, value in d.items() if key not in names})
 
     def to_dict(self) -> dict:
         out = dict(self.extra)
@@ -107,6 +110,41 @@ def _hint_name(hint) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+# ----------------------------------------------------------------------------------------------
+# Value checks (each raises ConfigError naming the key)
+
+
+def _key(cfg, key: str) -> str:
+    return f"{type(cfg).__name__}.{key}"
+
+
+def _check_positive(cfg, *keys: str) -> None:
+    """Sizes and counts: integers >= 1 (None is left alone: it means "derive it")."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{_key(cfg, key)}: expected an integer >= 1, got {value!r}")
+
+
+def _check_epsilon(cfg, key: str) -> None:
+    value = getattr(cfg, key)
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{_key(cfg, key)}: expected a finite number > 0, got {value!r}")
+
+
+def _check_heads(cfg) -> None:
+    # ref: ClvpSelfAttention.__init__ and GPT2Attention.__init__: "embed_dim must be divisible by num_heads"
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise ConfigError(f"{_key(cfg, 'hidden_size')} ({cfg.hidden_size}) must be divisible by "
+                          f"{_key(cfg, 'num_attention_heads')} ({cfg.num_attention_heads})")
+
+
+def _check_token_id(where: str, value, vocab_size: int, vocab_key: str) -> None:
+    """`value` is one id that the model embeds or compares: an int in [0, vocab_size)."""
+    if not (isinstance(value, int) and 0 <= value < vocab_size):
+        raise ConfigError(f"{where}: expected a token id in [0, {vocab_size}) ({vocab_key}), got {value!r}")
+
+
 @dataclass
 class ClvpEncoderConfig(_Config):
     """The text or speech encoder (ClvpEncoder): rotary pre-RMSNorm transformer + summary + projection."""
@@ -130,6 +168,14 @@ class ClvpEncoderConfig(_Config):
     eos_token_id: typing.Union[int, typing.List[int], None] = 0
     pad_token_id: typing.Optional[int] = None
     extra: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _check_values(self) -> None:
+        # The token ids are checked by ClvpConfig: only the text encoder's are used (as text tokens), and
+        # a Tortoise conversion gives the speech encoder the decoder's start/stop ids, outside its vocabulary.
+        _check_positive(self, "vocab_size", "hidden_size", "intermediate_size", "projection_dim",
+                        "num_hidden_layers", "num_attention_heads")
+        _check_heads(self)
+        _check_epsilon(self, "layer_norm_eps")
 
     @property
     def head_dim(self) -> int:
@@ -176,6 +222,18 @@ class ClvpDecoderConfig(_Config):
     add_cross_attention: bool = False
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def _check_values(self) -> None:
+        _check_positive(self, "vocab_size", "max_position_embeddings", "max_text_tokens", "hidden_size",
+                        "num_hidden_layers", "num_attention_heads", "n_inner", "num_mel_attn_blocks", "feature_size")
+        _check_heads(self)
+        _check_epsilon(self, "layer_norm_epsilon")
+        for key in ("bos_token_id", "eos_token_id"):  # the start token embedded first; the stop token
+            _check_token_id(_key(self, key), getattr(self, key), self.vocab_size, "vocab_size")
+        # ref: ClvpModelForConditionalGeneration.fix_speech_decoder_output reads codes[0] and codes[1:]
+        # (ClvpConfig checks the codes against the speech encoder's vocabulary, which embeds them)
+        if not self.decoder_fixing_codes:
+            raise ConfigError(f"{_key(self, 'decoder_fixing_codes')}: expected at least one token id, got []")
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
@@ -202,14 +260,26 @@ class ClvpConfig(_Config):
 
     def __post_init__(self):
         for key, cls in self._SUB.items():
-            value = getattr(self, key)
-            if value is None:
-                setattr(self, key, cls())
-            elif isinstance(value, dict):
-                setattr(self, key, cls.from_dict(value))
-            elif not isinstance(value, cls):
-                raise ConfigError(f"ClvpConfig.{key}: expected a dict or {cls.__name__}, got {type(value).__name__}")
+            setattr(self, key, self._sub_config(key, cls, getattr(self, key)))
+        super().__post_init__()
 
-    @classmethod
-    def _is_sub_config(cls, key, value) -> bool:
-        return key in cls._SUB and (value is None or isinstance(value, dict))
+    @staticmethod
+    def _sub_config(key, cls, value):
+        """A sub-config from None (the defaults), a dict or an instance; its errors say which sub-config."""
+        if isinstance(value, cls):
+            return value
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"ClvpConfig.{key}: expected a dict or {cls.__name__}, got {type(value).__name__}")
+        try:
+            return cls() if value is None else cls.from_dict(value)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+    def _check_values(self) -> None:
+        _check_positive(self, "projection_dim")
+        t, d = self.text_config, self.decoder_config
+        for key in ("bos_token_id", "eos_token_id"):  # put around every text (conditioning and text encoder)
+            _check_token_id(f"text_config: {_key(t, key)}", getattr(t, key), t.vocab_size, "vocab_size")
+        for code in d.decoder_fixing_codes:  # they replace the decoder's output, then the speech encoder embeds them
+            _check_token_id(f"decoder_config: {_key(d, 'decoder_fixing_codes')}", code,
+                            self.speech_config.vocab_size, "speech_config.vocab_size")

@@ -1,5 +1,7 @@
 """pyclvp.config against transformers' defaults and the config.json files it writes."""
 import json
+import math
+import re
 
 import pytest
 
@@ -52,6 +54,87 @@ def test_derived_sizes():
 def test_wrong_type_names_the_key(key, value):
     with pytest.raises(ConfigError, match=f"ClvpEncoderConfig.{key}"):
         ClvpEncoderConfig.from_dict({key: value})
+
+
+def _tiny_a_with(sub, key, value) -> dict:
+    """tiny_a's config.json with one value replaced (sub None: a top-level key)."""
+    d = json.loads((DATA / "tiny_a" / "config.json").read_text())
+    (d if sub is None else d[sub])[key] = value
+    return d
+
+
+SIZE, EPS = "expected an integer >= 1", "expected a finite number > 0"
+WHERE = {None: "ClvpConfig", "text_config": "text_config: ClvpEncoderConfig",
+         "speech_config": "speech_config: ClvpEncoderConfig", "decoder_config": "decoder_config: ClvpDecoderConfig"}
+
+
+@pytest.mark.parametrize("sub, key, value, problem", [
+    # sizes and counts: integers >= 1
+    ("text_config", "num_attention_heads", 0, SIZE),
+    ("text_config", "intermediate_size", 0, SIZE),
+    ("text_config", "vocab_size", 0, SIZE),
+    ("speech_config", "hidden_size", 0, SIZE),
+    ("speech_config", "projection_dim", -1, SIZE),
+    ("decoder_config", "num_hidden_layers", 0, SIZE),
+    ("decoder_config", "num_attention_heads", 0, SIZE),
+    ("decoder_config", "n_inner", 0, SIZE),
+    ("decoder_config", "max_position_embeddings", -1, SIZE),
+    ("decoder_config", "vocab_size", 0, SIZE),
+    (None, "projection_dim", 0, SIZE),
+    # epsilons: finite and > 0
+    ("decoder_config", "layer_norm_epsilon", -1, EPS),
+    ("decoder_config", "layer_norm_epsilon", math.inf, EPS),
+    ("text_config", "layer_norm_eps", 0, EPS),
+    ("speech_config", "layer_norm_eps", math.nan, EPS),
+    # token ids lie in their vocabulary: the text encoder's in text_config's, the decoder's in its own
+    ("text_config", "eos_token_id", 9999, "expected a token id in [0, 256) (vocab_size), got 9999"),
+    ("text_config", "bos_token_id", -1, "expected a token id in [0, 256)"),
+    ("text_config", "bos_token_id", None, "expected a token id in [0, 256)"),
+    ("decoder_config", "eos_token_id", -1, "expected a token id in [0, 8194) (vocab_size), got -1"),
+    ("decoder_config", "eos_token_id", [8193], "expected a token id in [0, 8194)"),
+    ("decoder_config", "bos_token_id", 8194, "expected a token id in [0, 8194)"),
+    ("decoder_config", "decoder_fixing_codes", [], "expected at least one token id, got []"),
+    ("decoder_config", "decoder_fixing_codes", [83, 9000],
+     "expected a token id in [0, 8194) (speech_config.vocab_size), got 9000"),
+    ("decoder_config", "decoder_fixing_codes", [-1], "expected a token id in [0, 8194) (speech_config.vocab_size)"),
+])
+def test_unusable_value_names_the_key(sub, key, value, problem):
+    with pytest.raises(ConfigError, match=re.escape(f"{WHERE[sub]}.{key}: {problem}")):
+        ClvpConfig.from_dict(_tiny_a_with(sub, key, value))
+
+
+@pytest.mark.parametrize("sub, hidden, heads", [("decoder_config", 32, 3), ("text_config", 64, 3),
+                                                ("speech_config", 32, 64)])
+def test_hidden_size_must_split_into_the_heads(sub, hidden, heads):
+    # ref: ClvpSelfAttention / GPT2Attention: "embed_dim must be divisible by num_heads"
+    cls = WHERE[sub].split(": ")[1]
+    match = f"{WHERE[sub]}.hidden_size ({hidden}) must be divisible by {cls}.num_attention_heads ({heads})"
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        ClvpConfig.from_dict(_tiny_a_with(sub, "num_attention_heads", heads))
+
+
+def test_speech_encoder_token_ids_are_not_checked():
+    # unused by the model; a Tortoise conversion writes the decoder's start/stop ids there (8192, 8193 of 8192)
+    cfg = ClvpConfig.from_dict({"speech_config": {"vocab_size": 8192, "bos_token_id": 8192, "eos_token_id": 8193}})
+    assert cfg.speech_config.eos_token_id == 8193
+
+
+def test_fixing_codes_belong_to_the_speech_encoder_vocabulary():
+    # the speech encoder embeds them: a decoder vocabulary below 249 is fine (as in tests/data/torch_pickle/tortoise)
+    cfg = ClvpConfig.from_dict({"decoder_config": {"vocab_size": 100, "bos_token_id": 98, "eos_token_id": 99}})
+    assert cfg.decoder_config.decoder_fixing_codes == [83, 45, 45, 248] and cfg.speech_config.vocab_size == 256
+    with pytest.raises(ConfigError, match=re.escape("(speech_config.vocab_size), got 248")):
+        ClvpConfig.from_dict({"speech_config": {"vocab_size": 200, "bos_token_id": 0, "eos_token_id": 1}})
+
+
+def test_constructor_checks_like_from_dict():
+    with pytest.raises(ConfigError, match="ClvpEncoderConfig.hidden_size: expected int"):
+        ClvpEncoderConfig(hidden_size="64")
+    with pytest.raises(ConfigError, match=re.escape("ClvpDecoderConfig.hidden_size (30) must be divisible")):
+        ClvpDecoderConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ConfigError, match="text_config: ClvpEncoderConfig.eos_token_id"):
+        ClvpConfig(text_config=dict(vocab_size=100, bos_token_id=99, eos_token_id=100))
+    assert ClvpConfig(speech_config=dict(vocab_size=8194)).speech_config.vocab_size == 8194  # bench/make_checkpoint.py
 
 
 def test_sub_config_wrong_type():
