@@ -7,7 +7,8 @@
   pyclvp convert / convert-tortoise   PyTorch checkpoints -> safetensors
 
 Each sub-command is a pair: `_add_<name>(subparsers)` declares its arguments and `_cmd_<name>(args)`
-runs it. Errors that are the user's (a bad file, bad text) print one line and exit with status 2.
+runs it. Errors that are the user's (a bad file, bad text, `--backend cuda` where CUDA cannot run)
+print one line and exit with status 2; `info` exits with status 1 when the tensors do not fit config.json.
 """
 from __future__ import annotations
 
@@ -208,6 +209,7 @@ def _cmd_info(args):
               f"{e.rotary_dim if e.use_rotary_embedding else 'off'}), vocab {e.vocab_size}, summary "
               f"{e.summary_type}, projection {e.projection_dim}")
     print(f"checks: {'the tensors fit config.json' if info['problems'] is None else info['problems']}")
+    return 0 if info["problems"] is None else 1
 
 
 def _bytes(n: int) -> str:
@@ -215,6 +217,13 @@ def _bytes(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} bytes"
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type for --seed: NumPy's generators take no negative seed."""
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
 
 
 def _add_generation_args(p):
@@ -225,7 +234,7 @@ def _add_generation_args(p):
     group.add_argument("--candidates", type=int, metavar="N", help="candidates to generate (default 16)")
     group.add_argument("--preset", help="Tortoise preset: ultra_fast (16), fast (96), standard / high_quality (256)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="speech tokens per candidate (default 500)")
-    p.add_argument("--seed", type=int, help="random seed for sampling (default: fresh each run)")
+    p.add_argument("--seed", type=_non_negative_int, help="random seed for sampling, >= 0 (default: fresh each run)")
     p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
     p.add_argument("--json", action="store_true", help="print the ranking as JSON (with each candidate's speech ids)")
 
@@ -313,9 +322,16 @@ def main(argv=None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ValueError, OSError) as e:  # user errors: one clear line, no traceback
+    except _user_errors() as e:  # one clear line, no traceback
         print(f"pyclvp {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple:
+    """The exceptions that are the user's to fix. CudaUnavailableError joins them once its module is loaded:
+    it is raised only from there, and importing it up front would load pyclvp._core for every command."""
+    cuda_ops = sys.modules.get("pyclvp.ops.cuda_ops")
+    return (ValueError, OSError) + ((cuda_ops.CudaUnavailableError,) if cuda_ops else ())
 
 
 if __name__ == "__main__":

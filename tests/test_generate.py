@@ -441,6 +441,36 @@ def test_cli_rank_errors(tmp_path, capsys, argv, match):
     assert match in capsys.readouterr().err
 
 
+def test_cli_rank_negative_seed_names_the_option(capsys):
+    from pyclvp.cli import main
+
+    with pytest.raises(SystemExit) as e:  # argparse's own error line, before any work
+        main(["rank", "--model", str(DATA / "tiny_a"), "--text", "Hi.", "--voice", "v.wav", "--seed", "-1"])
+    assert e.value.code == 2
+    assert "argument --seed: expected a non-negative integer, got '-1'" in capsys.readouterr().err
+
+
+def test_cli_rank_cuda_unavailable_is_one_line(tmp_path, capsys, monkeypatch):
+    cuda_ops = pytest.importorskip("pyclvp.ops.cuda_ops")
+    from pyclvp.cli import main
+    from pyclvp.model.demo import write_voice_clip
+
+    monkeypatch.setattr(cuda_ops, "cuda_unavailable_reason", lambda: "no GPU here (test)")
+    clip = write_voice_clip(tmp_path / "v.wav", seconds=0.5)
+    argv = ["rank", "--model", str(DATA / "tiny_a"), "--text", "Hi.", "--voice", str(clip), "--backend", "cuda"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "pyclvp rank: error: backend 'cuda' is unavailable: no GPU here (test)\n"
+
+
+def test_python_m_pyclvp_is_the_cli():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "pyclvp", "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("usage: pyclvp") and "rank" in run.stdout
+
+
 def test_cli_demo_and_info(tmp_path, capsys):
     from pyclvp.cli import main
 
@@ -450,3 +480,28 @@ def test_cli_demo_and_info(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "parameters:" in out and "F32" in out and "the tensors fit config.json" in out
+
+
+def _broken_tiny_a(tmp_path, kind):
+    """tiny_a's config.json with a model.safetensors that misses every tensor, or has one misshaped."""
+    from pyclvp.safetensors import load_file, save_file
+
+    folder = DATA / "tiny_a"
+    (tmp_path / "config.json").write_bytes((folder / "config.json").read_bytes())
+    tensors = {"not_a_clvp_tensor": np.zeros(3, np.float32)}
+    if kind == "misshaped":
+        tensors = load_file(folder / "model.safetensors", mmap=False)
+        tensors["logit_scale"] = np.zeros(2, np.float32)
+    save_file(tensors, tmp_path / "model.safetensors")
+    return tmp_path
+
+
+@pytest.mark.parametrize("kind, problem", [("nothing", "missing: logit_scale"),
+                                           ("misshaped", "logit_scale (2,) (expected ())")])
+def test_cli_info_fails_when_the_checks_fail(tmp_path, capsys, kind, problem):
+    from pyclvp.cli import main
+
+    folder = _broken_tiny_a(tmp_path, kind)
+    assert main(["info", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "parameters:" in out and "checks: checkpoint" in out and problem in out
