@@ -401,6 +401,11 @@ class ClvpFeatureExtractor:
     def __init__(self, feature_size=80, sampling_rate=22050, default_audio_length=6, hop_length=256,
                  chunk_length=30, n_fft=1024, padding_value=0.0, mel_norms=None, return_attention_mask=False,
                  **kwargs):
+        for key, value in (("feature_size", feature_size), ("sampling_rate", sampling_rate),
+                           ("hop_length", hop_length), ("n_fft", n_fft), ("chunk_length", chunk_length),
+                           ("default_audio_length", default_audio_length)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
         self.feature_size = feature_size
         self.sampling_rate = sampling_rate
         self.padding_value = padding_value
@@ -439,7 +444,10 @@ class ClvpFeatureExtractor:
                 raise FileNotFoundError(f"no such file or directory: {path}")
         if config_file is None or not config_file.is_file():
             return cls(mel_norms=tortoise_mel_norms().tolist())
-        config = json.loads(config_file.read_text())
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{config_file} is not valid JSON: {e}") from None
         if not isinstance(config, dict):
             raise ValueError(f"{config_file}: expected a JSON object")
         for key in ("feature_extractor_type", "processor_class"):

@@ -460,7 +460,9 @@ def _voice_features(model, voice, feature_extractor):  # -> (N, M, T) float32
 def _check_clip(clip, i):
     if clip.ndim != 1 or clip.size == 0:
         raise ValueError(f"voice clip {i} is empty or not mono samples (shape {clip.shape})")
-    if not np.issubdtype(clip.dtype, np.number) or not np.isfinite(clip).all():
+    if clip.dtype.kind not in "fiu":
+        raise ValueError(f"voice clip {i} must hold real-valued samples, got dtype {clip.dtype}")
+    if not np.isfinite(clip).all():
         raise ValueError(f"voice clip {i} holds NaN or infinite samples")
     if np.abs(clip).max() < 1e-4:
         raise ValueError(f"voice clip {i} is silent (peak below -80 dBFS); use a recording of the voice")

@@ -104,7 +104,10 @@ def _merge_pair(parts: list[str], pair: tuple[str, str]) -> list[str]:
 
 
 def read_vocab(path: Path) -> dict[str, int]:
-    vocab = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        vocab = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(vocab, dict) or not all(isinstance(i, int) and i >= 0 for i in vocab.values()):
         raise ValueError(f"{path}: expected a JSON object mapping tokens to non-negative integer ids")
     return vocab

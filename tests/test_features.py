@@ -358,6 +358,19 @@ def test_extractor_rejects_bad_audio_and_sizes(kwargs, error, match):
         ClvpFeatureExtractor()(sampling_rate=22050, **kwargs)
 
 
+@pytest.mark.parametrize("key, value", [("hop_length", 0), ("n_fft", -1), ("sampling_rate", "x"),
+                                        ("feature_size", 0), ("chunk_length", 2.5), ("default_audio_length", None)])
+def test_extractor_rejects_bad_sizes(key, value):
+    with pytest.raises(ValueError, match=f"{key} must be a positive integer, got {value!r}"):
+        ClvpFeatureExtractor(**{key: value})
+
+
+def test_from_pretrained_names_a_broken_config(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"preprocessor_config.json is not valid JSON"):
+        ClvpFeatureExtractor.from_pretrained(tmp_path)
+
+
 def test_from_pretrained_and_save(tmp_path):
     bundled = ClvpFeatureExtractor.from_pretrained()
     assert np.array_equal(np.asarray(bundled.mel_norms, dtype=np.float32), tortoise_mel_norms())

@@ -389,6 +389,8 @@ def test_rank_with_text_and_repeated_clips():
     ("word " * 40, "clip", {}, "tokens long; this model takes at most"),
     ("Hi.", np.zeros(22050, np.float32), {}, "silent"),
     ("Hi.", np.full(100, np.nan, np.float32), {}, "NaN"),
+    ("Hi.", np.ones(100, bool), {}, "must hold real-valued samples, got dtype bool"),
+    ("Hi.", np.ones(100, complex), {}, "must hold real-valued samples, got dtype complex128"),
     ("Hi.", np.zeros(0, np.float32), {}, "empty"),
     ("Hi.", "clip", dict(num_candidates=0), "num_candidates must be a positive integer"),
     ("Hi.", "clip", dict(preset="slow"), "unknown preset"),

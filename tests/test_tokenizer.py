@@ -134,6 +134,12 @@ def test_from_pretrained_errors(tmp_path):
     (tmp_path / "vocab.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="mapping tokens"):
         ClvpTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "vocab.json").write_bytes(b"{\"a\": 1,")
+    with pytest.raises(ValueError, match="vocab.json is not valid JSON"):
+        ClvpTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "vocab.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(ValueError, match="vocab.json is not valid JSON"):
+        ClvpTokenizer.from_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize("call, error, match", [
