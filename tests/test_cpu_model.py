@@ -98,6 +98,14 @@ def test_decoder_session_rejects_bad_caches():
     s.v = s.v.astype(np.float16)
     with pytest.raises(ValueError, match="same dtype"):
         dec.step(ids, pos, s)
+    s = dec.new_state(2, 3)
+    s.v = s.k  # the same memory twice: the step would write keys over values
+    with pytest.raises(ValueError, match="must not share memory"):
+        dec.step(ids, pos, s)
+    s = dec.new_state(2, 3)
+    s.key_mask = s.k.view(np.uint8).reshape(-1)[:6].view(bool).reshape(2, 3)  # a view into k
+    with pytest.raises(ValueError, match="must not share memory"):
+        dec.step(ids, pos, s)
     with pytest.raises(ValueError, match="unknown cache dtype"):
         dec.new_state(1, 2, cache_dtype="int8")
     with pytest.raises(ValueError, match="weights is missing 'lm_head.bias'"):

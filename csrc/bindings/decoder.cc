@@ -102,10 +102,15 @@ class DecoderSession {
                  std::string(py::str(km.dtype())), " ", shape_str(km));
     PYCLVP_CHECK(length >= 0 && length <= S && T <= S - length, "the cache holds ", S, " positions: cannot write ", T,
                  " more after length ", length);
-    PYCLVP_CHECK(!(k.data() == v.data() && S * m_.D > 0), "cache k and v must be different arrays");
+    PYCLVP_CHECK(!overlap(k, v) && !overlap(k, km) && !overlap(v, km), "cache k, v and key_mask must not share memory");
     c.k = k.mutable_data(), c.v = v.mutable_data(), c.key_mask = static_cast<uint8_t*>(km.mutable_data());
     c.B = B, c.S = S;
     return c;
+  }
+
+  static bool overlap(const py::array& a, const py::array& b) {  // contiguous arrays: their byte ranges
+    const char *a0 = static_cast<const char*>(a.data()), *b0 = static_cast<const char*>(b.data());
+    return a.nbytes() > 0 && b.nbytes() > 0 && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
   }
 
   py::dict weights_;  // keeps every bound array alive (the session holds raw pointers into them)
