@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import CACHE_ATOL, TINY, TOLERANCE, assert_close, greedy_logits, inputs, isa_params, load_tiny, using
+from pyclvp import _core
 from pyclvp.ops.half import Bf16Array
 
 TOL = TOLERANCE["cpu", "float32"]
@@ -77,6 +78,19 @@ def test_half_kv_cache_within_its_bound(name, cache):
         ids = np.full(B, 7 * k)
         assert_close(dec.step(ids, np.full(B, k + 1), half), dec.step(ids, np.full(B, k + 1), full),
                      atol=CACHE_ATOL[cache], name=f"step {k}")
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(L="2"), "decoder: config 'L' must be an integer, got '2'"),
+    (dict(H=2.5), "config 'H' must be an integer, got 2.5"),
+    (dict(V=True), "config 'V' must be an integer, got True"),
+    (dict(eps=None), "config 'eps' must be a number, got None"),
+    (dict(C=0), "config sizes must be positive"),
+])
+def test_decoder_session_names_a_bad_config(change, match):
+    config = dict(L=1, C=4, H=2, F=8, V=5, P=6, eps=1e-5, **change)
+    with pytest.raises(ValueError, match=match):
+        _core.DecoderSession(config, {})
 
 
 def test_decoder_session_rejects_bad_caches():

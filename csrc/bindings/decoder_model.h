@@ -14,15 +14,21 @@ namespace pyclvp::bind {
 
 // config: {"L","C","H","F","V","P","eps"}; weights: checkpoint key (relative to `speech_decoder_model.`)
 // -> array. The model points into the arrays: `weights` must keep them alive while it is used.
+// (Its checks name "decoder": inside the lambdas below, PYCLVP_CHECK's __func__ would be "operator()".)
 inline cpu::DecoderModel read_decoder_model(const py::dict& config, const py::dict& weights) {
-  auto get = [&](const char* key) -> py::handle {
-    PYCLVP_CHECK(config.contains(key), "config is missing '", key, "'");
-    return config[key];
+  auto number = [&](const char* key, bool integer) -> py::handle {  // an int (not a bool), or any real
+    if (!config.contains(key)) fail("decoder", "config is missing '", key, "'");
+    py::handle v = config[key];
+    const bool is_int = PyIndex_Check(v.ptr()) && !py::isinstance<py::bool_>(v);
+    if (!(is_int || (!integer && py::isinstance<py::float_>(v))))
+      fail("decoder", "config '", key, "' must be ", integer ? "an integer" : "a number", ", got ",
+           std::string(py::repr(v)));
+    return v;
   };
+  auto size = [&](const char* key) { return number(key, true).cast<int64_t>(); };
   cpu::DecoderModel m;
-  m.L = get("L").cast<int64_t>(), m.C = get("C").cast<int64_t>(), m.H = get("H").cast<int64_t>();
-  m.F = get("F").cast<int64_t>(), m.V = get("V").cast<int64_t>(), m.P = get("P").cast<int64_t>();
-  m.eps = get("eps").cast<float>();
+  m.L = size("L"), m.C = size("C"), m.H = size("H"), m.F = size("F"), m.V = size("V"), m.P = size("P");
+  m.eps = number("eps", false).cast<float>();
   PYCLVP_CHECK(m.L >= 1 && m.C >= 1 && m.H >= 1 && m.F >= 1 && m.V >= 1 && m.P >= 1,
                "config sizes must be positive, got L=", m.L, " C=", m.C, " H=", m.H, " F=", m.F, " V=", m.V, " P=", m.P);
   PYCLVP_CHECK(m.C % m.H == 0, "hidden size C=", m.C, " must be divisible by the head count H=", m.H);
@@ -30,7 +36,7 @@ inline cpu::DecoderModel read_decoder_model(const py::dict& config, const py::di
 
   auto obj = [&](const std::string& key, bool optional = false) -> py::handle {
     if (!weights.contains(key.c_str()) || weights[key.c_str()].is_none()) {
-      PYCLVP_CHECK(optional, "weights is missing '", key, "'");
+      if (!optional) fail("decoder", "weights is missing '", key, "'");
       return py::handle();
     }
     return weights[key.c_str()];
