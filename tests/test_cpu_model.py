@@ -88,7 +88,7 @@ def test_half_kv_cache_within_its_bound(name, cache):
     (dict(C=0), "config sizes must be positive"),
 ])
 def test_decoder_session_names_a_bad_config(change, match):
-    config = dict(L=1, C=4, H=2, F=8, V=5, P=6, eps=1e-5, **change)
+    config = {**dict(L=1, C=4, H=2, F=8, V=5, P=6, eps=1e-5), **change}
     with pytest.raises(ValueError, match=match):
         _core.DecoderSession(config, {})
 
