@@ -183,7 +183,8 @@ def process_logits(logits, seen, n_generated: int, opts: GenerationOptions, eos:
         logits = suppress_token(logits, eos)
     if opts.do_sample:
         if opts.temperature != 1.0:
-            logits = logits / np.float32(opts.temperature)
+            with np.errstate(over="ignore"):  # an overflow to inf is refused by sample(), with the reason
+                logits = logits / np.float32(opts.temperature)
         if opts.top_k:
             logits = apply_top_k(logits, opts.top_k)
         if opts.top_p is not None and opts.top_p < 1.0:
@@ -194,7 +195,12 @@ def process_logits(logits, seen, n_generated: int, opts: GenerationOptions, eos:
 def sample(logits, u):  # (R, V) processed logits, (R,) uniforms in [0, 1) -> (R,) int64
     """Inverse-CDF draw from softmax(logits): the first token whose cumulative weight exceeds u * total."""
     z = logits.astype(np.float64)
-    c = np.cumsum(np.exp(z - z.max(-1, keepdims=True)), axis=-1)  # (R, V); removed tokens add 0
+    with np.errstate(invalid="ignore"):  # inf - inf: reported below
+        c = np.cumsum(np.exp(z - z.max(-1, keepdims=True)), axis=-1)  # (R, V); removed tokens add 0
+    bad = np.flatnonzero(~np.isfinite(c[:, -1]))
+    if bad.size:  # as torch.multinomial, which refuses such rows; a draw from them would be meaningless
+        raise ValueError(f"cannot sample row {bad[0]}: its processed logits hold NaN or overflowed to inf "
+                         "(a temperature too small for float32, or NaN logits)")
     return np.minimum((c <= u[:, None] * c[:, -1:]).sum(-1), logits.shape[-1] - 1).astype(np.int64)
 
 

@@ -462,6 +462,17 @@ def test_sampled_generation_identical_to_numpy(name, case):
 
 
 @gpu
+@pytest.mark.parametrize("backend", ["numpy", "cuda"])
+def test_overflowed_logits_are_refused_on_both_sides(backend):
+    """A temperature that overflows float32 logits leaves nothing to draw from: the host's sample() and the
+    device's choice (out = -1, checked by the binding) refuse it alike."""
+    ids, feats, mask = inputs(seed=2)
+    with pytest.raises(ValueError, match="cannot sample row 0: its processed logits hold NaN or overflowed"):
+        load_tiny("tiny_a", backend).generate(ids, feats, mask, do_sample=True, temperature=1e-45, max_new_tokens=3,
+                                              seed=0)
+
+
+@gpu
 def test_device_choice_rejects_bad_arguments():
     dec = load_tiny("tiny_b", "cuda").decoder
     V, session, st = dec.cfg.vocab_size, dec._session, dec.new_state(2, 4)

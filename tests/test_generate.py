@@ -330,6 +330,7 @@ def test_presets():
     (dict(seed=-1), "seed must be None or an integer >= 0"),
     (dict(seed=1.5), "seed must be"),
     (dict(pad_to_max_mel_tokens=1), "pad_to_max_mel_tokens must be an integer >= 2"),
+    (dict(do_sample=True, temperature=1e-45, seed=0), "cannot sample row 0: its processed logits hold NaN or overflowed"),
     (dict(num_return_sequences=0), "number of candidates"),
     (dict(max_new_tokens=0), "max_new_tokens"),
     (dict(batch_size=0), "batch_size"),

@@ -172,7 +172,8 @@ void write_kv(void* k, void* v, DType dtype, int64_t Scache, const float* new_k,
 //   logits : (B, V) f32, processed in place (removed tokens become -inf)
 //   seen   : (B, V) bytes: the start token and the tokens so far; the chosen token is added.
 //            start >= 0 first resets each row to {start} (the first choice after the prompt)
-//   u      : (B,) f64 in [0, 1), read when do_sample     out : (B,) int64, written
+//   u      : (B,) f64 in [0, 1), read when do_sample
+//   out    : (B,) int64, written; -1 where a draw's total weight is not finite (NaN or overflowed logits)
 //   pick   : the processors' options, the same for every row (Pick)
 // V <= 2^32 (the launcher throws otherwise).
 struct Pick {

@@ -214,10 +214,11 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a) {
       below += c <= threshold;
     }
     pick = min(block_sum<kThreads>(below), V - 1);
+    if (!isfinite(total)) pick = -1;  // NaN or overflowed logits: no draw (the host refuses such a row too)
   }
   if (tid == 0) {  // 5.
     a.out[row] = pick;
-    seen[pick] = 1;
+    if (pick >= 0) seen[pick] = 1;
   }
 }
 

@@ -87,6 +87,7 @@ inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v)
   return old;
 }
 inline int max(int a, int b) { return a > b ? a : b; }
+using std::isfinite;  // CUDA's device isfinite is a global function
 
 template <class T>
 inline T __ldg(const T* p) {
