@@ -49,7 +49,10 @@ class ClvpProcessor:
     def _route(self, kwargs: dict) -> tuple[dict, dict]:
         """(tokenizer kwargs, feature extractor kwargs) from the flat and the nested arguments."""
         text_kwargs, audio_kwargs = {}, {}
-        nested = {"text_kwargs": kwargs.pop("text_kwargs", {}), "audio_kwargs": kwargs.pop("audio_kwargs", {})}
+        nested = {name: kwargs.pop(name, None) or {} for name in ("text_kwargs", "audio_kwargs")}
+        for name, value in nested.items():
+            if not isinstance(value, dict):
+                raise TypeError(f"{name} must be a dict of keyword arguments, got {type(value).__name__}")
         for key, value in kwargs.items():
             if key in SHARED_KWARGS or key not in AUDIO_ONLY_KWARGS:
                 text_kwargs[key] = value

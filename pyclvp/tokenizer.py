@@ -316,6 +316,8 @@ class ClvpTokenizer:
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         """Pieces -> bytes (inverse byte table) -> UTF-8 text. ref: ClvpTokenizer.convert_tokens_to_string"""
+        if not all(isinstance(t, str) for t in tokens):
+            raise TypeError(f"ClvpTokenizer.convert_tokens_to_string: expected token strings, got {tokens!r:.80}")
         joined = "".join(tokens)
         unknown = set(joined) - BYTE_DECODER.keys()
         if unknown:
@@ -340,6 +342,8 @@ class ClvpTokenizer:
         return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     def batch_decode(self, sequences, **kwargs) -> list[str]:
+        if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__iter__"):
+            raise TypeError(f"ClvpTokenizer.batch_decode: expected a list of id sequences, got {type(sequences).__name__}")
         return [self.decode(ids, **kwargs) for ids in sequences]
 
 

@@ -69,6 +69,8 @@ def test_argument_routing(processor, clip):
     assert out["input_features"].shape == (1, 80, 12) and out["input_ids"].shape == (1, 3)
     with pytest.raises(ValueError, match="passed two times"):
         processor(audio=clip, sampling_rate=22050, max_length=5, audio_kwargs={"max_length": 3})
+    with pytest.raises(TypeError, match="text_kwargs must be a dict of keyword arguments, got list"):
+        processor(text="Hi.", text_kwargs=[1])
     # the deprecated raw_speech name
     old = processor(raw_speech=clip, sampling_rate=22050, return_tensors="np")["input_features"]
     assert np.array_equal(old, processor(audio=clip, sampling_rate=22050, return_tensors="np")["input_features"])

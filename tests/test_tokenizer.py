@@ -157,6 +157,8 @@ def test_from_pretrained_errors(tmp_path):
     (lambda: TOK.decode([-1]), ValueError, "-1 is not a token id"),
     (lambda: TOK.decode([1.5]), ValueError, "token ids"),
     (lambda: TOK.decode(np.zeros((2, 2), np.int64)), ValueError, "1-D integer array"),
+    (lambda: TOK.batch_decode(None), TypeError, "expected a list of id sequences, got NoneType"),
+    (lambda: TOK.convert_tokens_to_string([1, 2]), TypeError, "expected token strings"),
 ])
 def test_bad_input_raises_clearly(call, error, match):
     with pytest.raises(error, match=match):
