@@ -107,8 +107,12 @@ def test_decoder_session_rejects_bad_caches():
         with pytest.raises(ValueError, match="cache holds 3 positions"):
             dec.prefill(np.zeros((2, 2, dec.cfg.hidden_size), np.float32), None, s)
     s = dec.new_state(2, 3)
-    with pytest.raises(ValueError, match=r"cache k has shape"):
+    with pytest.raises(ValueError, match=r"step needs input_ids of shape \(2,\) for a state of 2 rows, got \(3,\)"):
         dec.step(np.array([1, 2, 3]), np.array([2, 2, 2]), s)
+    s.v = s.v[:, :1]  # v does not match k: the binding's own check
+    with pytest.raises(ValueError, match=r"cache v has shape"):
+        dec.step(ids, pos, s)
+    s = dec.new_state(2, 3)
     s.v = s.v.astype(np.float16)
     with pytest.raises(ValueError, match="same dtype"):
         dec.step(ids, pos, s)

@@ -101,7 +101,46 @@ def test_step_errors(model):
         dec.prefill(np.zeros((2, 3, cfg.hidden_size), np.float32), None, dec.new_state(2, 2))
 
 
-def test_numpy_step_refuses_float_ids():
-    model = load_tiny("tiny_b")
-    with pytest.raises(ValueError, match="must be integers"):
-        model.decoder.step(np.array([1.0, 2.0]), np.array([0, 0]), model.decoder.new_state(2, 1))
+@pytest.mark.parametrize("ids, pos, match", [
+    ([1.9, 2.9], [3, 3], "input_ids must be integers, got dtype float64"),  # the cpu backend truncated these
+    ([1, 2], [3.5, 3.5], "position_ids must be integers"),
+    ([True, False], [3, 3], "input_ids must be integers, got dtype bool"),
+    ([[1], [2]], [3, 3], r"step needs input_ids of shape \(2,\) for a state of 2 rows, got \(2, 1\)"),
+    ([1, 2], [[3, 3]], r"position_ids of shape \(2,\)"),
+])
+def test_every_backend_refuses_the_same_step_inputs(model, ids, pos, match):
+    with pytest.raises(ValueError, match=match):
+        model.decoder.step(np.array(ids), np.array(pos), model.decoder.new_state(2, 1))
+
+
+def test_one_id_or_position_serves_every_row(model):
+    dec = model.decoder
+    a, b = dec.new_state(2, 1), dec.new_state(2, 1)
+    assert_close(dec.step(5, [3], a), dec.step([5, 5], [3, 3], b), atol=0, name="broadcast step")
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([True, False], "1-D sequence of row indices, got bool"),
+    ([0.5], "1-D sequence of row indices, got float64"),
+    ([[0, 1]], r"1-D sequence of row indices, got int64 \(1, 2\)"),
+    (1, r"1-D sequence of row indices, got int64 \(\)"),
+    ([0, 2], r"select rows must lie in \[0, 2\)"),
+    ([-1], r"select rows must lie in \[0, 2\)"),
+])
+def test_select_refuses_what_are_not_rows(model, rows, match):
+    with pytest.raises(ValueError, match=match):
+        model.decoder.new_state(2, 3).select(rows)
+
+
+def test_prefill_in_chunks_equals_one_prefill(model, backend):
+    """prefill appends at the state's length on every backend: two chunks give the one-call logits."""
+    dec, prompt = model.decoder, _prompt(model, np.random.default_rng(4))
+    B, P, _ = prompt.shape
+    mask = np.ones((B, P), bool)
+    mask[1, 1] = False
+    whole, chunked = dec.new_state(B, P), dec.new_state(B, P)
+    want = dec.prefill(prompt, mask, whole)
+    dec.prefill(prompt[:, :3], mask[:, :3], chunked)
+    got = dec.prefill(prompt[:, 3:], mask[:, 3:], chunked)
+    assert chunked.length == P
+    assert_close(got, want, atol=TOLERANCE[backend, "float32"]["atol"], name="chunked prefill")

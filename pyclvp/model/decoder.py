@@ -15,7 +15,8 @@ Three entry points over the same layers:
                                                           default) and returns every position's logits.
   prefill(inputs_embeds, attention_mask, state)          the prompt, embedded by the caller with its final
                                                           positions (nothing is added here); writes cache
-                                                          slots [0, P) and returns the last position's logits.
+                                                          slots [length, length + P) (the prompt: [0, P)) and
+                                                          returns the last position's logits.
   step(input_ids, position_ids, state)                   one new token per row: embeds it with its mel
                                                           position, writes K/V into slot state.length (no
                                                           concatenation), attends to slots [0, length].
@@ -63,8 +64,31 @@ class DecoderState:
 
     def select(self, rows) -> "DecoderState":
         """A new state holding rows `rows` of this one, in that order (copies: repeat, reorder, drop)."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = select_rows(rows, self.batch)
         return DecoderState(self.k[:, rows], self.v[:, rows], self.key_mask[rows], self.length)
+
+
+def select_rows(rows, batch: int) -> np.ndarray:  # -> (B',) int64, for every backend's select()
+    """Row indices: a 1-D integer sequence with values in [0, batch) (not booleans: a mask is not rows)."""
+    r = np.asarray(rows)
+    if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or r.size == 0):
+        raise ValueError(f"select needs a 1-D sequence of row indices, got {r.dtype} {r.shape}")
+    if r.size and (r.min() < 0 or r.max() >= batch):
+        raise ValueError(f"select rows must lie in [0, {batch}); got values from {r.min()} to {r.max()}")
+    return np.ascontiguousarray(r, dtype=np.int64)
+
+
+def step_inputs(input_ids, position_ids, batch: int):  # -> (B,) int64, (B,) int64, for every backend's step()
+    """A step's token ids and mel positions: integers of shape (batch,), or one value for every row."""
+    out = []
+    for name, x in (("input_ids", input_ids), ("position_ids", position_ids)):
+        a = np.asarray(x)
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{name} must be integers, got dtype {a.dtype}")
+        if a.ndim > 1 or a.size not in (1, batch):
+            raise ValueError(f"step needs {name} of shape ({batch},) for a state of {batch} rows, got {a.shape}")
+        out.append(np.ascontiguousarray(np.broadcast_to(a.reshape(-1), (batch,)), dtype=np.int64))
+    return out
 
 
 class Decoder:
@@ -143,16 +167,17 @@ class Decoder:
         return h, self.head(h)
 
     def prefill(self, inputs_embeds, attention_mask, state: DecoderState):  # (B, P, C), (B, P) -> (B, V)
-        """Run the prompt (positions already in inputs_embeds), fill cache slots [0, P), return the last logits."""
+        """Run P positions (already in inputs_embeds) into cache slots [length, length + P) (a fresh state: the
+        prompt, [0, P)); each attends to the slots before it. Returns the last position's logits."""
         B, P, _ = inputs_embeds.shape
-        if B != state.batch or P > state.max_len:
+        s = state.length
+        if B != state.batch or s + P > state.max_len:
             raise ValueError(f"prefill of {B} rows x {P} positions does not fit a state of {state.batch} rows "
-                             f"x {state.max_len} slots")
-        keep = np.ones((B, P), bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
-        state.key_mask[:] = False
-        state.key_mask[:, :P] = keep
-        h = self.layers_and_norm(inputs_embeds.astype(np.float32), causal_mask(keep, B, P), state, start=0)
-        state.length = P
+                             f"x {state.max_len} slots after length {s}")
+        state.key_mask[:, s:s + P] = True if attention_mask is None else np.asarray(attention_mask).astype(bool)
+        mask = causal_mask(state.key_mask[:, :s + P], B, P, offset=s)  # (B, 1, P, s + P)
+        h = self.layers_and_norm(inputs_embeds.astype(np.float32), mask, state, start=s)
+        state.length = s + P
         return self.head(h[:, -1])  # (B, V)
 
     def step(self, input_ids, position_ids, state: DecoderState):  # (B,), (B,) -> (B, V)
@@ -160,10 +185,7 @@ class Decoder:
         s = state.length
         if s >= state.max_len:
             raise ValueError(f"the decoder state is full ({state.max_len} slots); allocate a longer one")
-        x = self.embed(input_ids, position_ids)  # (B, C)
-        if x.shape != (state.batch, self.cfg.hidden_size):
-            raise ValueError(f"step needs input_ids and position_ids of shape ({state.batch},), "
-                             f"got {np.shape(input_ids)} and {np.shape(position_ids)}")
+        x = self.embed(*step_inputs(input_ids, position_ids, state.batch))  # (B, C)
         state.key_mask[:, s] = True
         mask = additive_mask(state.key_mask[:, None, None, :s + 1])  # (B, 1, 1, S)
         h = self.layers_and_norm(x[:, None, :], mask, state, start=s)  # (B, 1, C)
@@ -171,12 +193,14 @@ class Decoder:
         return self.head(h[:, 0])  # (B, V)
 
 
-def causal_mask(attention_mask, B, T):  # (B, T) 0/1 or None -> (B, 1, T, T) additive
-    # ref: masking_utils.create_causal_mask (eager): query t sees keys <= t that are not padding
-    keep = np.tril(np.ones((T, T), bool))[None, None]  # (1, 1, T, T)
+def causal_mask(attention_mask, B, T, offset=0):  # (B, S) 0/1 or None, S = offset + T -> (B, 1, T, S) additive
+    # ref: masking_utils.create_causal_mask (eager): query t (at offset + t) sees keys <= offset + t that are
+    # not padding
+    S = offset + T
+    keep = np.tril(np.ones((T, S), bool), k=offset)[None, None]  # (1, 1, T, S)
     if attention_mask is not None:
-        keep = keep & np.asarray(attention_mask).astype(bool)[:, None, None, :]  # (B, 1, T, T)
-    return additive_mask(np.broadcast_to(keep, (B, 1, T, T)))
+        keep = keep & np.asarray(attention_mask).astype(bool)[:, None, None, :]  # (B, 1, T, S)
+    return additive_mask(np.broadcast_to(keep, (B, 1, T, S)))
 
 
 def _check_index(name, idx, size, what):

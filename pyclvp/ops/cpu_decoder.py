@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ..model.decoder import DecoderState
+from ..model.decoder import DecoderState, step_inputs
 from .half import DTYPES, Bf16Array, to_float32
 
 # KV-cache storage dtype -> NumPy dtype of the cache arrays (bfloat16 as uint16 bits; csrc/common/half.h)
@@ -88,9 +88,7 @@ class CpuDecoder:
 
     def step(self, input_ids, position_ids, state: DecoderState) -> np.ndarray:
         """One new token per row: ids (B,), mel positions (B,) -> logits (B, V)."""
-        ids = np.ascontiguousarray(input_ids, dtype=np.int64).reshape(-1)  # (B,)
-        pos = np.ascontiguousarray(position_ids, dtype=np.int64).reshape(-1)  # (B,)
-        pos = np.broadcast_to(pos, ids.shape).copy() if pos.size == 1 else pos
+        ids, pos = step_inputs(input_ids, position_ids, state.batch)  # (B,), (B,)
         logits = self._session.step(ids, pos, *_cache(state), state.length)  # (B, V)
         state.length += 1
         return logits

@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from .. import _core
+from ..model.decoder import select_rows, step_inputs
 from .cpu_decoder import CACHE_DTYPES, _weights_for_core
 from .half import to_float32
 
@@ -71,8 +72,7 @@ class CudaDecoderState:
 
     def select(self, rows) -> "CudaDecoderState":
         """A new state holding rows `rows` of this one, in that order (repeat, reorder, drop)."""
-        rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)  # (B',)
-        return CudaDecoderState(self._session, self._session.select(self._handle, rows))
+        return CudaDecoderState(self._session, self._session.select(self._handle, select_rows(rows, self.batch)))
 
 
 class CudaDecoder:
@@ -109,9 +109,7 @@ class CudaDecoder:
 
     def step(self, input_ids, position_ids, state: CudaDecoderState) -> np.ndarray:
         """One new token per row: ids (B,), mel positions (B,) -> logits (B, V)."""
-        ids = np.ascontiguousarray(input_ids, dtype=np.int64).reshape(-1)  # (B,)
-        pos = np.ascontiguousarray(position_ids, dtype=np.int64).reshape(-1)  # (B,)
-        pos = np.broadcast_to(pos, ids.shape).copy() if pos.size == 1 else pos
+        ids, pos = step_inputs(input_ids, position_ids, state.batch)  # (B,), (B,)
         return self._session.step(state._handle, ids, pos)  # (B, V)
 
 
