@@ -382,8 +382,10 @@ def test_state_select_download_and_errors():
     other = load_tiny("tiny_a", "cuda").decoder
     with pytest.raises(ValueError, match="another decoder"):
         other.step(np.array([1, 2]), np.array([2, 2]), st)
-    with pytest.raises(ValueError, match=r"rows\[0\] = 2 is outside"):
+    with pytest.raises(ValueError, match=r"select rows must lie in \[0, 2\)"):  # as every backend's select
         st.select([2])
+    with pytest.raises(ValueError, match=r"rows\[0\] = 2 is outside"):  # the binding's own check
+        st._session.select(st._handle, np.array([2]))
     with pytest.raises(ValueError, match="unknown cache dtype"):
         dec.new_state(1, 2, "int8")
 

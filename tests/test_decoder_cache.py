@@ -6,7 +6,8 @@ tokens embedded with their mel positions), which uses no cache from earlier call
 import numpy as np
 import pytest
 
-from conftest import TOLERANCE, assert_close, load_tiny
+from conftest import CACHE_ATOL, TOLERANCE, assert_close, load_tiny
+from pyclvp.ops.half import Bf16Array
 
 
 def _prompt(model, rng, B=2, T=5):
@@ -144,3 +145,22 @@ def test_prefill_in_chunks_equals_one_prefill(model, backend):
     got = dec.prefill(prompt[:, 3:], mask[:, 3:], chunked)
     assert chunked.length == P
     assert_close(got, want, atol=TOLERANCE[backend, "float32"]["atol"], name="chunked prefill")
+
+
+@pytest.mark.parametrize("cache", ["float16", "bfloat16"])
+def test_half_caches_round_alike_on_every_host_backend(cache):
+    """new_state(..., cache_dtype) on the NumPy reference too: the same stored bits as the C++ core, and
+    logits within the half cache's bound of the float32 cache's."""
+    ref, cpu = load_tiny("tiny_a"), load_tiny("tiny_a", "cpu")
+    prompt = _prompt(ref, np.random.default_rng(5))
+    B, P, _ = prompt.shape
+    states = {name: m.decoder.new_state(B, P + 2, cache) for name, m in (("numpy", ref), ("cpu", cpu))}
+    assert isinstance(states["numpy"].k, Bf16Array) == (cache == "bfloat16")
+    full = ref.decoder.new_state(B, P + 2)
+    want = ref.decoder.prefill(prompt, None, full)
+    for name, m in (("numpy", ref), ("cpu", cpu)):
+        assert_close(m.decoder.prefill(prompt, None, states[name]), want, atol=CACHE_ATOL[cache], name=name)
+        want_step = ref.decoder.step([7, 9], [2, 2], full.select([0, 1]))  # a copy: full stays at length P
+        assert_close(m.decoder.step([7, 9], [2, 2], states[name]), want_step, atol=CACHE_ATOL[cache], name=f"{name} step")
+    bits = [np.asarray(states[name].k).view(np.uint16).astype(np.int32) for name in ("numpy", "cpu")]
+    assert np.abs(bits[0] - bits[1]).max() <= 1  # the same rounding of nearly equal float32 keys: <= 1 ulp apart

@@ -27,7 +27,8 @@ start-token embedding + mel position 0], and nothing more is added to it. The k-
 (k = 1, 2, ...) is embedded with mel position k + 1 (Tortoise's own off-by-one). Do not copy
 transformers' generate() prefill, whose first call adds position 0 to every prompt entry.
 
-The KV cache layout (L, B, H, S, D), float32, is shared with the C++ and CUDA decoders: a backend
+The KV cache layout (L, B, H, S, D), float32 (or float16 / bfloat16 with new_state(..., cache_dtype):
+rounded to nearest even when stored, widened when read), is shared with the C++ and CUDA decoders: a backend
 whose Ops object has make_decoder(params, cfg) supplies its own decoder for generation, with
 new_state / prefill / step and a state with select(); forward() and embed() always come from this
 class (run through the backend's ops).
@@ -41,16 +42,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ops.half import DTYPES as CACHE_DTYPES
+from ..ops.half import Bf16Array, as_bf16, to_dtype, to_float32
 from .attention import additive_mask, project_out, project_qkv
 from .weights import strip_prefix
+
+_CACHE_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}  # bfloat16: its bits
 
 
 @dataclass
 class DecoderState:
     """The preallocated KV cache of a batch of rows (llama2.c's RunState, batched)."""
 
-    k: np.ndarray  # (L, B, H, S, D) float32: keys of every layer; slot s holds sequence position s
-    v: np.ndarray  # (L, B, H, S, D) float32: values, same layout
+    k: np.ndarray  # (L, B, H, S, D) float32 | float16 | Bf16Array: keys of every layer; slot s holds position s
+    v: np.ndarray  # (L, B, H, S, D) values, same layout and dtype
     key_mask: np.ndarray  # (B, S) bool: True where slot s holds a valid, attendable key
     length: int  # slots filled so far, the same for every row
 
@@ -66,6 +71,22 @@ class DecoderState:
         """A new state holding rows `rows` of this one, in that order (copies: repeat, reorder, drop)."""
         rows = select_rows(rows, self.batch)
         return DecoderState(self.k[:, rows], self.v[:, rows], self.key_mask[rows], self.length)
+
+
+def empty_state(cfg, batch: int, max_len: int, cache_dtype: str = "float32") -> DecoderState:
+    """An empty cache of `batch` rows x `max_len` slots, k and v in cache_dtype (every host backend's new_state)."""
+    if cache_dtype not in CACHE_DTYPES:
+        raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
+    counts = (batch, max_len)
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in counts):
+        raise ValueError(f"new_state needs integers batch >= 1 and max_len >= 1, got {batch!r} and {max_len!r}")
+    shape = (cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim)  # (L, B, H, S, D)
+
+    def zeros():
+        z = np.zeros(shape, _CACHE_STORAGE[cache_dtype])
+        return as_bf16(z) if cache_dtype == "bfloat16" else z
+
+    return DecoderState(k=zeros(), v=zeros(), key_mask=np.zeros((batch, max_len), bool), length=0)
 
 
 def select_rows(rows, batch: int) -> np.ndarray:  # -> (B',) int64, for every backend's select()
@@ -116,11 +137,8 @@ class Decoder:
     # ------------------------------------------------------------------------------------------
     # Pieces
 
-    def new_state(self, batch: int, max_len: int) -> DecoderState:
-        cfg = self.cfg
-        shape = (cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim)
-        return DecoderState(k=np.zeros(shape, np.float32), v=np.zeros(shape, np.float32),
-                            key_mask=np.zeros((batch, max_len), bool), length=0)
+    def new_state(self, batch: int, max_len: int, cache_dtype: str = "float32") -> DecoderState:
+        return empty_state(self.cfg, batch, max_len, cache_dtype)
 
     def embed(self, input_ids, position_ids):  # (...), (...) int -> (..., C)
         ids, pos = np.asarray(input_ids), np.asarray(position_ids)
@@ -133,10 +151,10 @@ class Decoder:
         eps, T = cfg.layer_norm_epsilon, x.shape[1]
         h = ops.layer_norm(x, p["input_layernorm.weight"], p["input_layernorm.bias"], eps)
         q, k, v = project_qkv(h, self.attn[i], cfg.num_attention_heads, ops)  # (B, H, T, D) x3
-        if state is not None:  # write this chunk's K/V into its slots, attend to everything so far
-            state.k[i, :, :, start:start + T] = k
-            state.v[i, :, :, start:start + T] = v
-            k, v = state.k[i, :, :, :start + T], state.v[i, :, :, :start + T]  # (B, H, S, D) views
+        if state is not None:  # write this chunk's K/V into its slots (rounded), attend to everything so far
+            state.k[i, :, :, start:start + T] = _as_cache(k, state.k)
+            state.v[i, :, :, start:start + T] = _as_cache(v, state.v)
+            k, v = to_float32(state.k[i, :, :, :start + T]), to_float32(state.v[i, :, :, :start + T])  # (B, H, S, D)
         a = ops.attention(q, k, v, mask, scale=cfg.head_dim ** -0.5)  # (B, H, T, D)
         x = x + project_out(a, self.attn[i], ops)
         h = ops.layer_norm(x, p["post_attention_layernorm.weight"], p["post_attention_layernorm.bias"], eps)
@@ -191,6 +209,10 @@ class Decoder:
         h = self.layers_and_norm(x[:, None, :], mask, state, start=s)  # (B, 1, C)
         state.length = s + 1
         return self.head(h[:, 0])  # (B, V)
+
+
+def _as_cache(x, cache):  # float32 x -> the cache's storage (float16: numpy's assignment rounds to nearest even)
+    return to_dtype(x, "bfloat16") if isinstance(cache, Bf16Array) else x
 
 
 def causal_mask(attention_mask, B, T, offset=0):  # (B, S) 0/1 or None, S = offset + T -> (B, 1, T, S) additive

@@ -20,11 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ..model.decoder import DecoderState, step_inputs
-from .half import DTYPES, Bf16Array, to_float32
+from ..model.decoder import CACHE_DTYPES, DecoderState, empty_state, step_inputs
+from .half import Bf16Array, to_float32
 
-# KV-cache storage dtype -> NumPy dtype of the cache arrays (bfloat16 as uint16 bits; csrc/common/half.h)
-CACHE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 PREFIX = "speech_decoder_model."
 
 
@@ -49,7 +47,7 @@ def _cache(state: DecoderState):
     for name in ("k", "v", "key_mask"):
         a = getattr(state, name)
         if not (a.flags.c_contiguous and a.flags.writeable):
-            setattr(state, name, np.array(a, order="C"))
+            setattr(state, name, np.array(a, order="C", subok=True))  # subok: a Bf16Array stays one
     return state.k, state.v, state.key_mask
 
 
@@ -60,8 +58,6 @@ class CpuDecoder:
         cfg = getattr(cfg, "decoder_config", cfg)
         self.cfg, self.params = cfg, params  # the session holds pointers into these arrays
         self.cache_dtype = cache_dtype
-        self.num_layers, self.num_heads = cfg.num_hidden_layers, cfg.num_attention_heads
-        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
         self._session = _core.DecoderSession(
             dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
                  V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=float(cfg.layer_norm_epsilon)),
@@ -69,14 +65,7 @@ class CpuDecoder:
 
     def new_state(self, batch: int, max_len: int, cache_dtype: str | None = None) -> DecoderState:
         """An empty cache for `batch` rows of up to `max_len` positions (prompt + new tokens)."""
-        cache_dtype = cache_dtype or self.cache_dtype
-        if cache_dtype not in CACHE_DTYPES:
-            raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(DTYPES)}")
-        if batch < 1 or max_len < 1:
-            raise ValueError(f"new_state needs batch >= 1 and max_len >= 1, got {batch} and {max_len}")
-        shape = (self.num_layers, batch, self.num_heads, max_len, self.head_dim)  # (L, B, H, S, D)
-        dt = CACHE_DTYPES[cache_dtype]
-        return DecoderState(np.zeros(shape, dt), np.zeros(shape, dt), np.zeros((batch, max_len), bool), 0)
+        return empty_state(self.cfg, batch, max_len, cache_dtype or self.cache_dtype)
 
     def prefill(self, inputs_embeds, attention_mask, state: DecoderState) -> np.ndarray:
         """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""

@@ -31,8 +31,8 @@ import os
 import numpy as np
 
 from .. import _core
-from ..model.decoder import select_rows, step_inputs
-from .cpu_decoder import CACHE_DTYPES, _weights_for_core
+from ..model.decoder import CACHE_DTYPES, select_rows, step_inputs
+from .cpu_decoder import _weights_for_core
 from .half import to_float32
 
 
