@@ -31,7 +31,10 @@ transformers/generation/logits_process.py):
   The loop reaches these through a picker (HostPicker here); the CUDA decoder brings its own, which
   runs the same processors and draw on the device (csrc/cuda/sampling.cu) so that only token ids
   cross to the host; its cumulative sums round differently, so a sampled token can differ only
-  where one lies within float rounding of its threshold.
+  where one lies within float rounding of its threshold. The same holds between the NumPy and the
+  C++ backends: their logits agree to ~1e-6, not bitwise, so a draw whose uniform lies that close to
+  a token's cumulative boundary can go either way (seen once in 736 random sampled generations).
+  Greedy decoding has the same caveat only for near-ties.
 
 rank(model, text, voice) generates candidates with Tortoise's sampling settings and returns them
 sorted by score, best first. Several voice clips are combined as Tortoise's get_conditioning does:
