@@ -164,3 +164,18 @@ def test_half_caches_round_alike_on_every_host_backend(cache):
         assert_close(m.decoder.step([7, 9], [2, 2], states[name]), want_step, atol=CACHE_ATOL[cache], name=f"{name} step")
     bits = [np.asarray(states[name].k).view(np.uint16).astype(np.int32) for name in ("numpy", "cpu")]
     assert np.abs(bits[0] - bits[1]).max() <= 1  # the same rounding of nearly equal float32 keys: <= 1 ulp apart
+
+
+def test_a_fully_padded_row_matches_the_reference(model, backend):
+    """Queries that see only padding: the reference (transformers' eager mask) gives every masked score,
+    the causally hidden ones included, finfo.min, so they average all the keys' values; the kernels too."""
+    ref = load_tiny(model.name_or_path.name)
+    rng = np.random.default_rng(6)
+    C = model.config.decoder_config.hidden_size
+    e = rng.standard_normal((2, 4, C)).astype(np.float32)
+    mask = np.array([[0, 0, 0, 0], [0, 1, 1, 1]])  # row 0: all padding; row 1: its first query sees only padding
+    want = ref.decoder.prefill(e, mask, ref.decoder.new_state(2, 4))
+    got = model.decoder.prefill(e, mask, model.decoder.new_state(2, 4))
+    assert_close(got, want, atol=TOLERANCE[backend, "float32"]["atol"], name="fully padded rows")
+    fwd = [m.decoder_ref.forward(e, mask)[1] for m in (model, ref)]  # every position's logits, through ops.attention
+    assert_close(fwd[0], fwd[1], atol=TOLERANCE[backend, "float32"]["atol"], name="forward")

@@ -120,8 +120,9 @@ void rotary(float* y, const float* x, const float* cos, const float* sin, int64_
 //   causal   : query t sees keys s <= t + causal_offset only (the others are skipped)
 // A dropped key scores finfo(float32).min, as the reference's additive mask: a row whose every
 // visited key is dropped averages those keys' values uniformly, as the reference does (it never
-// yields NaN). With causal, future keys are not visited at all, so such an all-dropped row (a
-// padding query, whose output no valid query ever reads) averages the visited keys only.
+// yields NaN). With causal, the future keys are not visited, but the reference's causal mask gives
+// them finfo.min too: such an all-dropped row (a padding query, whose output no valid query reads)
+// averages all S keys, the future ones included, as the reference does (add_hidden_keys).
 struct AttentionArgs {
   const float* q = nullptr;
   int64_t q_sb = 0, q_sh = 0, q_st = 0;

@@ -154,6 +154,12 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
       add_tile<KV, DPL>(acc, v, a.v_ss, s0, static_cast<int>(min(int64_t{32}, s_end - s0)), p, D, lpk);
       m = m_new;
     }
+    if (m == -FLT_MAX)  // every visible key dropped: the hidden ones count too (see the CPU kernel's add_hidden_keys)
+      for (int64_t s0 = max(s_end, int64_t{0}) + static_cast<int64_t>(split) * 32; s0 < S; s0 += 32 * splits) {
+        const int n = static_cast<int>(min(int64_t{32}, S - s0));
+        add_tile<KV, DPL>(acc, v, a.v_ss, s0, n, 1.0f, D, lpk);
+        l += static_cast<float>(n);
+      }
     reduce_keys(acc, lpk);
   }
 
@@ -179,7 +185,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     }
   }
   if (!active) return;
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // no visited key: zeros
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // no key at all: zeros
   float* o = a.out + b * a.o_sb + h * a.o_sh + t * a.o_st;
 #pragma unroll
   for (int i = 0; i < kAccSlots; ++i)

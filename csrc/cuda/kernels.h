@@ -127,8 +127,8 @@ void rotary(float* y, const float* x, const float* cos, const float* sin, int64_
 //   new_k, new_v : (B*T, *) f32 with row stride new_ld, head h at columns [h*D, h*D+D), or nullptr:
 //              when set, each block first stores its (b, h)'s T new keys/values into the cache at
 //              positions causal_offset + t (rounded to kv_dtype), then attends; needs T == 1.
-// An all-dropped row averages its visited keys' values uniformly, as the reference (never NaN);
-// a row with no visited key is zeros (as the CPU kernel).
+// An all-dropped row averages the values uniformly, as the reference (never NaN): with causal, all S
+// keys', the unvisited ones included (as the CPU kernel); a row with no key at all is zeros.
 struct AttentionArgs {
   const float* q = nullptr;
   int64_t q_sb = 0, q_sh = 0, q_st = 0;

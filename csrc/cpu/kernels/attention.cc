@@ -44,6 +44,17 @@ float dot(const float* q, const KV* k, int64_t D) {
   return acc.reduce_add();
 }
 
+// A row whose visible keys were all dropped (its running max stayed at finfo.min): the reference's causal
+// mask gives the hidden keys finfo.min as well, so its softmax is uniform over all S keys. Adds the hidden
+// keys' values, v[s] for s in [s_end, S), to acc (D,) and returns how many (for the row's sum).
+template <class KV>
+int64_t add_hidden_keys(float* acc, const KV* v, int64_t v_ss, int64_t s_end, int64_t S, int64_t D) {
+  for (int64_t s = s_end; s < S; ++s)
+    for (int64_t d = 0; d < D; d += W)
+      store_n(acc + d, load_n<V>(acc + d, lanes(D, d)) + load_n<V>(v + s * v_ss + d, lanes(D, d)), lanes(D, d));
+  return std::max<int64_t>(0, S - s_end);
+}
+
 // One query row: out[0:D] = softmax(qs . k_s + mask_s over visible s) @ v   (qs is q * scale)
 template <class KV>
 void attend_row(const AttentionArgs& a, const float* qs, const KV* k, const KV* v, const float* mask,
@@ -89,7 +100,8 @@ void attend_row(const AttentionArgs& a, const float* qs, const KV* k, const KV* 
     }
     m = m_new;
   }
-  const V inv = V::set1(s_end > 0 ? 1.0f / l : 0.0f);  // no visible key: zeros
+  if (m == -FLT_MAX) l += add_hidden_keys(acc, v, a.v_ss, s_end, a.S, D);
+  const V inv = V::set1(l > 0.0f ? 1.0f / l : 0.0f);  // no key at all: zeros
   for (int64_t d = 0; d < D; d += W) store_n(out + d, load_n<V>(acc + d, lanes(D, d)) * inv, lanes(D, d));
 }
 
@@ -218,7 +230,8 @@ void attend_block(const AttentionArgs& a, int64_t b, int64_t h, int64_t t0, int6
   }
   for (int64_t r = 0; r < rows; ++r) {
     float* out = a.out + b * a.o_sb + h * a.o_sh + (t0 + r) * a.o_st;
-    const V inv = V::set1(end[r] > 0 ? 1.0f / bb.l[r] : 0.0f);  // no visible key: zeros
+    if (bb.m[r] == -FLT_MAX) bb.l[r] += add_hidden_keys(bb.acc.data() + r * D, v, a.v_ss, end[r], a.S, D);
+    const V inv = V::set1(bb.l[r] > 0.0f ? 1.0f / bb.l[r] : 0.0f);  // no key at all: zeros
     for (int64_t d = 0; d < D; d += W) store_n(out + d, load_n<V>(bb.acc.data() + r * D + d, lanes(D, d)) * inv, lanes(D, d));
   }
 }
