@@ -179,3 +179,19 @@ def test_a_fully_padded_row_matches_the_reference(model, backend):
     assert_close(got, want, atol=TOLERANCE[backend, "float32"]["atol"], name="fully padded rows")
     fwd = [m.decoder_ref.forward(e, mask)[1] for m in (model, ref)]  # every position's logits, through ops.attention
     assert_close(fwd[0], fwd[1], atol=TOLERANCE[backend, "float32"]["atol"], name="forward")
+
+
+@pytest.mark.parametrize("embeds, mask, match", [
+    (lambda C: np.zeros((2, 3, C + 1), np.float32), None, r"inputs_embeds of shape \(2, P >= 1, {C}\)"),
+    (lambda C: np.zeros((2, 0, C), np.float32), None, "inputs_embeds of shape"),
+    (lambda C: np.zeros((3, C), np.float32), None, "inputs_embeds of shape"),
+    (lambda C: np.full((2, 3, C), np.nan, np.float32), None, "finite floating-point"),
+    (lambda C: np.zeros((2, 3, C), np.int64), None, "finite floating-point"),
+    (lambda C: np.zeros((2, 3, C), np.float32), np.ones((1, 3)), r"attention_mask has shape \(1, 3\)"),
+    (lambda C: np.zeros((2, 3, C), np.float32), np.full((2, 3), 0.5), "only 0 and 1"),
+    (lambda C: np.zeros((2, 3, C), np.float32), np.full((2, 3), -1), "only 0 and 1"),
+])
+def test_every_backend_refuses_the_same_prefill_inputs(model, embeds, mask, match):
+    C = model.config.decoder_config.hidden_size
+    with pytest.raises(ValueError, match=match.format(C=C)):
+        model.decoder.prefill(embeds(C), mask, model.decoder.new_state(2, 3))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ..model.decoder import CACHE_DTYPES, DecoderState, empty_state, step_inputs
+from ..model.decoder import DecoderState, empty_state, prefill_inputs, step_inputs
 from .half import Bf16Array, to_float32
 
 PREFIX = "speech_decoder_model."
@@ -69,8 +69,8 @@ class CpuDecoder:
 
     def prefill(self, inputs_embeds, attention_mask, state: DecoderState) -> np.ndarray:
         """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""
-        x = np.ascontiguousarray(to_float32(inputs_embeds))  # (B, P, C)
-        mask = None if attention_mask is None else np.ascontiguousarray(attention_mask, dtype=bool)  # (B, P)
+        x, mask = prefill_inputs(inputs_embeds, attention_mask, state.batch, self.cfg.hidden_size)
+        x, mask = np.ascontiguousarray(x, dtype=np.float32), mask if mask is None else np.ascontiguousarray(mask)
         logits = self._session.prefill(x, mask, *_cache(state), state.length)  # (B, V)
         state.length += x.shape[1]
         return logits

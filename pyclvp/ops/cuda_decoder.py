@@ -31,9 +31,8 @@ import os
 import numpy as np
 
 from .. import _core
-from ..model.decoder import CACHE_DTYPES, select_rows, step_inputs
+from ..model.decoder import CACHE_DTYPES, prefill_inputs, select_rows, step_inputs
 from .cpu_decoder import _weights_for_core
-from .half import to_float32
 
 
 class CudaDecoderState:
@@ -103,8 +102,8 @@ class CudaDecoder:
 
     def prefill(self, inputs_embeds, attention_mask, state: CudaDecoderState) -> np.ndarray:
         """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""
-        x = np.ascontiguousarray(to_float32(inputs_embeds))  # (B, P, C)
-        mask = None if attention_mask is None else np.ascontiguousarray(attention_mask, dtype=bool)  # (B, P)
+        x, mask = prefill_inputs(inputs_embeds, attention_mask, state.batch, self.cfg.hidden_size)
+        x, mask = np.ascontiguousarray(x, dtype=np.float32), mask if mask is None else np.ascontiguousarray(mask)
         return self._session.prefill(state._handle, x, mask)  # (B, V)
 
     def step(self, input_ids, position_ids, state: CudaDecoderState) -> np.ndarray:
