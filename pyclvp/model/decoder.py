@@ -99,7 +99,7 @@ def select_rows(rows, batch: int) -> np.ndarray:  # -> (B',) int64, for every ba
     return np.ascontiguousarray(r, dtype=np.int64)
 
 
-def prefill_inputs(inputs_embeds, attention_mask, batch: int, hidden: int):  # -> (B, P, C) f32, (B, P) bool | None
+def prefill_inputs(inputs_embeds, attention_mask, batch: int, hidden: int):  # -> (B, P, C) float, (B, P) bool | None
     """A prefill's embeddings, finite floats of shape (batch, P >= 1, hidden), and its mask of 0/1 (B, P) or None,
     for every backend's prefill()."""
     x = np.asarray(inputs_embeds)
