@@ -384,6 +384,11 @@ def _as_batch(raw_speech) -> list[np.ndarray]:
     return out
 
 
+def _check_positive_int(name: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def _round_up(n: int, multiple: int | None) -> int:
     return n if multiple is None or n % multiple == 0 else (n // multiple + 1) * multiple
 
@@ -404,8 +409,7 @@ class ClvpFeatureExtractor:
         for key, value in (("feature_size", feature_size), ("sampling_rate", sampling_rate),
                            ("hop_length", hop_length), ("n_fft", n_fft), ("chunk_length", chunk_length),
                            ("default_audio_length", default_audio_length)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+            _check_positive_int(key, value)
         self.feature_size = feature_size
         self.sampling_rate = sampling_rate
         self.padding_value = padding_value
@@ -474,8 +478,8 @@ class ClvpFeatureExtractor:
         if strategy not in ("longest", "max_length", "do_not_pad"):
             raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
         for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
-            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if value is not None:
+                _check_positive_int(name, value)
         if truncation:
             limit = _round_up(max_length, pad_to_multiple_of)
             clips = [clip[:limit] for clip in clips]

@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
       m = m_new;
     }
     if (m == -FLT_MAX)  // every visible key dropped: the hidden ones count too (see the CPU kernel's add_hidden_keys)
-      for (int64_t s0 = max(s_end, int64_t{0}) + static_cast<int64_t>(split) * 32; s0 < S; s0 += 32 * splits) {
+      for (int64_t s0 = s_end + static_cast<int64_t>(split) * 32; s0 < S; s0 += 32 * splits) {
         const int n = static_cast<int>(min(int64_t{32}, S - s0));
         add_tile<KV, DPL>(acc, v, a.v_ss, s0, n, 1.0f, D, lpk);
         l += static_cast<float>(n);
@@ -167,7 +167,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     if (lane == 0) part_m[warp] = m, part_l[warp] = l;
 #pragma unroll
     for (int i = 0; i < kAccSlots; ++i)
-      if (i < count && acc_owner(lpk, lane) && acc_dim(lpk, i, lane) < D) part_acc[warp][acc_dim(lpk, i, lane)] = acc[i];
+      if (i < count && acc_owner(lpk, lane) && acc_dim(lpk, i, lane) < D)
+        part_acc[warp][acc_dim(lpk, i, lane)] = acc[i];
     __syncthreads();
     if (split != 0) return;
     float M = -FLT_MAX;

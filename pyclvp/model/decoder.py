@@ -99,15 +99,16 @@ def select_rows(rows, batch: int) -> np.ndarray:  # -> (B',) int64, for every ba
     return np.ascontiguousarray(r, dtype=np.int64)
 
 
-def prefill_inputs(inputs_embeds, attention_mask, batch: int, hidden: int):  # -> (B, P, C) float, (B, P) bool | None
+def prefill_inputs(inputs_embeds, attention_mask, batch: int, hidden: int):  # -> (B, P, C) f32, (B, P) bool | None
     """A prefill's embeddings, finite floats of shape (batch, P >= 1, hidden), and its mask of 0/1 (B, P) or None,
-    for every backend's prefill()."""
+    for every backend's prefill(); returned C-contiguous, float32 and bool, as the cores take them."""
     x = np.asarray(inputs_embeds)
     if x.ndim != 3 or x.shape[0] != batch or x.shape[1] < 1 or x.shape[2] != hidden:
         raise ValueError(f"prefill needs inputs_embeds of shape ({batch}, P >= 1, {hidden}) for a state of {batch} "
                          f"rows, got {x.shape}")
     if x.dtype.kind != "f" or not np.isfinite(x).all():
         raise ValueError(f"inputs_embeds must be finite floating-point values, got {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
     if attention_mask is None:
         return x, None
     m = np.asarray(attention_mask)
@@ -115,7 +116,7 @@ def prefill_inputs(inputs_embeds, attention_mask, batch: int, hidden: int):  # -
         raise ValueError(f"attention_mask has shape {m.shape}, inputs_embeds {x.shape[:2]}; they must match")
     if m.dtype.kind not in "biu" or not np.isin(m, (0, 1)).all():
         raise ValueError("attention_mask must hold only 0 and 1 (1: keep the position)")
-    return x, m.astype(bool)
+    return x, np.ascontiguousarray(m, dtype=bool)
 
 
 def step_inputs(input_ids, position_ids, batch: int):  # -> (B,) int64, (B,) int64, for every backend's step()
@@ -214,7 +215,7 @@ class Decoder:
                              f"x {state.max_len} slots after length {s}")
         state.key_mask[:, s:s + P] = True if keep is None else keep
         mask = causal_mask(state.key_mask[:, :s + P], B, P, offset=s)  # (B, 1, P, s + P)
-        h = self.layers_and_norm(x.astype(np.float32), mask, state, start=s)
+        h = self.layers_and_norm(x, mask, state, start=s)
         state.length = s + P
         return self.head(h[:, -1])  # (B, V)
 

@@ -69,8 +69,7 @@ class CpuDecoder:
 
     def prefill(self, inputs_embeds, attention_mask, state: DecoderState) -> np.ndarray:
         """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""
-        x, mask = prefill_inputs(inputs_embeds, attention_mask, state.batch, self.cfg.hidden_size)
-        x, mask = np.ascontiguousarray(x, dtype=np.float32), mask if mask is None else np.ascontiguousarray(mask)
+        x, mask = prefill_inputs(inputs_embeds, attention_mask, state.batch, self.cfg.hidden_size)  # (B, P, C), (B, P)
         logits = self._session.prefill(x, mask, *_cache(state), state.length)  # (B, V)
         state.length += x.shape[1]
         return logits

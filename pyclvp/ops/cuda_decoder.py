@@ -102,8 +102,7 @@ class CudaDecoder:
 
     def prefill(self, inputs_embeds, attention_mask, state: CudaDecoderState) -> np.ndarray:
         """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""
-        x, mask = prefill_inputs(inputs_embeds, attention_mask, state.batch, self.cfg.hidden_size)
-        x, mask = np.ascontiguousarray(x, dtype=np.float32), mask if mask is None else np.ascontiguousarray(mask)
+        x, mask = prefill_inputs(inputs_embeds, attention_mask, state.batch, self.cfg.hidden_size)  # (B, P, C), (B, P)
         return self._session.prefill(state._handle, x, mask)  # (B, V)
 
     def step(self, input_ids, position_ids, state: CudaDecoderState) -> np.ndarray:
