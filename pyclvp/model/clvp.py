@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import ClvpConfig
 from ..ops import BACKENDS, get_ops
+from .attention import keep_mask
 from .conditioning import conditioning_encoder
 from .decoder import Decoder
 from .encoder import Encoder, EncoderOutput
@@ -264,16 +265,7 @@ def _as_ids(x, name, vocab, what):  # -> (B, T) int64
 
 
 def _as_mask(attention_mask, ids, name):  # -> (B, T) int64 or None, for ids (B, T)
-    if attention_mask is None:
-        return None
-    mask = np.asarray(attention_mask)
-    if mask.ndim == 1:
-        mask = mask[None]
-    if mask.shape != ids.shape:
-        raise ValueError(f"attention_mask has shape {mask.shape}, {name} {ids.shape}; they must match")
-    if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
-        raise ValueError("attention_mask must hold only 0 and 1")
-    return mask.astype(np.int64)
+    return None if attention_mask is None else keep_mask(attention_mask, ids.shape, name).astype(np.int64)
 
 
 def _l2_normalize(x):  # (B, P) -> (B, P)

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..ops.half import DTYPES as CACHE_DTYPES
 from ..ops.half import Bf16Array, as_bf16, to_dtype, to_float32
-from .attention import additive_mask, project_out, project_qkv
+from .attention import additive_mask, keep_mask, project_out, project_qkv
 from .weights import strip_prefix
 
 _CACHE_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}  # bfloat16: its bits
@@ -109,14 +109,7 @@ def prefill_inputs(inputs_embeds, attention_mask, batch: int, hidden: int):  # -
     if x.dtype.kind != "f" or not np.isfinite(x).all():
         raise ValueError(f"inputs_embeds must be finite floating-point values, got {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if attention_mask is None:
-        return x, None
-    m = np.asarray(attention_mask)
-    if m.shape != x.shape[:2]:
-        raise ValueError(f"attention_mask has shape {m.shape}, inputs_embeds {x.shape[:2]}; they must match")
-    if m.dtype.kind not in "biu" or not np.isin(m, (0, 1)).all():
-        raise ValueError("attention_mask must hold only 0 and 1 (1: keep the position)")
-    return x, np.ascontiguousarray(m, dtype=bool)
+    return x, None if attention_mask is None else keep_mask(attention_mask, x.shape[:2], "inputs_embeds")
 
 
 def step_inputs(input_ids, position_ids, batch: int):  # -> (B,) int64, (B,) int64, for every backend's step()
