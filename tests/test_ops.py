@@ -7,6 +7,8 @@ reference on the same weights widened to float32: the kernels widen on load and 
 float32, so only the summation order differs and float32's 1e-4 bound holds for them too.
 Every property has a sibling test with literal values; the bindings' argument checks have theirs.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -279,6 +281,19 @@ def test_attention_literal():
 def test_bindings_reject_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_core_builds_messages_without_iostreams():
+    """csrc/common/check.h's rule: messages are built with concat(). A number put into an ostream is formatted
+    by the locale's num_put facet, which crashed every message with a number in it where the process held two
+    copies of libstdc++ (seen on a GPU machine's image, Ubuntu 24.04 / GCC 13; bench/RESULTS.md)."""
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    sources = [p for p in sorted(csrc.rglob("*")) if p.suffix in (".h", ".cc", ".cu", ".cuh")]
+    assert sources
+    for path in sources:
+        text = path.read_text()
+        for banned in ("<sstream>", "<iostream>", "<ostream>", "stringstream", "std::cout", "std::cerr"):
+            assert banned not in text, f"csrc/{path.relative_to(csrc)}: {banned}; build the message with concat()"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@
 
 #include <cstdint>
 #include <initializer_list>
-#include <sstream>
 #include <string>
 
 #include "common/check.h"
@@ -22,12 +21,10 @@ namespace pyclvp::bind {
 
 namespace py = pybind11;
 
-inline std::string shape_str(const py::array& a) {
-  std::ostringstream os;
-  os << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) os << (i ? ", " : "") << a.shape(i);
-  os << (a.ndim() == 1 ? ",)" : ")");
-  return os.str();
+inline std::string shape_str(const py::array& a) {  // "(2, 3)", "(4,)", "()"
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += concat(i ? ", " : "", a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
 inline bool c_contiguous(const py::array& a) { return a.flags() & py::array::c_style; }

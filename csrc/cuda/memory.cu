@@ -2,10 +2,10 @@
 // helper every CUDA call goes through (csrc/cuda/common.cuh: PYCLVP_CUDA_CHECK).
 #include <cstdlib>
 #include <cstring>
-#include <sstream>
 #include <stdexcept>
 #include <utility>
 
+#include "common/check.h"
 #include "cuda/common.cuh"
 #include "cuda/device.h"
 #include "cuda/memory.h"
@@ -13,10 +13,8 @@
 namespace pyclvp::cuda {
 
 void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
-  std::ostringstream os;
-  os << "CUDA error: " << call << " failed: " << cudaGetErrorName(err) << " (" << cudaGetErrorString(err) << ") at "
-     << file << ":" << line;
-  throw std::runtime_error(os.str());
+  throw std::runtime_error(concat("CUDA error: ", call, " failed: ", cudaGetErrorName(err), " (", cudaGetErrorString(err),
+                                  ") at ", file, ":", line));
 }
 
 void require_device() {
@@ -39,10 +37,8 @@ namespace {
 
 [[noreturn]] void out_of_memory(cudaError_t err, const char* kind, size_t bytes, const char* what) {
   cudaGetLastError();  // an allocation failure is not sticky: clear it so later calls start clean
-  std::ostringstream os;
-  os << "CUDA out of memory: " << kind << " of " << bytes << " bytes for " << what << " failed ("
-     << cudaGetErrorString(err) << ")";
-  throw std::runtime_error(os.str());
+  throw std::runtime_error(
+      concat("CUDA out of memory: ", kind, " of ", bytes, " bytes for ", what, " failed (", cudaGetErrorString(err), ")"));
 }
 
 }  // namespace
