@@ -137,7 +137,9 @@ def transformers_worker(job, ckpt, n, dtype, device):
     if device == "cuda":
         out.update(device=torch.cuda.get_device_name(), copy_bw=copy_bandwidth(torch, device))
     t0 = time.perf_counter()
-    model = ClvpModelForConditionalGeneration.from_pretrained(ckpt, dtype=tdtype).to(device).eval()
+    # .to(dtype) also casts the encoders' rotary inv_freq buffers, which from_pretrained leaves float32: with them
+    # the encoders' attention turns float32 and generate()'s scoring fails in float16 (transformers 5.17 / 5.24)
+    model = ClvpModelForConditionalGeneration.from_pretrained(ckpt, dtype=tdtype).to(device, tdtype).eval()
     out["load_s"] = time.perf_counter() - t0
     cfg = model.config.decoder_config
     x = inputs(cfg.hidden_size)

@@ -252,8 +252,11 @@ def test_hyp_leading_dims_are_a_batch(n_fft, hop, lead, seed):
 def test_mel_filter_bank_matches_transformers():
     meta = json.loads((FEATURES / "mel.json").read_text())
     want = np.load(FEATURES / "mel.npz")
+    # float64 filters in [0, 1]; atol 1e-14 is ~45 float64 ulps at 1.0. Each entry is a difference of nearby mel
+    # values over a band's width, so the last-ulp differences of NumPy's ISA-specific log/exp grow there:
+    # 1.3e-15 on an AVX-512 host against this AVX2-made fixture (2026-11-26).
     for name, args in meta["configs"].items():
-        assert_close(mel_filter_bank(*args), want[name], atol=1e-15, rtol=1e-13, name=f"mel {name}")
+        assert_close(mel_filter_bank(*args), want[name], atol=1e-14, rtol=1e-13, name=f"mel {name}")
 
 
 def test_mel_scales_literal_and_inverse():
