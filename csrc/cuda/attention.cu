@@ -30,26 +30,16 @@ __device__ void store_new_kv(KV* k, int64_t k_ss, KV* v, int64_t v_ss, const flo
   }
 }
 
-// q . k over D, q in shared memory (every lane reads the same q element: a broadcast). The 16-byte path
-// issues a key row's loads (up to 8 chunks, D <= 64 in one pass) before it uses any.
+// q . k over D, q in shared memory (every lane reads the same q element: a broadcast)
 template <class KV>
 __device__ __forceinline__ float dot_q(const float* q, const KV* k, int64_t D, bool vec) {
   float acc = 0.0f;
   if (vec) {
-    constexpr int kChunks = 8;
-    for (int64_t d0 = 0; d0 < D; d0 += 8 * kChunks) {
-      Pack8<KV> kc[kChunks];
+    for (int64_t d = 0; d < D; d += 8) {
+      float kf[8];
+      widen(ld8(k + d), kf);  // a plain load: the step's prologue may just have written this row
 #pragma unroll
-      for (int c = 0; c < kChunks; ++c)
-        if (d0 + 8 * c < D) kc[c] = ld8(k + d0 + 8 * c);  // plain loads: the step's prologue may just have written k
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        if (d0 + 8 * c >= D) break;
-        float kf[8];
-        widen(kc[c], kf);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc = fmaf(q[d0 + 8 * c + i], kf[i], acc);
-      }
+      for (int i = 0; i < 8; ++i) acc = fmaf(q[d + i], kf[i], acc);
     }
   } else {
     for (int64_t d = 0; d < D; ++d) acc = fmaf(q[d], to_f32(k[d]), acc);
@@ -128,32 +118,33 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   const int64_t offset = a.length ? len : a.causal_offset, S = a.length ? len + a.T : a.S;
   KV* k = static_cast<KV*>(a.k) + b * a.k_sb + h * a.k_sh;
   KV* v = static_cast<KV*>(a.v) + b * a.v_sb + h * a.v_sh;
-  const bool active = t < a.T;  // the same for the whole warp
-  if (active) {  // the query row first: its loads overlap the cache write's
-    const float* q = a.q + b * a.q_sb + h * a.q_sh + t * a.q_st;
-    for (int64_t d = lane; d < D; d += 32) qs[warp][d] = q[d] * a.scale;
-  }
   if (a.new_k) {  // the decoder step: this (b, h)'s new key/value into the cache first
     store_new_kv(k, a.k_ss, v, a.v_ss, a.new_k, a.new_v, a.new_ld, b, h, a.T, D, offset);
     __syncthreads();  // makes the block's global writes visible to the whole block
   }
-  __syncwarp();
 
+  const bool active = t < a.T;  // the same for the whole warp
   float m = -FLT_MAX, l = 0.0f;
   RowAcc acc;
 #pragma unroll
   for (int i = 0; i < kAccSlots; ++i) acc[i] = 0.0f;
   if (active) {
+    const float* q = a.q + b * a.q_sb + h * a.q_sh + t * a.q_st;
+    for (int64_t d = lane; d < D; d += 32) qs[warp][d] = q[d] * a.scale;
+    __syncwarp();
     const int64_t s_end = a.causal ? max(int64_t{0}, min(t + offset + 1, S)) : S;
     const uint8_t* km = a.key_mask ? a.key_mask + b * a.km_sb : nullptr;
     const float* mrow = a.mask ? a.mask + b * a.m_sb + t * a.m_st : nullptr;
     for (int64_t s0 = static_cast<int64_t>(split) * 32; s0 < s_end; s0 += 32 * splits) {
       const int64_t s = s0 + lane;
       float x = -INFINITY;  // past the end: p = 0
-      if (s < s_end) {  // the key row's loads do not wait for its key_mask entry's
-        x = dot_q(qs[warp], k + s * a.k_ss, D, vec);
-        if (mrow) x += mrow[s];
-        if (km && !km[s]) x = -FLT_MAX;  // as the reference's additive finfo(float32).min
+      if (s < s_end) {
+        if (km && !km[s]) {
+          x = -FLT_MAX;  // as the reference's additive finfo(float32).min
+        } else {
+          x = dot_q(qs[warp], k + s * a.k_ss, D, vec);
+          if (mrow) x += mrow[s];
+        }
       }
       const float m_new = fmaxf(m, warp_max(x));
       const float p = expf(x - m_new), corr = expf(m - m_new);  // corr is exactly 1 when m == m'

@@ -5,7 +5,7 @@
 // Two kernels, both accumulating in float32:
 //
 //   gemv  (N <= kGemvMaxRows: the decoder step)  Each warp owns R output columns (R weight rows).
-//         Its lanes walk k in 16-byte chunks of 8 weights, up to U chunks per row in flight, so every
+//         Its lanes walk k in 16-byte chunks of 8 weights, U chunks per row in flight, so every
 //         weight is read from memory once and used for all N rows (at most NB per pass); the 32
 //         lanes' partial dots are summed with shuffles. Optionally a LayerNorm of the x rows is the
 //         prologue: one warp per row computes mean and 1/sqrt(var + eps) (two passes, as the
@@ -49,11 +49,9 @@ __device__ void row_stats(const LinearArgs& a, RowStats& st) {
   for (int64_t n = threadIdx.x >> 5; n < a.N; n += kGemvWarps) {
     const float* xr = a.x + n * a.ldx;
     float s = 0.0f;
-#pragma unroll 8  // 8 loads in flight, not one round trip per element (the sums' order is unchanged)
     for (int64_t k = lane; k < a.Cin; k += 32) s += xr[k];
     const float mu = warp_sum(s) * inv_c;
     float q = 0.0f;
-#pragma unroll 8
     for (int64_t k = lane; k < a.Cin; k += 32) {
       const float d = xr[k] - mu;
       q = fmaf(d, d, q);
@@ -92,23 +90,26 @@ __device__ __forceinline__ void fma_chunk(const LinearArgs& a, const RowStats& s
   }
 }
 
-// The 16-byte path: Cin % 8 == 0 and every row 16-byte aligned. A pass issues up to U chunks of each of
-// the R rows before using any (chunks past Cin are skipped): 16 loads per lane in flight at N = 1 (a
-// 1024-wide row in one pass, a 4096-wide one in two), 8 above, where x's loads and registers add up.
+// The 16-byte path: Cin % 8 == 0 and every row 16-byte aligned.
 template <class WT, int R, int NB>
 __device__ __forceinline__ void gemv_vec(const LinearArgs& a, const RowStats& st, const WT* const (&wr)[R], int64_t n0,
                                          float (&acc)[R][NB]) {
-  constexpr int U = (NB == 1 ? 16 : 8) / R;  // chunks per row per pass
-  for (int64_t k = (threadIdx.x & 31) * kChunk; k < a.Cin; k += U * kStride) {
+  constexpr int U = 8 / R;  // chunks per row in flight
+  int64_t k = (threadIdx.x & 31) * kChunk;
+  for (; k + (U - 1) * kStride < a.Cin; k += U * kStride) {
     Pack8<WT> wp[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u)
-      if (k + u * kStride < a.Cin)
 #pragma unroll
-        for (int r = 0; r < R; ++r) wp[u][r] = ldg8(wr[r] + k + u * kStride);
+      for (int r = 0; r < R; ++r) wp[u][r] = ldg8(wr[r] + k + u * kStride);
 #pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (k + u * kStride < a.Cin) fma_chunk<WT, R, NB>(a, st, wp[u], k + u * kStride, n0, acc);
+    for (int u = 0; u < U; ++u) fma_chunk<WT, R, NB>(a, st, wp[u], k + u * kStride, n0, acc);
+  }
+  for (; k < a.Cin; k += kStride) {
+    Pack8<WT> wp[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) wp[r] = ldg8(wr[r] + k);
+    fma_chunk<WT, R, NB>(a, st, wp, k, n0, acc);
   }
 }
 
