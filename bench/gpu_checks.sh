@@ -64,8 +64,8 @@ if [[ $stage == bench || $stage == all ]]; then
   step bench bench_cuda.log 400 "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" --json "$out/bench_cuda.json"
   step bench_no_graph bench_no_graph.log 120 "$py" bench/bench_decode.py --backend cuda --checkpoint "$ckpt" \
     --jobs decode1,decode16 --no-graph --no-transformers --json "$out/bench_no_graph.json"
-  step bench_no_pdl bench_no_pdl.log 120 env PYCLVP_CUDA_PDL=0 "$py" bench/bench_decode.py --backend cuda \
-    --checkpoint "$ckpt" --jobs decode1,decode16 --no-transformers --json "$out/bench_no_pdl.json"
+  step bench_pdl bench_pdl.log 120 env PYCLVP_CUDA_PDL=1 "$py" bench/bench_decode.py --backend cuda \
+    --checkpoint "$ckpt" --jobs decode1,decode16 --no-transformers --json "$out/bench_pdl.json"
   step bench_host_pick bench_host_pick.log 120 env PYCLVP_CUDA_PICK=0 "$py" bench/bench_decode.py --backend cuda \
     --checkpoint "$ckpt" --jobs job16 --no-transformers --json "$out/bench_host_pick.json"
 fi

@@ -44,7 +44,7 @@ namespace pyclvp::cuda {
 // The decoder step is a chain of ~150 small kernels, each reading what the one before wrote. Launched
 // plainly, each starts only after the previous one has finished, and the GPU's memory idles for the
 // few microseconds of every hand-over: at batch 1 that is as long as the step's reading of its
-// weights. With programmatic dependent launch (compute capability >= 9.0; memory.h's
+// weights. With programmatic dependent launch (PYCLVP_CUDA_PDL=1 on compute capability >= 9.0; memory.h's
 // dependent_launch()) kernel N + 1's blocks are started while kernel N still runs: they fetch their
 // read-only weights into L2 (prefetch_l2), then wait in wait_for_previous_kernel() until kernel N has
 // finished and its writes are visible. So the rule, for every kernel here (tests/test_cuda.py checks
@@ -55,7 +55,8 @@ namespace pyclvp::cuda {
 //
 // A kernel N + 1 waits for N, which waited for N - 1 before it let N + 1 start: so all earlier work
 // in the stream is done too. Below sm_90, or without the launch attribute, both halves are no-ops
-// and kernels run one after another as usual.
+// and kernels run one after another as usual. Measured on an H200 (bench/RESULTS.md, "CUDA core"), the
+// batch-1 step took 1-8% longer with it than without, so it is off unless PYCLVP_CUDA_PDL=1.
 
 __device__ __forceinline__ void wait_for_previous_kernel() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -25,7 +25,8 @@ void require_device() {
 
 bool dependent_launch() {
   static const bool on = [] {
-    if (const char* env = std::getenv("PYCLVP_CUDA_PDL"); env && std::strcmp(env, "0") == 0) return false;
+    // opt-in: measured slower on an H200 (2026-11-26, bench/RESULTS.md "CUDA core")
+    if (const char* env = std::getenv("PYCLVP_CUDA_PDL"); !env || std::strcmp(env, "1") != 0) return false;
     int dev = 0, major = 0;
     return cudaGetDevice(&dev) == cudaSuccess &&
            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;

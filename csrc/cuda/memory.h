@@ -22,7 +22,7 @@ using StreamHandle = CUstream_st*;  // what cudaStream_t is; nullptr is the lega
 void require_device();
 
 // Whether kernels are launched as programmatic dependent launches (csrc/cuda/common.cuh: launch()):
-// when the current device can (compute capability >= 9.0) and PYCLVP_CUDA_PDL is not "0". Decided once.
+// when PYCLVP_CUDA_PDL is "1" and the current device can (compute capability >= 9.0). Decided once.
 bool dependent_launch();
 
 class DeviceBuffer {

@@ -14,9 +14,10 @@ through CudaOps.make_decoder:
 
 The arithmetic is csrc/cuda/decoder_step.cu: per layer a handful of kernels (the layer norms fused
 into the products for up to 4 rows), the whole step captured once per state in a CUDA graph and
-replayed; PYCLVP_CUDA_GRAPH=0 (or use_graph=False) launches the same kernels one by one instead. On
-compute capability >= 9.0 each kernel may start while the one before finishes (programmatic dependent
-launch: a product's weights are fetched into L2 meanwhile); PYCLVP_CUDA_PDL=0 turns that off.
+replayed; PYCLVP_CUDA_GRAPH=0 (or use_graph=False) launches the same kernels one by one instead. With
+PYCLVP_CUDA_PDL=1, on compute capability >= 9.0, each kernel may start while the one before finishes
+(programmatic dependent launch: a product's weights are fetched into L2 meanwhile); measured slower on
+an H200, so off by default.
 During generate() the next tokens are chosen on the device (csrc/cuda/sampling.cu: the repetition
 penalty, temperature, top-k, top-p and the draw of pyclvp/generate.py), so a step returns B ids
 instead of B x V logits and the host does no per-token work; PYCLVP_CUDA_PICK=0 (or
