@@ -358,8 +358,9 @@ def check_return_tensors(return_tensors) -> None:
                          "NumPy arrays (return_tensors='np') or lists (None)")
 
 
-def _as_batch(raw_speech) -> list[np.ndarray]:
-    """One float32 (T,) array per clip, with transformers' rules for telling one clip from a batch."""
+def as_clips(raw_speech) -> list[np.ndarray]:
+    """One float32 (T,) array per clip, with transformers' rules for telling one clip from a batch; real-valued,
+    mono and finite (as float32) checked, naming the clip. generate.py's voices go through it too."""
     is_batched_numpy = isinstance(raw_speech, np.ndarray) and raw_speech.ndim > 1
     if is_batched_numpy and raw_speech.ndim > 2:
         raise ValueError(f"Only mono-channel audio is supported: got an array of shape {raw_speech.shape}")
@@ -517,7 +518,7 @@ class ClvpFeatureExtractor:
             logger.warning("It is strongly recommended to pass the `sampling_rate` argument to "
                            "`ClvpFeatureExtractor()`. Failing to do so can result in silent errors.")
         check_return_tensors(return_tensors)
-        clips = _as_batch(raw_speech)
+        clips = as_clips(raw_speech)
         max_length = self.default_audio_length * self.sampling_rate if max_length is None else max_length
         if return_attention_mask is None:
             return_attention_mask = self.return_attention_mask

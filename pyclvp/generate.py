@@ -50,6 +50,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from .features import ClvpFeatureExtractor, as_clips
 from .model.clvp import ClvpOutput
 from .model.conditioning import pad_extra_bos_eos_tokens
 from .model.encoder import EncoderOutput
@@ -455,23 +456,12 @@ def _voice_features(model, voice, feature_extractor):  # -> (N, M, T) float32
         clips = [voice]
     if not clips:
         raise ValueError("no voice clip given")
+    clips = as_clips(clips)  # real-valued, mono, finite: the feature extractor's checks
     for i, clip in enumerate(clips):
-        _check_clip(clip, i)
+        if clip.size == 0 or np.abs(clip).max() < 1e-4:
+            raise ValueError(f"voice clip {i} is empty or silent (peak below -80 dBFS); use a recording of the voice")
     if feature_extractor is None:
-        from .features import ClvpFeatureExtractor
-
         feature_extractor = ClvpFeatureExtractor.from_pretrained(getattr(model, "name_or_path", None))
-    feats = feature_extractor([c.astype(np.float32) for c in clips], sampling_rate=feature_extractor.sampling_rate,
+    feats = feature_extractor(clips, sampling_rate=feature_extractor.sampling_rate,
                               return_tensors="np")["input_features"]
     return model.check_features(feats)
-
-
-def _check_clip(clip, i):
-    if clip.ndim != 1 or clip.size == 0:
-        raise ValueError(f"voice clip {i} is empty or not mono samples (shape {clip.shape})")
-    if clip.dtype.kind not in "fiu":
-        raise ValueError(f"voice clip {i} must hold real-valued samples, got dtype {clip.dtype}")
-    if not np.isfinite(clip).all():
-        raise ValueError(f"voice clip {i} holds NaN or infinite samples")
-    if np.abs(clip).max() < 1e-4:
-        raise ValueError(f"voice clip {i} is silent (peak below -80 dBFS); use a recording of the voice")
