@@ -8,9 +8,9 @@
 // tokens) come back:
 //   step  : pinned (length, ids, pos) -> device; embed; L x [qkv, attention, out_proj, c_fc, c_proj];
 //           final norms; lm_head. All of it is captured once per state in a CUDA graph and replayed
-//           (use_graph = false launches the same kernels eagerly instead); on sm_90+ each kernel is
-//           a programmatic dependent launch (csrc/cuda/common.cuh), so a product's blocks fetch
-//           their weights into L2 while the kernel before finishes. Then either the logits
+//           (use_graph = false launches the same kernels eagerly instead); with PYCLVP_CUDA_PDL=1 on
+//           sm_90+ each kernel is a programmatic dependent launch (csrc/cuda/common.cuh), so a product's
+//           blocks fetch their weights into L2 while the kernel before finishes. Then either the logits
 //           go to the host, or csrc/cuda/sampling.cu chooses each row's token and only the ids do.
 //   prefill: the same layers over B x T prompt positions (GEMM path), eagerly.
 //
