@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pyclvp.audio import load_audio  # noqa: E402
-from pyclvp.features import ClvpFeatureExtractor, tortoise_mel_norms  # noqa: E402
+from pyclvp.audio.features import ClvpFeatureExtractor, tortoise_mel_norms  # noqa: E402
 
 RATE, SECONDS = 22050, 6
 

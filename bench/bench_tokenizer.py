@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     lines = [case["text"] for case in json.loads(CORPUS.read_text(encoding="utf-8"))["cases"]]
 
-    from pyclvp.tokenizer import DATA_DIR, ClvpTokenizer
+    from pyclvp.text.tokenizer import DATA_DIR, ClvpTokenizer
 
     ours = ClvpTokenizer.from_pretrained()
     encoders = {"pyclvp": lambda s: ours(s)["input_ids"]}

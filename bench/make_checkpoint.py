@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from pyclvp.config import ClvpConfig  # noqa: E402
 from pyclvp.model.weights import checkpoint_spec  # noqa: E402
-from pyclvp.safetensors import save_file  # noqa: E402
+from pyclvp.io.safetensors import save_file  # noqa: E402
 
 STORED = {"float32": None, "bfloat16": "BF16", "float16": "F16"}
 

@@ -1,14 +1,17 @@
 """pyclvp: torch-free CLVP (the Tortoise-TTS speech-token generator and ranker).
 
-Map of the package:
-  safetensors.py  pure-Python safetensors reader/writer       config.py    ClvpConfig and friends
-  torch_pickle.py safe torch.save (.bin/.pth) reader, no torch  convert.py   .bin and Tortoise .pth -> safetensors
-  tokenizer.py    byte-level BPE ClvpTokenizer (text.py: the English normalizer)
-  audio.py        WAV reader + resampler                      features.py  torch.stft-exact STFT, mel, ClvpFeatureExtractor
-  processor.py    ClvpProcessor: ClvpTokenizer + ClvpFeatureExtractor behind one call
-  ops/            the backend seam: numpy (reference), cpu (C++ core), cuda
-  model/          the CLVP model written once against ops     generate.py  decoding, sampling and ranking
-  cli.py          the `pyclvp` command
+Map of the package, in pipeline order (imports run downwards only):
+  cli.py, png.py    the `pyclvp` command, and its pictures           demo.py  a random model + a voice clip
+  rank.py           text + voice -> candidates ranked by CLVP (Tortoise's pipeline)
+  model/            the CLVP model written once against ops: conditioning, decoder, encoders, ClvpModel...
+                    (model/clvp.py: forward, generate; model/weights.py: the checkpoint spec)
+  decoding.py       generation options, logits processors, sampling, the KV-cached decode loop
+  ops/              the backend seam: numpy (the reference), cpu (C++ core), cuda; state.py: the KV cache
+  text/             normalizer.py + tokenizer.py: text -> ids (ClvpTokenizer)
+  audio/            resample.py, voice.py (load_audio), stft.py, features.py (ClvpFeatureExtractor), processor.py
+  io/               safetensors.py, torch_pickle.py (.bin/.pth without torch), checkpoints.py, wav.py, half.py
+  config.py         ClvpConfig and friends                           convert.py  .bin and Tortoise .pth -> safetensors
+  checks.py         the shared input checks
 Nothing heavy is imported here; the submodules are imported on first use.
 """
 __version__ = "0.1.0"
@@ -16,9 +19,9 @@ __version__ = "0.1.0"
 # Public names, imported lazily (PEP 562) so that `import pyclvp` stays instant.
 _PUBLIC = {
     "ClvpConfig": "config", "ClvpEncoderConfig": "config", "ClvpDecoderConfig": "config",
-    "ClvpTokenizer": "tokenizer", "ClvpFeatureExtractor": "features", "ClvpProcessor": "processor",
-    "load_audio": "audio", "ClvpModelForConditionalGeneration": "model", "ClvpOutput": "model",
-    "get_ops": "ops",
+    "ClvpTokenizer": "text.tokenizer", "ClvpFeatureExtractor": "audio.features", "ClvpProcessor": "audio.processor",
+    "load_audio": "audio.voice", "ClvpModelForConditionalGeneration": "model", "ClvpOutput": "model",
+    "rank": "rank", "Candidate": "rank", "get_ops": "ops",
 }
 __all__ = ["__version__", *_PUBLIC]
 

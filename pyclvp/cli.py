@@ -63,7 +63,7 @@ def _add_tokenize(sub):
 def _cmd_tokenize(args):
     import json
 
-    from pyclvp.tokenizer import ClvpTokenizer
+    from pyclvp.text.tokenizer import ClvpTokenizer
 
     tok = ClvpTokenizer.from_pretrained(args.vocab, transliterate=args.transliterate)
     for text in args.text:
@@ -92,7 +92,8 @@ def _cmd_mel(args):
     import numpy as np
 
     from pyclvp.audio import load_audio
-    from pyclvp.features import ClvpFeatureExtractor
+    from pyclvp.audio.features import ClvpFeatureExtractor
+    from pyclvp.png import spectrogram_rgb, write_png
 
     extractor = ClvpFeatureExtractor.from_pretrained(args.config)
     if args.no_norms:
@@ -106,42 +107,8 @@ def _cmd_mel(args):
     if args.png:
         norms = extractor.mel_norms
         log_mel = features if norms is None else features * np.asarray(norms, dtype=np.float32)[:, None]
-        _write_png(args.png, _spectrogram_rgb(log_mel))
+        write_png(args.png, spectrogram_rgb(log_mel))
         print(f"picture: {args.png}")
-
-
-# viridis (matplotlib's CC0 colour map) sampled at 0, 1/8, ..., 1: dark blue for quiet, yellow for loud
-_VIRIDIS = [(68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140),
-            (40, 174, 128), (94, 201, 98), (173, 220, 48), (253, 231, 37)]
-
-
-def _spectrogram_rgb(log_mel, min_height: int = 240):  # (M, frames) -> (H, frames, 3) uint8
-    """Colour each log-mel value by its place between the minimum and the maximum; low bins at the bottom."""
-    import numpy as np
-
-    lo, hi = float(log_mel.min()), float(log_mel.max())
-    level = (log_mel[::-1] - lo) / (hi - lo if hi > lo else 1.0)                    # (M, frames) in [0, 1]
-    anchors = np.linspace(0.0, 1.0, len(_VIRIDIS))
-    rgb = np.stack([np.interp(level, anchors, channel) for channel in zip(*_VIRIDIS)], axis=-1)  # (M, frames, 3)
-    rows = max(1, min_height // log_mel.shape[0])
-    return np.repeat(np.round(rgb).astype(np.uint8), rows, axis=0)                  # (M * rows, frames, 3)
-
-
-def _write_png(path, rgb) -> None:
-    """An 8-bit RGB PNG from (H, W, 3) uint8, with zlib and struct only (ref: the PNG spec, ISO/IEC 15948)."""
-    import struct
-    import zlib
-
-    height, width, _ = rgb.shape
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, colour type 2 (RGB), no interlace
-    scanlines = b"".join(b"\x00" + row.tobytes() for row in rgb)    # filter type 0 (None) before each row
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines, 9))
-                + chunk(b"IEND", b""))
 
 
 @command("convert")
@@ -187,9 +154,40 @@ def _add_info(sub):
     p.set_defaults(func=_cmd_info)
 
 
-def _cmd_info(args):
-    from pyclvp.model.weights import checkpoint_info
+PARTS = ("conditioning_encoder", "speech_decoder_model", "text_encoder_model", "speech_encoder_model")
 
+
+def checkpoint_info(folder) -> dict:
+    """What a safetensors checkpoint holds, from its headers only: files and sizes, parameter counts
+    (in all and per part), stored dtypes, and whether the tensors fit config.json (problems: None or text)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from pyclvp.config import ClvpConfig
+    from pyclvp.io.checkpoints import CheckpointError, check_shapes, find_weight_files, tensor_headers
+    from pyclvp.model.weights import OPTIONAL, checkpoint_spec
+
+    folder = Path(folder)
+    files = find_weight_files(folder)
+    cfg = ClvpConfig.from_pretrained(folder)
+    entries = tensor_headers(files)
+    shapes = {name: shape for name, (_, _, shape) in entries.items()}
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    dtypes = {}
+    for _, stored, _ in entries.values():
+        dtypes[stored] = dtypes.get(stored, 0) + 1
+    try:
+        check_shapes(shapes, checkpoint_spec(cfg), folder, OPTIONAL)
+        problems = None
+    except CheckpointError as e:
+        problems = str(e)
+    return dict(config=cfg, files={f.name: f.stat().st_size for f in files}, tensors=len(entries),
+                parameters=sum(sizes.values()), dtypes=dtypes, problems=problems,
+                parts={p: sum(n for k, n in sizes.items() if k.startswith(p + ".")) for p in PARTS})
+
+
+def _cmd_info(args):
     info = checkpoint_info(args.model)
     cfg = info["config"]
     t, s, d = cfg.text_config, cfg.speech_config, cfg.decoder_config
@@ -253,6 +251,7 @@ def _cmd_rank(args):
 
     from pyclvp.audio import load_audio
     from pyclvp.model import ClvpModelForConditionalGeneration
+    from pyclvp.rank import rank
 
     if not args.text.strip():
         raise ValueError("the text is empty")
@@ -265,7 +264,7 @@ def _cmd_rank(args):
     kwargs = dict(preset=args.preset) if args.preset else dict(num_candidates=count)
     if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
-    candidates = model.rank(args.text, clips, seed=args.seed, progress=sys.stderr.isatty(), **kwargs)
+    candidates = rank(model, args.text, clips, seed=args.seed, progress=sys.stderr.isatty(), **kwargs)
     rows = [dict(rank=i + 1, score=round(c.score, 4), tokens=c.length, seconds=round(c.seconds, 2),
                  speech_ids=c.speech_ids.tolist()) for i, c in enumerate(candidates)]
     if args.json:
@@ -294,7 +293,7 @@ def _cmd_demo(args):
     import tempfile
     from pathlib import Path
 
-    from pyclvp.model.demo import write_random_checkpoint, write_voice_clip
+    from pyclvp.demo import write_random_checkpoint, write_voice_clip
 
     print("pyclvp demo: a small CLVP model with seeded RANDOM weights and a synthesized voice clip.\n"
           "The scores are meaningless; this shows the pipeline: tokenizer -> WAV -> log-mel features ->\n"

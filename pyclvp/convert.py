@@ -3,8 +3,8 @@
     convert_bin(src, out)                   a transformers folder saved as pytorch_model.bin (or shards)
     convert_tortoise(ar, clvp, out)         Tortoise's autoregressive.pth (UnifiedVoice) + clvp2.pth (CLVP)
 
-Both read the PyTorch pickles with pyclvp.torch_pickle (allow-listed, nothing executed) and write with
-pyclvp.safetensors. The result loads in pyclvp and in transformers' ClvpModelForConditionalGeneration.
+Both read the PyTorch pickles with pyclvp.io.torch_pickle (allow-listed, nothing executed) and write with
+pyclvp.io.safetensors. The result loads in pyclvp and in transformers' ClvpModelForConditionalGeneration.
 
 The Tortoise mapping is transformers' own (ref: transformers/models/clvp/convert_clvp_to_hf.py,
 convert_encoder_weights and convert_decoder_weights), key for key:
@@ -37,9 +37,10 @@ import shutil
 
 import numpy as np
 
-from pyclvp import torch_pickle
-from pyclvp.config import ClvpConfig
-from pyclvp.safetensors import save_file
+from .config import ClvpConfig
+from .io import torch_pickle
+from .io.checkpoints import load_bin_folder
+from .io.safetensors import save_file
 
 __all__ = ["convert_bin", "convert_tortoise", "convert_clvp_weights", "convert_autoregressive_weights",
            "tortoise_config", "CLVP_ENCODERS_MAPPING", "CLVP_DECODER_MAPPING"]
@@ -275,7 +276,7 @@ def convert_bin(src_dir, out_dir) -> int:
     """A transformers folder with pytorch_model.bin (or its shards) -> out_dir/model.safetensors, with
     config.json (and generation_config.json, if any) copied. Tensors and dtypes are kept as they are,
     except bfloat16, which becomes float32 (exactly). Returns the number of tensors written."""
-    tensors = torch_pickle.load_pretrained(src_dir)
+    tensors = load_bin_folder(src_dir)
     config = os.path.join(src_dir, "config.json")
     if not os.path.exists(config):
         raise FileNotFoundError(f"{src_dir} has no config.json")

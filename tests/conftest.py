@@ -191,7 +191,7 @@ def greedy_logits(dec, prompt, n=6, mask=None, cache_dtype=None):  # prefill + n
 @pytest.fixture(scope="module", params=["float16", "bfloat16"])
 def half_checkpoint(request, tmp_path_factory):
     """tiny_a with its matrices stored in float16 / bfloat16 (vectors stay float32): (folder, dtype)."""
-    from pyclvp.safetensors import load_file, save_file
+    from pyclvp.io.safetensors import load_file, save_file
 
     dtype = request.param
     folder = tmp_path_factory.mktemp(f"tiny_a_{dtype}")

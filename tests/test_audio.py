@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import DATA, MAX_EXAMPLES, assert_close
-from pyclvp.audio import AudioError, kaiser_sinc_filter, load_audio, read_wav, resample
+from pyclvp.audio.resample import kaiser_sinc_filter, resample
+from pyclvp.audio.voice import load_audio
+from pyclvp.io.wav import AudioError, read_wav
 
 VOICES = Path(__file__).resolve().parent.parent / "third_party" / "tortoise" / "voices"
 VOICE_FILES = sorted(VOICES.rglob("*.wav"))

@@ -19,9 +19,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import DATA, MAX_EXAMPLES, TOLERANCE, assert_close
-from pyclvp import convert, torch_pickle
+from pyclvp import convert
+from pyclvp.io import torch_pickle
 from pyclvp.cli import main
-from pyclvp.safetensors import load_file
+from pyclvp.io.safetensors import load_file
 
 TP = DATA / "torch_pickle"
 TORTOISE = TP / "tortoise"

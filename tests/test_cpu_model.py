@@ -10,7 +10,7 @@ import pytest
 
 from conftest import CACHE_ATOL, TINY, TOLERANCE, assert_close, greedy_logits, inputs, isa_params, load_tiny, using
 from pyclvp import _core
-from pyclvp.ops.half import Bf16Array
+from pyclvp.io.half import Bf16Array
 
 TOL = TOLERANCE["cpu", "float32"]
 

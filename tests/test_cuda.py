@@ -33,7 +33,7 @@ from pyclvp import _core
 from pyclvp.ops import get_ops
 from pyclvp.ops import numpy_ops as ref
 from pyclvp.ops.cuda_ops import MAX_HEAD_DIM, CudaUnavailableError, cuda_unavailable_reason
-from pyclvp.ops.half import to_dtype, to_float32
+from pyclvp.io.half import to_dtype, to_float32
 
 REASON = cuda_unavailable_reason()
 COMPILED = _core.build_info()["cuda_compiled"]
@@ -411,7 +411,7 @@ def _host_choices(dec, opts, logits, u):  # (variants, R): the host's tokens, an
     rounding can change. The device sums top-p's probabilities exactly (fixed point) and the draw's
     weights in another order (csrc/cuda/sampling.cu); the host's float32 cumulative sum over 8194
     tokens is itself only good to ~1e-5."""
-    from pyclvp.generate import HostPicker
+    from pyclvp.decoding import HostPicker
 
     R, cfg, out = len(logits), dec.cfg, []
     for dp in ((0.0, -1e-4, 1e-4) if opts.do_sample and opts.top_p else (0.0,)):
@@ -429,7 +429,7 @@ def test_device_choice_equals_host(name, case):
     """The first choice from given logits (ties from quantized logits, -inf, narrow and wide spreads):
     the host's token, or where a cumulative sum lies within rounding of its threshold, one of the
     tokens the host picks with the threshold nudged; without top-p always the host's token."""
-    from pyclvp.generate import GenerationOptions
+    from pyclvp.decoding import GenerationOptions
     from pyclvp.ops.cuda_decoder import DevicePicker
 
     dec = load_tiny(name, "cuda").decoder

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import CACHE_ATOL, TOLERANCE, assert_close, load_tiny
-from pyclvp.ops.half import Bf16Array
+from pyclvp.io.half import Bf16Array
 
 
 def _prompt(model, rng, B=2, T=5):

@@ -1,4 +1,4 @@
-"""pyclvp.features: stft/istft against torch, mel filters and ClvpFeatureExtractor against transformers
+"""pyclvp.audio.features: stft/istft against torch, mel filters and ClvpFeatureExtractor against transformers
 (fixtures from tools/ref_features.py), STFT properties, and the `pyclvp mel` command."""
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from conftest import DATA, MAX_EXAMPLES, assert_close
 from pyclvp import cli
 from pyclvp.audio import load_audio
-from pyclvp.features import (ClvpFeatureExtractor, hann_window, hertz_to_mel, istft, log_mel_spectrogram,
-                             mel_filter_bank, mel_to_hertz, stft, tortoise_mel_norms)
+from pyclvp.audio.features import (ClvpFeatureExtractor, hertz_to_mel, log_mel_spectrogram, mel_filter_bank,
+                                   mel_to_hertz, tortoise_mel_norms)
+from pyclvp.audio.stft import hann_window, istft, stft
 
 FEATURES = DATA / "features"
 VOICES = Path(__file__).resolve().parent.parent / "third_party" / "tortoise" / "voices"
@@ -356,7 +357,7 @@ def test_extractor_errors():
 ])
 def test_extractor_rejects_bad_audio_and_sizes(kwargs, error, match):
     """Audio that is not finite real samples, and sizes that are not positive integers, are named (silence is a
-    valid signal here: model.rank() is where a silent voice clip is refused)."""
+    valid signal here: rank() is where a silent voice clip is refused)."""
     with pytest.raises(error, match=match):
         ClvpFeatureExtractor()(sampling_rate=22050, **kwargs)
 

@@ -10,7 +10,8 @@ import pytest
 from conftest import DATA, MAX_EXAMPLES, TOLERANCE, assert_close, load_tiny
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyclvp.generate import (PRESETS, GenerationOptions, apply_top_p, decode, prepare_text, process_logits, sample)
+from pyclvp.decoding import PRESETS, GenerationOptions, apply_top_p, decode, process_logits, sample
+from pyclvp.rank import rank
 from pyclvp.model import ClvpModelForConditionalGeneration
 
 CASES = ["b1", "b2pad", "b1_rep", "b1_eos", "b2_eos"]
@@ -74,7 +75,7 @@ def test_last_step_logits_match_transformers(name, case):
     model = _model(name, "numpy", ref[f"{case}_eos_bias"])
     inputs, opts = _case(ref, case)
     tokens, dec = ref[f"{case}_tokens"], model.decoder_ref
-    ids, mask = prepare_text(model, inputs["input_ids"], inputs["attention_mask"])
+    ids, mask = model.generation_text(inputs["input_ids"], inputs["attention_mask"])
     prompt = model.decoder_prompt(model.conditioning_encoder(inputs["input_features"], ids, mask))
     B, N = tokens.shape
     prev = tokens[:, :-1]
@@ -212,7 +213,7 @@ def test_chi_square_first_token_follows_processed_distribution(opts):
     kw = dict(do_sample=True, max_new_tokens=1, num_return_sequences=n, seed=11, batch_size=n, **opts)
     first = model.generate(ids, feats, **kw)
     # the processed distribution of the first token, computed independently of generate()
-    ids_gen, mask = prepare_text(model, ids)
+    ids_gen, mask = model.generation_text(ids)
     prompt = model.decoder_prompt(model.conditioning_encoder(feats, ids_gen, mask))
     logits = model.decoder.prefill(prompt, None, model.decoder.new_state(1, prompt.shape[1]))
     seen = np.zeros_like(logits, bool)
@@ -235,7 +236,7 @@ def test_chi_square_first_token_follows_processed_distribution(opts):
 
 def _raw_tokens(model, inputs, opts):  # decode() on the generate-time prompt: (R, N) tokens, eos included
     d = model.config.decoder_config
-    ids, mask = prepare_text(model, inputs["input_ids"], inputs["attention_mask"])
+    ids, mask = model.generation_text(inputs["input_ids"], inputs["attention_mask"])
     prompt = model.decoder_prompt(model.conditioning_encoder(inputs["input_features"], ids, mask))
     return decode(model.decoder, prompt, GenerationOptions(**opts), d.bos_token_id, d.eos_token_id)
 
@@ -362,23 +363,23 @@ def _clip(seconds=1.0, rate=22050, f0=140.0):
 def test_rank_scores_sorted_and_equal_forward_style_scoring():
     model = _model("tiny_a")
     ids, _ = _inputs(model)
-    cands = model.rank(ids, _clip(), num_candidates=5, max_new_tokens=8, seed=1)
+    cands = rank(model, ids, _clip(), num_candidates=5, max_new_tokens=8, seed=1)
     scores = [c.score for c in cands]
     assert len(cands) == 5 and scores == sorted(scores, reverse=True)
-    ids_gen, mask = prepare_text(model, ids)
+    ids_gen, mask = model.generation_text(ids)
     text = model.text_encoder(ids_gen, mask)
     for c in cands:
         out = model.similarity(text, model.speech_encoder(c.speech_ids[None]))
         assert abs(out.logits_per_text[0, 0] - c.score) < 1e-5
         assert c.length == 8 and c.seconds == 8 / 20
-    top2 = model.rank(ids, _clip(), num_candidates=5, k=2, max_new_tokens=8, seed=1)
+    top2 = rank(model, ids, _clip(), num_candidates=5, k=2, max_new_tokens=8, seed=1)
     assert [c.score for c in top2] == scores[:2]
 
 
 def test_rank_with_text_and_repeated_clips():
     model = _model("tiny_a")
-    one = model.rank("Hello there.", _clip(), num_candidates=3, max_new_tokens=5, seed=2)
-    two = model.rank("Hello there.", [_clip(), _clip()], num_candidates=3, max_new_tokens=5, seed=2)
+    one = rank(model, "Hello there.", _clip(), num_candidates=3, max_new_tokens=5, seed=2)
+    two = rank(model, "Hello there.", [_clip(), _clip()], num_candidates=3, max_new_tokens=5, seed=2)
     for a, b in zip(one, two):  # averaging two identical clips' conditioning changes nothing
         np.testing.assert_array_equal(a.speech_ids, b.speech_ids)
         assert abs(a.score - b.score) < 1e-5
@@ -401,13 +402,13 @@ def test_rank_bad_input_raises(text, voice, kw, match):
     model = _model("tiny_a")
     voice = _clip() if isinstance(voice, str) else voice
     with pytest.raises(ValueError, match=match):
-        model.rank(text, voice, **kw)
+        rank(model, text, voice, **kw)
 
 
 @pytest.mark.parametrize("voice", [np.ones(100, bool), np.ones(100, complex), ["not", "audio"]])
 def test_rank_refuses_non_real_voices_as_the_feature_extractor_does(voice):
     with pytest.raises(TypeError, match=r"clip 0: expected real-valued samples, got dtype (bool|complex128|<U3)"):
-        _model("tiny_a").rank("Hi.", voice)
+        rank(_model("tiny_a"), "Hi.", voice)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,7 +419,7 @@ def test_cli_rank_table_and_json(tmp_path, capsys):
     import json
 
     from pyclvp.cli import main
-    from pyclvp.model.demo import write_voice_clip
+    from pyclvp.demo import write_voice_clip
 
     clip = write_voice_clip(tmp_path / "v.wav", seconds=1.0)
     argv = ["rank", "--model", str(DATA / "tiny_a"), "--text", "Hello there.", "--voice", str(clip), "--voice",
@@ -441,7 +442,7 @@ def test_cli_rank_table_and_json(tmp_path, capsys):
 ])
 def test_cli_rank_errors(tmp_path, capsys, argv, match):
     from pyclvp.cli import main
-    from pyclvp.model.demo import write_voice_clip
+    from pyclvp.demo import write_voice_clip
 
     write_voice_clip(tmp_path / "v.wav", seconds=0.5)
     argv = [str(tmp_path / a) if a == "v.wav" else a for a in argv]
@@ -461,7 +462,7 @@ def test_cli_rank_negative_seed_names_the_option(capsys):
 def test_cli_rank_cuda_unavailable_is_one_line(tmp_path, capsys, monkeypatch):
     cuda_ops = pytest.importorskip("pyclvp.ops.cuda_ops")
     from pyclvp.cli import main
-    from pyclvp.model.demo import write_voice_clip
+    from pyclvp.demo import write_voice_clip
 
     monkeypatch.setattr(cuda_ops, "cuda_unavailable_reason", lambda: "no GPU here (test)")
     clip = write_voice_clip(tmp_path / "v.wav", seconds=0.5)
@@ -492,7 +493,7 @@ def test_cli_demo_and_info(tmp_path, capsys):
 
 def _broken_tiny_a(tmp_path, kind):
     """tiny_a's config.json with a model.safetensors that misses every tensor, or has one misshaped."""
-    from pyclvp.safetensors import load_file, save_file
+    from pyclvp.io.safetensors import load_file, save_file
 
     folder = DATA / "tiny_a"
     (tmp_path / "config.json").write_bytes((folder / "config.json").read_bytes())

@@ -14,7 +14,7 @@ from conftest import DATA, assert_close
 from pyclvp.config import ClvpConfig, ConfigError
 from pyclvp.model import CheckpointError, ClvpModelForConditionalGeneration
 from pyclvp.model.weights import checkpoint_spec, load_checkpoint
-from pyclvp.safetensors import load_file, save_file
+from pyclvp.io.safetensors import load_file, save_file
 
 MODEL = DATA / "model"
 

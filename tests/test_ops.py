@@ -19,7 +19,7 @@ from conftest import (MASK_MIN, MAX_EXAMPLES, TOLERANCE, assert_close, attention
 from pyclvp import _core
 from pyclvp.ops import numpy_ops as ref
 from pyclvp.ops.cpu_ops import CpuOps
-from pyclvp.ops.half import Bf16Array, as_bf16, to_dtype, to_float32
+from pyclvp.io.half import Bf16Array, as_bf16, to_dtype, to_float32
 
 ops = CpuOps()
 hyp = settings(deadline=None, max_examples=MAX_EXAMPLES)
@@ -297,7 +297,7 @@ def test_core_builds_messages_without_iostreams():
 
 
 # ----------------------------------------------------------------------------------------------
-# half-precision weights in NumPy (pyclvp/ops/half.py)
+# half-precision weights in NumPy (pyclvp/io/half.py)
 
 
 def test_bf16array_views_keep_bits_and_arithmetic_widens():

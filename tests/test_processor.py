@@ -1,4 +1,4 @@
-"""pyclvp.processor.ClvpProcessor: transformers' ClvpProcessor outputs (fixture) and its argument routing."""
+"""pyclvp.audio.processor.ClvpProcessor: transformers' ClvpProcessor outputs (fixture) and its argument routing."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,11 @@ import pytest
 
 from conftest import DATA, assert_close
 from pyclvp.audio import load_audio
-from pyclvp.features import ClvpFeatureExtractor
-from pyclvp.processor import ClvpProcessor
+from pyclvp.audio.features import ClvpFeatureExtractor
+from pyclvp.audio.processor import ClvpProcessor
 
-pytest.importorskip("pyclvp.tokenizer")
-from pyclvp.tokenizer import ClvpTokenizer  # noqa: E402
+pytest.importorskip("pyclvp.text.tokenizer")
+from pyclvp.text.tokenizer import ClvpTokenizer  # noqa: E402
 
 VOICES = Path(__file__).resolve().parent.parent / "third_party" / "tortoise" / "voices"
 META = json.loads((DATA / "features" / "processor.json").read_text())

@@ -1,4 +1,4 @@
-"""pyclvp.safetensors: golden files from the official writer, transformers checkpoints, hypothesis
+"""pyclvp.io.safetensors: golden files from the official writer, transformers checkpoints, hypothesis
 round-trips over every dtype, and the malformed-file corpus (tests/data/malformed_safetensors)."""
 import hashlib
 import json
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import DATA
-from pyclvp import safetensors as sf
-from pyclvp.safetensors import SafetensorsError
+from pyclvp.io import safetensors as sf
+from pyclvp.io.safetensors import SafetensorsError
 
 GOLDEN = sorted((DATA / "safetensors_golden").glob("*.safetensors"))
 MALFORMED = json.loads((DATA / "malformed_safetensors" / "index.json").read_text())
@@ -249,7 +249,7 @@ def test_shapes_at_numpy_limits_load(dtype, shape):
 
 def test_malformed_corpus_never_crashes_the_interpreter():
     # In a child process, so that a segfault would show up as a signal instead of killing pytest.
-    code = ("import sys, json, pathlib; from pyclvp.safetensors import load_file, SafetensorsError\n"
+    code = ("import sys, json, pathlib; from pyclvp.io.safetensors import load_file, SafetensorsError\n"
             "d = pathlib.Path(sys.argv[1])\n"
             "for f in json.loads((d / 'index.json').read_text()):\n"
             "    try: load_file(d / f)\n"

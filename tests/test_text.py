@@ -1,4 +1,4 @@
-"""pyclvp.text: the English normalizer against transformers' EnglishNormalizer, rule by rule.
+"""pyclvp.text.normalizer: the English normalizer against transformers' EnglishNormalizer, rule by rule.
 
 Tables come from tools/ref_tokenizer.py (tests/data/tokenizer/{corpus,numbers}.json); the properties
 check what the normalizer promises on any input.
@@ -13,7 +13,7 @@ from conftest import DATA, MAX_EXAMPLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyclvp import text
+from pyclvp.text import normalizer as text
 
 CORPUS = json.loads((DATA / "tokenizer" / "corpus.json").read_text(encoding="utf-8"))
 NUMBERS = json.loads((DATA / "tokenizer" / "numbers.json").read_text(encoding="utf-8"))

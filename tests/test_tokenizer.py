@@ -1,4 +1,4 @@
-"""pyclvp.tokenizer.ClvpTokenizer: exact ids and decodes vs transformers, then properties (tiktoken style).
+"""pyclvp.text.tokenizer.ClvpTokenizer: exact ids and decodes vs transformers, then properties (tiktoken style).
 
 The expected values are transformers' ClvpTokenizer outputs, written by tools/ref_tokenizer.py into
 tests/data/tokenizer/corpus.json (518 lines: the Tortoise sample texts and one line per normalizer rule).
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyclvp import cli
-from pyclvp.tokenizer import DATA_DIR, ClvpTokenizer, bytes_to_unicode
+from pyclvp.text.tokenizer import DATA_DIR, ClvpTokenizer, bytes_to_unicode
 
 CORPUS = json.loads((DATA / "tokenizer" / "corpus.json").read_text(encoding="utf-8"))
 TOK = ClvpTokenizer.from_pretrained()

@@ -1,4 +1,4 @@
-"""pyclvp.torch_pickle: torch.save files read without torch, equal to torch's own tensors; hostile files refused.
+"""pyclvp.io.torch_pickle: torch.save files read without torch, equal to torch's own tensors; hostile files refused.
 
 Fixtures (tools/ref_torch_pickle.py): real torch.save files with torch's values beside them, transformers
 .bin folders with torch's sha256 of every tensor, and hostile/ with manifest.json naming the error each
@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import DATA, MAX_EXAMPLES
-from pyclvp import torch_pickle as tp
-from pyclvp.torch_pickle import TorchCheckpointError, UnsafeCheckpointError
+from pyclvp.io import torch_pickle as tp
+from pyclvp.io.checkpoints import BIN_INDEX, CheckpointError, load_bin_folder
+from pyclvp.io.torch_pickle import TorchCheckpointError, UnsafeCheckpointError
 
 TP = DATA / "torch_pickle"
 HOSTILE = TP / "hostile"
@@ -106,7 +107,7 @@ def test_load_wants_a_flat_state_dict():
 def test_transformers_bin_equals_torch_tensors():
     want = json.loads((TP / "hf_bin_tensors.json").read_text())["tensors"]
     for folder in ("hf_bin", "hf_bin_sharded"):
-        got = tp.load_pretrained(TP / folder)
+        got = load_bin_folder(TP / folder)
         assert sorted(got) == sorted(want), folder
         for key, arr in got.items():
             assert (str(arr.dtype), list(arr.shape), _sha(arr)) == (want[key]["dtype"], want[key]["shape"],
@@ -116,22 +117,22 @@ def test_transformers_bin_equals_torch_tensors():
 def _copy_sharded(tmp_path):
     folder = tmp_path / "sharded"
     shutil.copytree(TP / "hf_bin_sharded", folder)
-    return folder, json.loads((folder / tp.WEIGHTS_INDEX_NAME).read_text())
+    return folder, json.loads((folder / BIN_INDEX).read_text())
 
 
 def test_load_pretrained_checks_the_index(tmp_path):
     with pytest.raises(FileNotFoundError, match="pytorch_model.bin"):
-        tp.load_pretrained(tmp_path)
+        load_bin_folder(tmp_path)
     folder, index = _copy_sharded(tmp_path)
     name = next(iter(index["weight_map"]))
     for shard, error in [("../../elsewhere.bin", "not a file name"), ("pytorch_model-00002-of-00002.bin", "missing")]:
         index["weight_map"][name] = shard
-        (folder / tp.WEIGHTS_INDEX_NAME).write_text(json.dumps(index))
-        with pytest.raises(TorchCheckpointError, match=error):
-            tp.load_pretrained(folder)
-    (folder / tp.WEIGHTS_INDEX_NAME).write_text("{not json")
-    with pytest.raises(TorchCheckpointError, match="not a valid index"):
-        tp.load_pretrained(folder)
+        (folder / BIN_INDEX).write_text(json.dumps(index))
+        with pytest.raises(CheckpointError, match=error):
+            load_bin_folder(folder)
+    (folder / BIN_INDEX).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a valid index"):
+        load_bin_folder(folder)
 
 
 # ----------------------------------------------------------------------------------------------

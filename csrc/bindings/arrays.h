@@ -4,7 +4,7 @@
 // The bindings are strict: they do not convert. pyclvp/ops/cpu_ops.py prepares arguments (float32,
 // C order) and the checks here are the last line of defence, so a bad call raises instead of
 // reading out of bounds. Weight matrices may be float32, float16 or uint16 (= bfloat16 bits, the
-// layout pyclvp.safetensors returns with bf16="raw"; pyclvp/ops/half.py names it).
+// layout pyclvp/io/safetensors.py returns with bf16="raw"; pyclvp/io/half.py names it).
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>

@@ -4,7 +4,7 @@
 // arithmetic: every kernel accumulates in float32. The vector conversions live in cpu/vec_*.h.
 //   float16  (IEEE binary16): 1 sign, 5 exponent, 10 mantissa bits; NumPy's np.float16.
 //   bfloat16: the top 16 bits of a float32; NumPy has no bfloat16, so Python holds the raw uint16
-//             bits (pyclvp/safetensors.py bf16="raw", pyclvp/ops/half.py Bf16Array).
+//             bits (pyclvp/io/safetensors.py bf16="raw", pyclvp/io/half.py Bf16Array).
 // Narrowing rounds to nearest even, as torch's .to(torch.float16 / torch.bfloat16) does.
 #pragma once
 #include <cstdint>

@@ -352,7 +352,7 @@ void CudaDecoder::choose(CudaDecoderState& st, int64_t start, const Pick& pick, 
   to_host(st.pick_host_.data(), st.pick_dev_.data(), static_cast<size_t>(B) * 8, s);  // ... then tokens out
   sync(s);
   std::memcpy(next, st.pick_host_.data(), static_cast<size_t>(B) * 8);
-  for (int64_t r = 0; r < B; ++r)  // as pyclvp/generate.py's sample()
+  for (int64_t r = 0; r < B; ++r)  // as pyclvp/decoding.py's sample()
     PYCLVP_CHECK(next[r] >= 0, "cannot sample row ", r, ": its processed logits hold NaN or overflowed to inf ",
                  "(a temperature too small for float32, or NaN logits)");
 }

@@ -162,7 +162,7 @@ void write_kv(void* k, void* v, DType dtype, int64_t Scache, const float* new_k,
 // ---------------------------------------------------------------------------------------------
 // token choice (csrc/cuda/sampling.cu)
 
-// The next token of each row from its logits, as pyclvp/generate.py does on the host:
+// The next token of each row from its logits, as pyclvp/decoding.py does on the host:
 // process_logits (repetition penalty on the seen tokens, one suppressed token, temperature, top-k,
 // top-p, in that order) then argmax (the lowest id on a tie) or sample()'s inverse-CDF draw with the
 // row's uniform u. One block per row. Equal to the host up to float rounding: the host's top-p sums

@@ -1,4 +1,4 @@
-// The next token on the device: pyclvp/generate.py's process_logits and sample()/argmax for every
+// The next token on the device: pyclvp/decoding.py's process_logits and sample()/argmax for every
 // row of a decoder step, so that only the chosen ids (B int64) come back to the host instead of the
 // logits (B x V float32), and the processing runs beside the logits instead of in NumPy. Contract in
 // csrc/cuda/kernels.h (SampleArgs).

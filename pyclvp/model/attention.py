@@ -39,19 +39,6 @@ def project_out(a, p, ops):  # (B, H, T, D) -> (B, T, C)
     return ops.linear(merge_heads(a), p["out_proj.weight"], p["out_proj.bias"])
 
 
-def keep_mask(attention_mask, shape, of: str):  # -> (B, T) bool, C-contiguous
-    """A 0/1 attention mask (bool, int or float values) of the (B, T) `shape` of the array named `of`;
-    a (T,) mask is taken as (1, T)."""
-    m = np.asarray(attention_mask)
-    if m.ndim == 1:
-        m = m[None]
-    if m.shape != tuple(shape):
-        raise ValueError(f"attention_mask has shape {m.shape}, {of} {tuple(shape)}; they must match")
-    if m.dtype.kind not in "biuf" or not np.isin(m, (0, 1)).all():
-        raise ValueError("attention_mask must hold only 0 and 1 (1: keep the position)")
-    return np.ascontiguousarray(m, dtype=bool)
-
-
 def additive_mask(keep):  # (B, 1, T, S) bool -> (B, 1, T, S) float32: 0 where kept, MASK_MIN where dropped
     # ref: transformers masking_utils (eager): torch.where(mask, 0, torch.finfo(dtype).min)
     return np.where(keep, np.float32(0), MASK_MIN).astype(np.float32)

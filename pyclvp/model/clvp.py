@@ -14,26 +14,36 @@ forward(input_ids, input_features), as transformers' ClvpModelForConditionalGene
     s = speech_encoder(speech_ids).embeds, t = text_encoder(input_ids).embeds   (B, P) each
     logits_per_text = (t / |t|) @ (s / |s|)^T * exp(logit_scale)    (Bt, Bs); logits_per_speech is its transpose
 
-Generation (the main job: many candidates per text, ranked by the same similarity) is in
-pyclvp/generate.py; the decoder prompt it starts from is decoder_prompt() below.
+generate(input_ids, input_features, **options), as transformers' ClvpModelForConditionalGeneration.generate
+but with Tortoise's decoder positions (see decoder.py), the decode loop being pyclvp/decoding.py's:
+    1. the text gets the extra eos that transformers' generate adds (_pad_extra_bos_eos_tokens with
+       add_bos_token=False), then the conditioning encoder adds its bos and eos:    (B, P-1, C)
+    2. prompt = [conditioning, start-token embedding + mel position 0]              (B, P, C)
+    3. tokens = decode(decoder, prompt, options)                                    (R, N), R = B x num_return_sequences
+    4. speech_ids = fix_speech_decoder_output([start, tokens]); the speech encoder embeds each
+       candidate, the text encoder the text; logits_per_text = scaled cosine similarities (B, R)
+Ranking one text in one voice (Tortoise's pipeline) builds on steps 1-4: pyclvp/rank.py.
 
 ref: transformers/models/clvp/modeling_clvp.py, ClvpModelForConditionalGeneration.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from ..checks import as_ids, keep_mask
 from ..config import ClvpConfig
+from ..decoding import DEFAULT_BATCH_SIZE, GenerationOptions, chunks, decode
+from ..io.checkpoints import check_folder, check_shapes
 from ..ops import BACKENDS, get_ops
-from .attention import keep_mask
-from .conditioning import conditioning_encoder
+from .conditioning import conditioning_encoder, pad_extra_bos_eos_tokens
 from .decoder import Decoder
 from .encoder import Encoder, EncoderOutput
-from .weights import check_shapes, checkpoint_spec, load_checkpoint, strip_prefix
+from .weights import OPTIONAL, checkpoint_spec, load_checkpoint, strip_prefix
 
 __all__ = ["ClvpModelForConditionalGeneration", "ClvpOutput"]
 
@@ -61,40 +71,33 @@ class ClvpModelForConditionalGeneration:
     def __init__(self, config: ClvpConfig, weights: dict, backend="numpy"):
         if not isinstance(weights, dict):
             raise TypeError(f"weights must be a dict of arrays by checkpoint key, got {type(weights).__name__}")
-        check_shapes({k: np.shape(v) for k, v in weights.items()}, checkpoint_spec(config), "weights")
+        check_shapes({k: np.shape(v) for k, v in weights.items()}, checkpoint_spec(config), "weights", OPTIONAL)
         self.config, self.weights = config, weights
         self.name_or_path: Optional[Path] = None  # the folder it was loaded from (tokenizer/feature config)
         self.ops = _ops(backend)
         self.conditioning_params = strip_prefix(weights, "conditioning_encoder.")
         params, cfg = strip_prefix(weights, "speech_decoder_model."), config.decoder_config
         self.decoder_ref = Decoder(params, cfg, self.ops)  # forward() over whole sequences, embeddings
-        self.decoder = self._make_decoder(params, cfg)  # new_state / prefill / step: generation
+        # new_state / prefill / step for generation: the backend's fused decoder, or the reference
+        self.decoder = self.ops.make_decoder(params, cfg) or self.decoder_ref
         self.text_encoder = Encoder(strip_prefix(weights, "text_encoder_model."), config.text_config, self.ops)
         self.speech_encoder = Encoder(strip_prefix(weights, "speech_encoder_model."), config.speech_config, self.ops)
-
-    def _make_decoder(self, params, cfg):
-        """The backend's fused decoder if it has one (same new_state/prefill/step), else the reference."""
-        make = getattr(self.ops, "make_decoder", None)
-        return make(params, cfg) if make is not None else self.decoder_ref
 
     @classmethod
     def from_pretrained(cls, path, backend="numpy", dtype: str = "float32"):
         """A folder with config.json and model.safetensors (or model.safetensors.index.json + shards);
         failing those, pytorch_model.bin (or its index + shards), read without running its pickle."""
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model folder {path} does not exist (expected config.json + model.safetensors)")
+        path = check_folder(path)
         config = ClvpConfig.from_pretrained(path)
-        ops = _ops(backend)
-        prepare = getattr(ops, "prepare_weight", None)  # a backend may keep half-precision weights as stored
-        model = cls(config, load_checkpoint(path, config, dtype, prepare), ops)
+        ops = _ops(backend)  # its prepare_weight may keep half-precision weights as stored
+        model = cls(config, load_checkpoint(path, config, dtype, ops.prepare_weight), ops)
         model.name_or_path = path
         return model
 
     def __repr__(self):
         d = self.config.decoder_config
         return (f"<ClvpModelForConditionalGeneration decoder {d.num_hidden_layers}x{d.hidden_size}, "
-                f"backend={getattr(self.ops, 'name', '?')!r}>")
+                f"backend={self.ops.name!r}>")
 
     @property
     def logit_scale(self) -> float:
@@ -104,7 +107,7 @@ class ClvpModelForConditionalGeneration:
     # Checked inputs
 
     def check_text(self, input_ids, attention_mask=None):  # -> (B, T) int64, (B, T) int64 or None
-        ids = _as_ids(input_ids, "input_ids", self.config.text_config.vocab_size, "text_config.vocab_size")
+        ids = as_ids(input_ids, "input_ids", self.config.text_config.vocab_size, "text_config.vocab_size")
         return ids, _as_mask(attention_mask, ids, "input_ids")
 
     def check_features(self, input_features):  # -> (B, M, T) float32
@@ -132,8 +135,10 @@ class ClvpModelForConditionalGeneration:
     def conditioning_encoder(self, input_features, input_ids, attention_mask=None):  # -> (B, 1+T+2, C)
         ids, mask = self.check_text(input_ids, attention_mask)
         self.check_text_length(ids, mask, 2)
-        return conditioning_encoder(self.check_features(input_features), ids, mask, self.conditioning_params,
-                                    self.config, self.ops)
+        return self.encode_conditioning(self.check_features(input_features), ids, mask)
+
+    def encode_conditioning(self, feats, ids, mask):  # (B, M, T), (B, T) -> (B, 1+T+2, C); inputs already checked
+        return conditioning_encoder(feats, ids, mask, self.conditioning_params, self.config, self.ops)
 
     def decoder_prompt(self, conditioning_embeds):  # (B, P, C) -> (B, P+1, C)
         """Tortoise's prompt: [conditioning, start-token embedding + mel position 0]. Nothing else is added.
@@ -179,7 +184,7 @@ class ClvpModelForConditionalGeneration:
 
     def speech_encoder_output(self, speech_ids, attention_mask=None) -> EncoderOutput:
         s = self.config.speech_config
-        ids = _as_ids(speech_ids, "speech_ids", s.vocab_size, "speech_config.vocab_size")
+        ids = as_ids(speech_ids, "speech_ids", s.vocab_size, "speech_config.vocab_size")
         return self.speech_encoder(ids, _as_mask(attention_mask, ids, "speech_ids"))
 
     def similarity(self, text_out: EncoderOutput, speech_out: EncoderOutput, return_loss=False) -> ClvpOutput:
@@ -197,7 +202,8 @@ class ClvpModelForConditionalGeneration:
 
     def forward(self, input_ids, input_features, attention_mask=None, return_loss=False) -> ClvpOutput:
         ids, mask = self.check_text(input_ids, attention_mask)
-        cond = self.conditioning_encoder(input_features, ids, mask)  # (B, 1+T+2, C)
+        self.check_text_length(ids, mask, 2)
+        cond = self.encode_conditioning(self.check_features(input_features), ids, mask)  # (B, 1+T+2, C)
         limit = self.config.decoder_config.max_position_embeddings
         if cond.shape[1] > limit:
             raise ValueError(f"the decoder input is {cond.shape[1]} positions long (text + 3) but "
@@ -211,31 +217,48 @@ class ClvpModelForConditionalGeneration:
     __call__ = forward
 
     # ------------------------------------------------------------------------------------------
-    # Generation and ranking (pyclvp/generate.py)
+    # Generation
 
-    def generate(self, input_ids, input_features, attention_mask=None, *, max_new_tokens=500, min_new_tokens=0,
-                 do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-                 num_return_sequences=1, seed=None, pad_to_max_mel_tokens=None, batch_size=None, progress=False,
-                 preset=None) -> ClvpOutput:
-        """Speech-token candidates and their CLVP scores (speech_ids already fixed).
+    def generate(self, input_ids, input_features, attention_mask=None, *, preset=None, **options) -> ClvpOutput:
+        """Speech-token candidates for each text (or clip) and their CLVP scores (speech_ids already fixed).
 
+        options: pyclvp.decoding.GenerationOptions, with transformers' names and defaults: max_new_tokens=500,
+        min_new_tokens=0, do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+        num_return_sequences=1, seed=None, pad_to_max_mel_tokens=None, batch_size=None, progress=False.
         preset ("ultra_fast", "fast", "standard", "high_quality"): Tortoise's candidate count with sampling
         at temperature 0.8, top_p 0.8, repetition_penalty 2.0, 500 tokens, for the settings left at their
-        defaults. See pyclvp/generate.py for the decoding rules.
+        defaults. See pyclvp/decoding.py for the decoding rules.
         """
-        from ..generate import generate
+        opts = GenerationOptions.resolve(preset, **options)
+        ids, mask = self.generation_text(input_ids, attention_mask)
+        cond = self.encode_conditioning(self.check_features(input_features), ids, mask)  # (B, P-1, C)
+        return self.candidates(cond, ids, mask, opts)[0]
 
-        return generate(self, input_ids, input_features, attention_mask, preset=preset, max_new_tokens=max_new_tokens,
-                        min_new_tokens=min_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                        top_p=top_p, repetition_penalty=repetition_penalty,
-                        num_return_sequences=num_return_sequences, seed=seed,
-                        pad_to_max_mel_tokens=pad_to_max_mel_tokens, batch_size=batch_size, progress=progress)
+    def generation_text(self, input_ids, attention_mask=None):  # (B, T) -> (B, T+1) ids, (B, T+1) mask or None
+        """Checked ids with the extra eos that transformers' generate() adds (no bos here)."""
+        ids, mask = self.check_text(input_ids, attention_mask)
+        self.check_text_length(ids, mask, 3)
+        t = self.config.text_config
+        return pad_extra_bos_eos_tokens(ids, mask, add_bos_token=False, bos_token_id=t.bos_token_id,
+                                        eos_token_id=t.eos_token_id)
 
-    def rank(self, text_or_ids, audio_or_features, num_candidates=16, k=None, **sampling):
-        """Candidates for one text in one voice, sorted by CLVP score, best first (pyclvp.generate.rank)."""
-        from ..generate import rank
-
-        return rank(self, text_or_ids, audio_or_features, num_candidates, k, **sampling)
+    def candidates(self, cond, ids, mask, opts: GenerationOptions):  # -> (ClvpOutput, raw tokens (R, N))
+        """Steps 2-4 of generate() from conditioning embeddings (B, P-1, C) and the generation text ids."""
+        d = self.config.decoder_config
+        tokens = decode(self.decoder, self.decoder_prompt(cond), opts, d.bos_token_id, d.eos_token_id)  # (R, N)
+        seqs = np.concatenate([np.full((len(tokens), 1), d.bos_token_id), tokens], axis=1)  # (R, 1+N)
+        if opts.pad_to_max_mel_tokens is not None:  # ref: transformers generate: F.pad(..., value=eos), which crops
+            extra = opts.pad_to_max_mel_tokens - seqs.shape[1]
+            seqs = (np.pad(seqs, ((0, 0), (0, extra)), constant_values=d.eos_token_id) if extra >= 0
+                    else seqs[:, :extra])
+        speech_ids = self.fix_speech_decoder_output(seqs)  # (R, N')
+        size = opts.batch_size or DEFAULT_BATCH_SIZE
+        parts = [self.speech_encoder(speech_ids[rows]) for rows in chunks(len(speech_ids), size)]
+        speech_out = EncoderOutput(*(np.concatenate([getattr(p, f.name) for p in parts])
+                                     for f in dataclasses.fields(EncoderOutput)))
+        out = self.similarity(self.text_encoder(ids, mask), speech_out)
+        out.speech_ids = speech_ids
+        return out, tokens
 
 
 def _ops(backend):
@@ -245,23 +268,6 @@ def _ops(backend):
     if not callable(getattr(backend, "linear", None)):
         raise TypeError(f"backend must be a backend's name ({', '.join(BACKENDS)}) or an Ops object, got {backend!r}")
     return backend
-
-
-def _as_ids(x, name, vocab, what):  # -> (B, T) int64
-    try:
-        ids = np.asarray(x)
-    except ValueError:  # ragged nested lists
-        raise ValueError(f"{name} must be a (batch, length) array of token ids; rows of different lengths "
-                         "need padding and an attention_mask") from None
-    if ids.ndim == 1:
-        ids = ids[None]
-    if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (batch, length) array of token ids, got shape {ids.shape}")
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"{name} must be integers, got dtype {ids.dtype}")
-    if ids.min() < 0 or ids.max() >= vocab:
-        raise ValueError(f"{name} must lie in [0, {vocab}) ({what}); got values from {ids.min()} to {ids.max()}")
-    return ids.astype(np.int64)
 
 
 def _as_mask(attention_mask, ids, name):  # -> (B, T) int64 or None, for ids (B, T)

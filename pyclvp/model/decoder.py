@@ -31,99 +31,20 @@ The KV cache layout (L, B, H, S, D), float32 (or float16 / bfloat16 with new_sta
 rounded to nearest even when stored, widened when read), is shared with the C++ and CUDA decoders: a backend
 whose Ops object has make_decoder(params, cfg) supplies its own decoder for generation, with
 new_state / prefill / step and a state with select(); forward() and embed() always come from this
-class (run through the backend's ops).
+class (run through the backend's ops). The cache state and its checks are pyclvp/ops/state.py.
 
 ref: transformers/models/clvp/modeling_clvp.py: ClvpForCausalLM.forward, ClvpDecoder.forward,
 ClvpDecoderLayer, ClvpSelfAttention, ClvpDecoderMLP (GPT-2's, Conv1D weights in (Cin, Cout) layout).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..ops.half import DTYPES as CACHE_DTYPES
-from ..ops.half import Bf16Array, as_bf16, to_dtype, to_float32
-from .attention import additive_mask, keep_mask, project_out, project_qkv
+from ..checks import check_index
+from ..io.half import Bf16Array, to_dtype, to_float32
+from ..ops.state import DecoderState, empty_state, prefill_inputs, step_inputs
+from .attention import additive_mask, project_out, project_qkv
 from .weights import strip_prefix
-
-_CACHE_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}  # bfloat16: its bits
-
-
-@dataclass
-class DecoderState:
-    """The preallocated KV cache of a batch of rows (llama2.c's RunState, batched)."""
-
-    k: np.ndarray  # (L, B, H, S, D) float32 | float16 | Bf16Array: keys of every layer; slot s holds position s
-    v: np.ndarray  # (L, B, H, S, D) values, same layout and dtype
-    key_mask: np.ndarray  # (B, S) bool: True where slot s holds a valid, attendable key
-    length: int  # slots filled so far, the same for every row
-
-    @property
-    def batch(self) -> int:
-        return self.k.shape[1]
-
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
-
-    def select(self, rows) -> "DecoderState":
-        """A new state holding rows `rows` of this one, in that order (copies: repeat, reorder, drop)."""
-        rows = select_rows(rows, self.batch)
-        return DecoderState(self.k[:, rows], self.v[:, rows], self.key_mask[rows], self.length)
-
-
-def empty_state(cfg, batch: int, max_len: int, cache_dtype: str = "float32") -> DecoderState:
-    """An empty cache of `batch` rows x `max_len` slots, k and v in cache_dtype (every host backend's new_state)."""
-    if cache_dtype not in CACHE_DTYPES:
-        raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
-    counts = (batch, max_len)
-    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in counts):
-        raise ValueError(f"new_state needs integers batch >= 1 and max_len >= 1, got {batch!r} and {max_len!r}")
-    shape = (cfg.num_hidden_layers, batch, cfg.num_attention_heads, max_len, cfg.head_dim)  # (L, B, H, S, D)
-
-    def zeros():
-        z = np.zeros(shape, _CACHE_STORAGE[cache_dtype])
-        return as_bf16(z) if cache_dtype == "bfloat16" else z
-
-    return DecoderState(k=zeros(), v=zeros(), key_mask=np.zeros((batch, max_len), bool), length=0)
-
-
-def select_rows(rows, batch: int) -> np.ndarray:  # -> (B',) int64, for every backend's select()
-    """Row indices: a 1-D integer sequence with values in [0, batch) (not booleans: a mask is not rows)."""
-    r = np.asarray(rows)
-    if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or r.size == 0):
-        raise ValueError(f"select needs a 1-D sequence of row indices, got {r.dtype} {r.shape}")
-    if r.size and (r.min() < 0 or r.max() >= batch):
-        raise ValueError(f"select rows must lie in [0, {batch}); got values from {r.min()} to {r.max()}")
-    return np.ascontiguousarray(r, dtype=np.int64)
-
-
-def prefill_inputs(inputs_embeds, attention_mask, batch: int, hidden: int):  # -> (B, P, C) f32, (B, P) bool | None
-    """A prefill's embeddings, finite floats of shape (batch, P >= 1, hidden), and its mask of 0/1 (B, P) or None,
-    for every backend's prefill(); returned C-contiguous, float32 and bool, as the cores take them."""
-    x = np.asarray(inputs_embeds)
-    if x.ndim != 3 or x.shape[0] != batch or x.shape[1] < 1 or x.shape[2] != hidden:
-        raise ValueError(f"prefill needs inputs_embeds of shape ({batch}, P >= 1, {hidden}) for a state of {batch} "
-                         f"rows, got {x.shape}")
-    if x.dtype.kind != "f" or not np.isfinite(x).all():
-        raise ValueError(f"inputs_embeds must be finite floating-point values, got {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return x, None if attention_mask is None else keep_mask(attention_mask, x.shape[:2], "inputs_embeds")
-
-
-def step_inputs(input_ids, position_ids, batch: int):  # -> (B,) int64, (B,) int64, for every backend's step()
-    """A step's token ids and mel positions: integers of shape (batch,), or one value for every row."""
-    out = []
-    for name, x in (("input_ids", input_ids), ("position_ids", position_ids)):
-        a = np.asarray(x)
-        if not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"{name} must be integers, got dtype {a.dtype}")
-        if a.ndim > 1 or a.size not in (1, batch):
-            raise ValueError(f"step needs {name} of shape ({batch},) for a state of {batch} rows, got {a.shape}")
-        out.append(np.ascontiguousarray(np.broadcast_to(a.reshape(-1), (batch,)), dtype=np.int64))
-    return out
-
 
 class Decoder:
     """Decoder(params, cfg: ClvpDecoderConfig, ops).
@@ -132,6 +53,8 @@ class Decoder:
     `model.decoder.{input_embeds_layer, position_embeds_layer, layers.{i}.*, layer_norm}.*`,
     `final_norm.{weight,bias}` and `lm_head.{weight,bias}` (see pyclvp/model/weights.py for shapes).
     """
+
+    picker = None  # generation chooses tokens on the host (pyclvp/decoding.py HostPicker)
 
     def __init__(self, params: dict, cfg, ops):
         if cfg.activation_function != "gelu_new":
@@ -155,8 +78,8 @@ class Decoder:
 
     def embed(self, input_ids, position_ids):  # (...), (...) int -> (..., C)
         ids, pos = np.asarray(input_ids), np.asarray(position_ids)
-        _check_index("input_ids", ids, self.cfg.vocab_size, "vocab_size")
-        _check_index("position_ids", pos, self.cfg.max_position_embeddings, "max_position_embeddings")
+        check_index("input_ids", ids, self.cfg.vocab_size, "vocab_size")
+        check_index("position_ids", pos, self.cfg.max_position_embeddings, "max_position_embeddings")
         return self.wte[ids].astype(np.float32) + self.wpe[pos].astype(np.float32)
 
     def block(self, i, x, mask, state=None, start=0):  # (B, T, C) -> (B, T, C)
@@ -191,7 +114,7 @@ class Decoder:
         B, T, _ = inputs_embeds.shape
         if position_ids is None:
             position_ids = np.arange(T)[None, :]  # (1, T)
-        _check_index("position_ids", np.asarray(position_ids), self.cfg.max_position_embeddings,
+        check_index("position_ids", np.asarray(position_ids), self.cfg.max_position_embeddings,
                      "max_position_embeddings")
         x = inputs_embeds + self.wpe[position_ids].astype(np.float32)  # (B, T, C)
         h = self.layers_and_norm(x, causal_mask(attention_mask, B, T))
@@ -237,10 +160,3 @@ def causal_mask(attention_mask, B, T, offset=0):  # (B, S) 0/1 or None, S = offs
     if attention_mask is not None:
         keep = keep & np.asarray(attention_mask).astype(bool)[:, None, None, :]  # (B, 1, T, S)
     return additive_mask(np.broadcast_to(keep, (B, 1, T, S)))
-
-
-def _check_index(name, idx, size, what):
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"{name} must be integers, got dtype {idx.dtype}")
-    if idx.size and (idx.min() < 0 or idx.max() >= size):
-        raise ValueError(f"{name} must lie in [0, {size}) ({what}); got values from {idx.min()} to {idx.max()}")

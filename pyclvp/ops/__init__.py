@@ -7,9 +7,18 @@
 Every backend is an Ops object with the same method names and shapes as numpy_ops. A backend
 subclasses NumpyOps and overrides what its core implements, so an op it does not (yet) accelerate
 still runs, through the reference. The backend names must match tests/conftest.py.
+
+Besides the ops, every backend declares the same two hooks (NumpyOps gives the reference's answer):
+    prepare_weight(name, array, dtype)  the loader's hook (pyclvp/io/checkpoints.py load_weights): what the
+                                        model keeps of a tensor read as stored; the reference converts to
+                                        float32 or float16, the cores keep half-precision matrices as stored
+    make_decoder(params, cfg)           a fused KV-cached decoder with the reference decoder's new_state /
+                                        prefill / step and a `picker` (pyclvp/decoding.py), or None: the
+                                        model then generates with its reference decoder
 """
 from __future__ import annotations
 
+from ..io.checkpoints import convert_weight
 from . import numpy_ops
 
 BACKENDS = ("numpy", "cpu", "cuda")
@@ -29,6 +38,11 @@ class NumpyOps:
     softmax = staticmethod(numpy_ops.softmax)
     rotary = staticmethod(numpy_ops.rotary)
     attention = staticmethod(numpy_ops.attention)
+    prepare_weight = staticmethod(convert_weight)
+
+    @staticmethod
+    def make_decoder(params, cfg):
+        return None
 
     def __repr__(self):
         return f"<pyclvp ops backend={self.name!r}>"

@@ -20,13 +20,19 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from ..model.decoder import DecoderState, empty_state, prefill_inputs, step_inputs
-from .half import Bf16Array, to_float32
+from ..io.half import Bf16Array, to_float32
+from .state import DecoderState, empty_state, prefill_inputs, step_inputs
 
 PREFIX = "speech_decoder_model."
 
 
-def _weights_for_core(params) -> dict:
+def session_config(cfg) -> dict:
+    """The decoder's sizes as the C++ and CUDA sessions take them (csrc/bindings/decoder_model.h)."""
+    return dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
+                V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=float(cfg.layer_norm_epsilon))
+
+
+def weights_for_core(params) -> dict:
     """Checkpoint key (relative to speech_decoder_model.) -> array as the binding takes it."""
     out = {}
     for key, a in params.items():
@@ -54,14 +60,13 @@ def _cache(state: DecoderState):
 class CpuDecoder:
     """The fused KV-cached decoder on the C++ core; see the module docstring."""
 
+    picker = None  # the decode loop chooses tokens on the host (pyclvp/decoding.py HostPicker)
+
     def __init__(self, params, cfg, cache_dtype: str = "float32"):
         cfg = getattr(cfg, "decoder_config", cfg)
         self.cfg, self.params = cfg, params  # the session holds pointers into these arrays
         self.cache_dtype = cache_dtype
-        self._session = _core.DecoderSession(
-            dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
-                 V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=float(cfg.layer_norm_epsilon)),
-            _weights_for_core(params))
+        self._session = _core.DecoderSession(session_config(cfg), weights_for_core(params))
 
     def new_state(self, batch: int, max_len: int, cache_dtype: str | None = None) -> DecoderState:
         """An empty cache for `batch` rows of up to `max_len` positions (prompt + new tokens)."""

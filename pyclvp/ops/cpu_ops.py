@@ -9,11 +9,11 @@ The CUDA backend (pyclvp/ops/cuda_ops.py) is this class over another kernel modu
 (pyclvp._core.cuda, the same names and arguments): `core` is where the kernels come from, and
 `_matrix` and `_max_head_dim` are the two places where the backends differ.
 
-Beyond the reference ops, CpuOps has the two hooks the model uses when a backend offers them:
+Beyond the reference ops, CpuOps overrides the two hooks every backend declares (pyclvp/ops/__init__.py):
 
     prepare_weight(name, array, dtype)  the loader's hook: matrices (ndim >= 2) are kept in the
                                         requested storage dtype (float32 / float16 / bfloat16, see
-                                        pyclvp/ops/half.py), without a copy when the file has it so
+                                        pyclvp/io/half.py), without a copy when the file has it so
                                         (memory-mapped); vectors and scalars become float32.
     make_decoder(params, cfg)           the fused KV-cached decoder (CpuDecoder): one C++ call per
                                         generated token runs every layer, the norms and lm_head.
@@ -30,7 +30,8 @@ import numpy as np
 
 from .. import _core
 from . import NumpyOps, numpy_ops
-from .half import DTYPES, Bf16Array, to_dtype, to_float32
+from ..io.half import Bf16Array, to_dtype, to_float32
+from .state import CACHE_DTYPES
 
 f32 = np.float32
 
@@ -145,11 +146,11 @@ class CpuOps(NumpyOps):
         """The loader's hook: the array to keep for checkpoint tensor `name` when the model runs in `dtype`.
 
         Matrices (ndim >= 2: linear/Conv1D weights, embedding tables) are stored in `dtype`; bfloat16
-        ones are Bf16Array (pyclvp/ops/half.py). Without a conversion this returns the array itself,
+        ones are Bf16Array (pyclvp/io/half.py). Without a conversion this returns the array itself,
         so a memory-mapped tensor stays memory-mapped. Vectors and scalars become float32.
         """
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r} for {name}; choose one of {', '.join(DTYPES)}")
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r} for {name}; choose one of {', '.join(CACHE_DTYPES)}")
         return to_dtype(array, dtype) if np.ndim(array) >= 2 else to_float32(array)
 
     @staticmethod

@@ -19,7 +19,7 @@ PYCLVP_CUDA_PDL=1, on compute capability >= 9.0, each kernel may start while the
 (programmatic dependent launch: a product's weights are fetched into L2 meanwhile); measured slower on
 an H200, so off by default.
 During generate() the next tokens are chosen on the device (csrc/cuda/sampling.cu: the repetition
-penalty, temperature, top-k, top-p and the draw of pyclvp/generate.py), so a step returns B ids
+penalty, temperature, top-k, top-p and the draw of pyclvp/decoding.py), so a step returns B ids
 instead of B x V logits and the host does no per-token work; PYCLVP_CUDA_PICK=0 (or
 pick_on_device=False) chooses on the host instead, from the logits.
 csrc/bindings/cuda.cc checks every argument. The cache layout is DecoderState's, (L, B, H, S, D) k
@@ -32,8 +32,9 @@ import os
 import numpy as np
 
 from .. import _core
-from ..model.decoder import CACHE_DTYPES, prefill_inputs, select_rows, step_inputs
-from .cpu_decoder import _weights_for_core
+from ..checks import check_count
+from .cpu_decoder import session_config, weights_for_core
+from .state import check_cache_dtype, prefill_inputs, select_rows, step_inputs
 
 
 class CudaDecoderState:
@@ -81,25 +82,20 @@ class CudaDecoder:
     def __init__(self, params, cfg, cache_dtype: str = "float32", use_graph: bool | None = None,
                  pick_on_device: bool | None = None):
         cfg = getattr(cfg, "decoder_config", cfg)
-        if cache_dtype not in CACHE_DTYPES:
-            raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
+        check_cache_dtype(cache_dtype)
         if use_graph is None:
             use_graph = os.environ.get("PYCLVP_CUDA_GRAPH", "1") != "0"
         if pick_on_device is None:
             pick_on_device = os.environ.get("PYCLVP_CUDA_PICK", "1") != "0"
         self.picker = DevicePicker if pick_on_device else None
         self.cfg, self.params, self.cache_dtype = cfg, params, cache_dtype
-        self._session = _core.cuda.DecoderSession(
-            dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
-                 V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=float(cfg.layer_norm_epsilon)),
-            _weights_for_core(params), bool(use_graph))
+        self._session = _core.cuda.DecoderSession(session_config(cfg), weights_for_core(params), bool(use_graph))
 
     def new_state(self, batch: int, max_len: int, cache_dtype: str | None = None) -> CudaDecoderState:
         """An empty cache for `batch` rows of up to `max_len` positions (prompt + new tokens)."""
-        cache_dtype = cache_dtype or self.cache_dtype
-        if cache_dtype not in CACHE_DTYPES:
-            raise ValueError(f"unknown cache dtype {cache_dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
-        return CudaDecoderState(self._session, self._session.new_state(int(batch), int(max_len), cache_dtype))
+        cache_dtype = check_cache_dtype(cache_dtype or self.cache_dtype)
+        batch, max_len = check_count("new_state's batch", batch), check_count("new_state's max_len", max_len)
+        return CudaDecoderState(self._session, self._session.new_state(batch, max_len, cache_dtype))
 
     def prefill(self, inputs_embeds, attention_mask, state: CudaDecoderState) -> np.ndarray:
         """Runs the prompt (B, P, C) through the decoder into the cache; the logits (B, V) of position P-1."""
@@ -113,7 +109,7 @@ class CudaDecoder:
 
 
 class DevicePicker:
-    """generate()'s picker seam (pyclvp/generate.py HostPicker) with the choice made on the device.
+    """generate()'s picker seam (pyclvp/decoding.py HostPicker) with the choice made on the device.
 
     Each row's seen tokens live in its CudaDecoderState (and follow it through select); feed() only
     records the tokens, and next() runs the decoder step and the choice in one device round trip:

@@ -1,21 +1,16 @@
-"""Generation and ranking: speech-token candidates from the decoder, scored against the text by CLVP.
+"""Decoding: the options, the logits processors, sampling, and the KV-cached loop that emits speech tokens.
 
-Shape legend: B texts (or clips), R candidate rows = B x num_return_sequences, P prompt length,
-C hidden, V speech vocab, N generated tokens, S cache slots.
+Shape legend: B prompts, R candidate rows = B x num_return_sequences, P prompt length, C hidden,
+V speech vocab, N generated tokens, S cache slots.
 
-generate(model, input_ids, input_features), as transformers' ClvpModelForConditionalGeneration.generate
-but with Tortoise's decoder positions (see pyclvp/model/decoder.py):
-  1. the text gets the extra eos that transformers' generate adds (_pad_extra_bos_eos_tokens with
-     add_bos_token=False), then the conditioning encoder adds its bos and eos: (B, P-1, C)
-  2. prompt = [conditioning, start-token embedding + mel position 0]                  (B, P, C)
-  3. prefill the B prompts once; each chunk of at most batch_size candidate rows gets copies of its
-     text's cache rows (DecoderState.select), in one preallocated (L, rows, H, S, D) cache
-  4. per step: logits (rows, V) -> processors -> next token; the k-th token is fed back with mel
-     position k + 1, its K/V written into slot P + k - 1. A row stops at eos and then only emits
-     eos; decoding stops when every row has, at max_new_tokens, or where the mel position table
-     (max_position_embeddings) ends (with a warning, never indexing past it)
-  5. speech_ids = fix_speech_decoder_output([start, tokens]); the speech encoder embeds each
-     candidate, the text encoder the text; logits_per_text = scaled cosine similarities (B, R)
+decode(decoder, prompt, opts, bos, eos) runs any decoder with new_state / prefill / step (the NumPy
+reference in pyclvp/model/decoder.py, or a backend's fused one) and knows nothing of the model around it:
+  1. prefill the B prompts (B, P, C) once; each chunk of at most batch_size candidate rows gets copies of
+     its prompt's cache rows (state.select), in one preallocated (L, rows, H, S, D) cache
+  2. per step: logits (rows, V) -> processors -> next token; the k-th token is fed back with mel
+     position k + 1 (Tortoise's inference_speech positions), its K/V written into slot P + k - 1. A row
+     stops at eos and then only emits eos; decoding stops when every row has, at max_new_tokens, or
+     where the mel position table (max_position_embeddings) ends (with a warning, never indexing past it)
 
 Logits processing, in transformers' order (ref: transformers/generation/utils.py _get_logits_processor,
 transformers/generation/logits_process.py):
@@ -28,17 +23,13 @@ transformers/generation/logits_process.py):
   then greedy argmax (the lowest id on a tie), or a draw from softmax by inverse CDF with uniforms
   from numpy.random.Generator(seed): one uniform per (step, candidate row), drawn up front, so a
   candidate's tokens do not depend on batch_size or on when other rows stop.
-  The loop reaches these through a picker (HostPicker here); the CUDA decoder brings its own, which
-  runs the same processors and draw on the device (csrc/cuda/sampling.cu) so that only token ids
-  cross to the host; its cumulative sums round differently, so a sampled token can differ only
-  where one lies within float rounding of its threshold. The same holds between the NumPy and the
-  C++ backends: their logits agree to ~1e-6, not bitwise, so a draw whose uniform lies that close to
-  a token's cumulative boundary can go either way (seen once in 736 random sampled generations).
-  Greedy decoding has the same caveat only for near-ties.
-
-rank(model, text, voice) generates candidates with Tortoise's sampling settings and returns them
-sorted by score, best first. Several voice clips are combined as Tortoise's get_conditioning does:
-their conditioning vectors are averaged.
+  The loop reaches these through a picker (HostPicker here, when the decoder's `picker` is None); the
+  CUDA decoder brings its own, which runs the same processors and draw on the device
+  (csrc/cuda/sampling.cu) so that only token ids cross to the host; its cumulative sums round
+  differently, so a sampled token can differ only where one lies within float rounding of its
+  threshold. The same holds between the NumPy and the C++ backends: their logits agree to ~1e-6, not
+  bitwise, so a draw whose uniform lies that close to a token's cumulative boundary can go either way
+  (seen once in 736 random sampled generations). Greedy decoding has the same caveat only for near-ties.
 """
 from __future__ import annotations
 
@@ -50,19 +41,16 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from .features import ClvpFeatureExtractor, as_clips
-from .model.clvp import ClvpOutput
-from .model.conditioning import pad_extra_bos_eos_tokens
-from .model.encoder import EncoderOutput
+from .checks import check_choice, is_int, is_real
 
-__all__ = ["GenerationOptions", "PRESETS", "Candidate", "generate", "rank", "process_logits", "sample"]
+__all__ = ["GenerationOptions", "PRESETS", "TORTOISE_SAMPLING", "DEFAULT_BATCH_SIZE", "process_logits", "sample",
+           "decode", "chunks", "HostPicker", "ProgressBar"]
 
 # Tortoise's presets (tortoise/api.py, TextToSpeech.tts_with_preset): candidates per text, and the
 # sampling settings all of them share.
 PRESETS = {"ultra_fast": 16, "fast": 96, "standard": 256, "high_quality": 256}
 TORTOISE_SAMPLING = dict(do_sample=True, temperature=0.8, top_p=0.8, repetition_penalty=2.0, max_new_tokens=500)
 DEFAULT_BATCH_SIZE = 16  # candidate rows decoded together (Tortoise's autoregressive_batch_size)
-TOKENS_PER_SECOND = 20  # roughly: one speech token per 1024 samples at 22.05 kHz
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,8 +82,7 @@ class GenerationOptions:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
         opts = cls(**given)
         if preset is not None:
-            if not isinstance(preset, str) or preset not in PRESETS:
-                raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            check_choice("preset", preset, PRESETS)
             defaults = cls()
             for key, value in dict(TORTOISE_SAMPLING, num_return_sequences=PRESETS[preset]).items():
                 if getattr(opts, key) == getattr(defaults, key):
@@ -104,10 +91,10 @@ class GenerationOptions:
 
     def check(self) -> "GenerationOptions":
         def count(x, least):  # an integer >= least
-            return _is_int(x) and x >= least
+            return is_int(x) and x >= least
 
         def positive(x):  # a real number > 0 (NaN is not)
-            return _is_real(x) and x > 0
+            return is_real(x) and x > 0
 
         rules = [
             ("max_new_tokens", count(self.max_new_tokens, 1), "be an integer >= 1"),
@@ -116,7 +103,7 @@ class GenerationOptions:
              "(the number of candidates) be an integer >= 1"),
             ("do_sample", isinstance(self.do_sample, (bool, np.bool_)), "be True or False"),
             ("repetition_penalty", positive(self.repetition_penalty), "be a number > 0"),
-            ("top_p", self.top_p is None or (_is_real(self.top_p) and 0 < self.top_p <= 1), "lie in (0, 1]"),
+            ("top_p", self.top_p is None or (is_real(self.top_p) and 0 < self.top_p <= 1), "lie in (0, 1]"),
             ("top_k", self.top_k is None or count(self.top_k, 0), "be an integer >= 0"),
             ("temperature", not self.do_sample or positive(self.temperature), "be a number > 0 when sampling"),
             ("seed", self.seed is None or count(self.seed, 0), "be None or an integer >= 0"),
@@ -128,14 +115,6 @@ class GenerationOptions:
             if not ok:
                 raise ValueError(f"{name} must {requirement}, got {getattr(self, name)!r}")
         return self
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,7 +214,7 @@ def _progress_fn(progress):
 # Decoding
 
 
-def _chunks(R: int, size: int):
+def chunks(R: int, size: int):  # -> row indices, `size` at a time
     return [np.arange(i, min(i + size, R)) for i in range(0, R, size)]
 
 
@@ -249,9 +228,9 @@ def decode(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (B,
     logits0 = decoder.prefill(prompt, None, state0)  # (B, V)
     u = np.random.default_rng(opts.seed).random((steps, R)) if opts.do_sample else None
     tokens = np.full((R, steps), eos, np.int64)
-    chunks = _chunks(R, opts.batch_size or DEFAULT_BATCH_SIZE)
-    report, used, total = _progress_fn(opts.progress), 0, len(chunks) * steps
-    for c, rows in enumerate(chunks):
+    parts = chunks(R, opts.batch_size or DEFAULT_BATCH_SIZE)
+    report, used, total = _progress_fn(opts.progress), 0, len(parts) * steps
+    for c, rows in enumerate(parts):
         def on_step(k, first=c * steps):
             if report:
                 report(first + k, total)
@@ -268,7 +247,7 @@ def decode(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (B,
 class HostPicker:
     """Chooses each row's next token on the host: process_logits, then argmax or sample().
 
-    The picker seam of the decode loop (a decoder may name its own class as `decoder.picker`, as the
+    The picker seam of the decode loop (a decoder names its own class as `decoder.picker`, as the
     CUDA decoder does to choose on the device; it keeps this contract):
         first(logits, state, u)       the first tokens (rows,) from the prompt's logits (rows, V)
         feed(ids, positions, state)   the decoder takes the chosen tokens in ...
@@ -311,7 +290,7 @@ def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos, on_st
     on them; finished rows still in the state emit eos.
     """
     steps = tokens.shape[1]
-    picker = (getattr(decoder, "picker", None) or HostPicker)(decoder, opts, bos, eos, len(rows))
+    picker = (decoder.picker or HostPicker)(decoder, opts, bos, eos, len(rows))
     finished = np.zeros(len(rows), bool)
     live = np.arange(len(rows))
     for k in range(steps):  # producing token k + 1
@@ -328,140 +307,3 @@ def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos, on_st
             state, live, nxt = picker.select(state, keep), live[keep], nxt[keep]
         picker.feed(nxt, np.full(len(live), k + 2), state)  # token k+1 at mel position k+2
     return steps
-
-
-# ----------------------------------------------------------------------------------------------
-# generate()
-
-
-def prepare_text(model, input_ids, attention_mask=None):  # -> (B, T+1) ids, mask or None
-    """Checked ids with the extra eos that transformers' generate() adds (no bos here)."""
-    ids, mask = model.check_text(input_ids, attention_mask)
-    model.check_text_length(ids, mask, 3)
-    t = model.config.text_config
-    return pad_extra_bos_eos_tokens(ids, mask, add_bos_token=False, bos_token_id=t.bos_token_id,
-                                    eos_token_id=t.eos_token_id)
-
-
-def generate(model, input_ids, input_features, attention_mask=None, *, preset=None, **options) -> ClvpOutput:
-    """Candidates for each text (or clip) and their CLVP scores; see the module docstring and GenerationOptions."""
-    opts = GenerationOptions.resolve(preset, **options)
-    ids, mask = prepare_text(model, input_ids, attention_mask)
-    cond = model.conditioning_encoder(model.check_features(input_features), ids, mask)  # (B, P-1, C)
-    return generate_from_conditioning(model, cond, ids, mask, opts)[0]
-
-
-def generate_from_conditioning(model, cond, ids, mask, opts):  # -> (ClvpOutput, raw tokens (R, N))
-    d = model.config.decoder_config
-    tokens = decode(model.decoder, model.decoder_prompt(cond), opts, d.bos_token_id, d.eos_token_id)  # (R, N)
-    seqs = np.concatenate([np.full((len(tokens), 1), d.bos_token_id), tokens], axis=1)  # (R, 1+N)
-    if opts.pad_to_max_mel_tokens is not None:  # ref: transformers generate: F.pad(..., value=eos), which crops too
-        extra = opts.pad_to_max_mel_tokens - seqs.shape[1]
-        seqs = np.pad(seqs, ((0, 0), (0, extra)), constant_values=d.eos_token_id) if extra >= 0 else seqs[:, :extra]
-    speech_ids = model.fix_speech_decoder_output(seqs)  # (R, N')
-    speech_out = _encode_in_chunks(model.speech_encoder, speech_ids, opts.batch_size or DEFAULT_BATCH_SIZE)
-    out = model.similarity(model.text_encoder(ids, mask), speech_out)
-    out.speech_ids = speech_ids
-    return out, tokens
-
-
-def _encode_in_chunks(encoder, ids, size) -> EncoderOutput:
-    parts = [encoder(ids[rows]) for rows in _chunks(len(ids), size)]
-    return EncoderOutput(*(np.concatenate([getattr(p, f.name) for p in parts])
-                           for f in dataclasses.fields(EncoderOutput)))
-
-
-# ----------------------------------------------------------------------------------------------
-# rank()
-
-
-@dataclass
-class Candidate:
-    """One generated candidate: its fixed speech tokens, its length and its CLVP score."""
-
-    speech_ids: np.ndarray  # (N,) int64, fixed (fix_speech_decoder_output)
-    length: int  # tokens before the first eos (all N when it never stopped)
-    score: float  # cosine(text, speech) * exp(logit_scale), as logits_per_text
-
-    @property
-    def seconds(self) -> float:
-        return self.length / TOKENS_PER_SECOND
-
-
-def rank(model, text_or_ids, audio_or_features, num_candidates: int = 16, k: Optional[int] = None, *,
-         preset: Optional[str] = None, tokenizer=None, feature_extractor=None, **sampling) -> list:
-    """Candidates for one text in one voice, best first. Sampling defaults to Tortoise's settings.
-
-    text_or_ids: a str (tokenized with `tokenizer`, default: the model folder's or the bundled one) or ids.
-    audio_or_features: a waveform (T,) at 22.05 kHz, a list of waveforms, or features (M, T) / (N, M, T).
-    """
-    if not _is_int(num_candidates) or num_candidates <= 0:
-        raise ValueError(f"num_candidates must be a positive integer, got {num_candidates!r}")
-    if k is not None and (not _is_int(k) or k <= 0):
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if "num_return_sequences" in sampling:
-        raise TypeError("rank takes num_candidates, not num_return_sequences")
-    settings = dict(TORTOISE_SAMPLING) if preset is None else {}
-    settings.update(sampling)
-    if preset is None or num_candidates != 16:  # a preset fills in num_candidates left at its default
-        settings["num_return_sequences"] = num_candidates
-    opts = GenerationOptions.resolve(preset, **settings)
-    ids, mask = prepare_text(model, _text_ids(model, text_or_ids, tokenizer))
-    feats = _voice_features(model, audio_or_features, feature_extractor)  # (N, M, T)
-    cond = model.conditioning_encoder(feats, ids, mask)  # (N, P-1, C): the text repeated per clip
-    cond = np.concatenate([cond[:, :1].mean(0, keepdims=True), cond[:1, 1:]], axis=1)  # (1, P-1, C): the clips'
-    # conditioning vectors averaged, as Tortoise's UnifiedVoice.get_conditioning does
-    out, tokens = generate_from_conditioning(model, cond, ids, mask, opts)
-    eos = model.config.decoder_config.eos_token_id
-    lengths = np.where((tokens == eos).any(1), (tokens == eos).argmax(1), tokens.shape[1])
-    scores = out.logits_per_text[0]  # (R,)
-    order = np.argsort(-scores, kind="stable")[:k]
-    return [Candidate(speech_ids=out.speech_ids[i], length=int(lengths[i]), score=float(scores[i])) for i in order]
-
-
-def _text_ids(model, text_or_ids, tokenizer):  # -> (1, T) int64
-    if isinstance(text_or_ids, str):
-        if not text_or_ids.strip():
-            raise ValueError("the text is empty")
-        tokenizer = tokenizer or _default_tokenizer(model)
-        ids = np.array(tokenizer.encode(text_or_ids), dtype=np.int64)
-    else:
-        ids = np.asarray(text_or_ids)
-    if ids.size == 0:
-        raise ValueError("the text is empty")
-    if ids.ndim == 2 and ids.shape[0] != 1:
-        raise ValueError(f"rank takes one text, got a batch of {ids.shape[0]}")
-    return ids.reshape(1, -1)
-
-
-def _default_tokenizer(model):
-    from .tokenizer import ClvpTokenizer
-
-    folder = getattr(model, "name_or_path", None)
-    has_vocab = folder is not None and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
-    return ClvpTokenizer.from_pretrained(folder if has_vocab else None)
-
-
-def _voice_features(model, voice, feature_extractor):  # -> (N, M, T) float32
-    M = model.config.decoder_config.feature_size
-    if isinstance(voice, (list, tuple)):
-        clips = [np.asarray(c) for c in voice]
-    else:
-        voice = np.asarray(voice)
-        if voice.ndim == 3 or (voice.ndim == 2 and voice.shape[0] == M):
-            return model.check_features(voice)
-        if voice.ndim != 1:
-            raise ValueError(f"the voice must be a waveform (T,), a list of waveforms, or features ({M}, T) / "
-                             f"(N, {M}, T); got shape {voice.shape}")
-        clips = [voice]
-    if not clips:
-        raise ValueError("no voice clip given")
-    clips = as_clips(clips)  # real-valued, mono, finite: the feature extractor's checks
-    for i, clip in enumerate(clips):
-        if clip.size == 0 or np.abs(clip).max() < 1e-4:
-            raise ValueError(f"voice clip {i} is empty or silent (peak below -80 dBFS); use a recording of the voice")
-    if feature_extractor is None:
-        feature_extractor = ClvpFeatureExtractor.from_pretrained(getattr(model, "name_or_path", None))
-    feats = feature_extractor(clips, sampling_rate=feature_extractor.sampling_rate,
-                              return_tensors="np")["input_features"]
-    return model.check_features(feats)

@@ -1,7 +1,7 @@
 """Half-precision weights in NumPy: float16 is np.float16; bfloat16 is a Bf16Array of uint16 bits.
 
 NumPy has no bfloat16. A bfloat16 number is the top 16 bits of a float32, and safetensors stores
-BF16 tensors as exactly those bits, so pyclvp keeps them as uint16 (pyclvp.safetensors with
+BF16 tensors as exactly those bits, so pyclvp keeps them as uint16 (pyclvp/io/safetensors.py with
 bf16="raw" returns them, memory-mapped, without a copy) and marks them with a subclass:
 
     Bf16Array   an ndarray of dtype uint16 holding bfloat16 bits. Views (slicing, .T, reshape,
@@ -11,13 +11,13 @@ bf16="raw" returns them, memory-mapped, without a copy) and marks them with a su
                 The C++ kernels read the bits directly (pyclvp/ops/cpu_ops.py passes them as uint16).
 
 np.asarray(b) drops the marker and returns the raw bits: call to_float32(b) for the values.
-The bit layout is the one of csrc/common/half.h (bf16_t) and pyclvp.safetensors.bfloat16_to_float32.
+The bit layout is the one of csrc/common/half.h (bf16_t) and pyclvp/io/safetensors.py bfloat16_to_float32.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..safetensors import bfloat16_to_float32, float32_to_bfloat16
+from .safetensors import bfloat16_to_float32, float32_to_bfloat16
 
 __all__ = ["Bf16Array", "as_bf16", "to_float32", "to_dtype", "DTYPES"]
 
@@ -73,7 +73,7 @@ def as_bf16(bits: np.ndarray) -> Bf16Array:
 def to_float32(a) -> np.ndarray:
     """The float32 values of a float array or a Bf16Array (no copy when it is float32 already)."""
     if isinstance(a, Bf16Array):
-        return bfloat16_to_float32(a.view(np.ndarray))
+        return np.asarray(bfloat16_to_float32(a.view(np.ndarray)))  # a 0-d tensor stays a 0-d array
     return np.asarray(a, dtype=np.float32)
 
 

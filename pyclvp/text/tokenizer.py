@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 import regex
 
-from . import text as _text
+from . import normalizer
 
 __all__ = ["ClvpTokenizer", "bytes_to_unicode", "bpe", "DATA_DIR"]
 
-DATA_DIR = Path(__file__).resolve().parent / "data"  # vocab.json, merges.txt, mel_norms.npy
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # pyclvp/data: vocab.json, merges.txt
 
 # ref: ClvpTokenizer.pat (the GPT-2 pattern; needs `regex` for \p{L} and \p{N})
 GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
@@ -208,7 +208,7 @@ class ClvpTokenizer:
 
     def normalize(self, text: str) -> str:
         """Step 1 (pyclvp.text.normalize) with this tokenizer's transliterate setting."""
-        return _text.normalize(text, self.transliterate)
+        return normalizer.normalize(text, self.transliterate)
 
     def encode(self, text: str, add_prefix_space: bool | None = None) -> list[int]:
         """One string -> its ids (no special tokens are added around them)."""

@@ -36,7 +36,7 @@ class ClvpProcessor:
     @classmethod
     def from_pretrained(cls, path=None) -> "ClvpProcessor":
         """None: the bundled Tortoise tokenizer and extractor; else a directory holding their files."""
-        from .tokenizer import ClvpTokenizer
+        from ..text.tokenizer import ClvpTokenizer
 
         return cls(ClvpFeatureExtractor.from_pretrained(path), ClvpTokenizer.from_pretrained(path))
 

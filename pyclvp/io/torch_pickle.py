@@ -38,14 +38,13 @@ must stay inside its storage. Every failure is a TorchCheckpointError naming the
 
 With mmap=True (the default) the arrays are read-only views into a memory map of the file, taken
 with the tensor's own offset and strides: no copy. bfloat16 (which NumPy lacks) is returned as
-float32 (exact), or as its raw uint16 bits with bf16="raw", as in pyclvp.safetensors. Big-endian
+float32 (exact), or as its raw uint16 bits with bf16="raw", as in pyclvp.io.safetensors. Big-endian
 files are byte-swapped (a copy). With mmap=False storages are read through zipfile, which also
 checks each member's CRC.
 """
 from __future__ import annotations
 
 import encodings.cp437  # noqa: F401  (zip's legacy name codec: imported here, not lazily in the middle of a load)
-import json
 import mmap as _mmap
 import os
 import re
@@ -57,13 +56,11 @@ from math import prod
 
 import numpy as np
 
-from pyclvp.safetensors import bfloat16_to_float32
+from ..checks import check_choice
+from .safetensors import BF16_CHOICES, bfloat16_to_float32
 
-__all__ = ["TorchCheckpointError", "UnsafeCheckpointError", "load", "load_object", "load_pretrained",
-           "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "ALLOWED"]
+__all__ = ["TorchCheckpointError", "UnsafeCheckpointError", "load", "load_object", "ALLOWED"]
 
-WEIGHTS_NAME = "pytorch_model.bin"  # transformers' names for a .bin checkpoint in a model folder
-WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 MAX_PICKLE_BYTES = 1 << 28  # data.pkl of a 1.5 GB Tortoise model is ~100 kB; this bounds hostile ones
 MAX_NDIM = 32  # NumPy 1.x's limit
 MAX_ELEMENTS = 1 << 48
@@ -756,7 +753,7 @@ def _check_is_zip(path: str) -> None:
         raise TorchCheckpointError(f"{path} is a tar archive (the pre-1.0 torch.save format); re-save it with "
                                    "a recent PyTorch")
     if len(head) >= 9 and head[8:9] == b"{":
-        raise TorchCheckpointError(f"{path} looks like a safetensors file; read it with pyclvp.safetensors")
+        raise TorchCheckpointError(f"{path} looks like a safetensors file; read it with pyclvp.io.safetensors")
     raise TorchCheckpointError(f"{path} is not a PyTorch zip checkpoint (it does not start with a zip header)")
 
 
@@ -797,14 +794,9 @@ class _StorageLoader:
         return self.loaded[key]
 
 
-def _check_bf16(bf16: str) -> None:
-    if bf16 not in ("float32", "raw"):
-        raise ValueError(f"bf16 must be 'float32' or 'raw', got {bf16!r}")
-
-
 def load_object(path, *, mmap: bool = True, bf16: str = "float32"):
     """The object a `torch.save` file holds (dicts, lists, numbers, strings), tensors as NumPy arrays."""
-    _check_bf16(bf16)
+    check_choice("bf16", bf16, BF16_CHOICES)
     path = os.fspath(path)
     archive = _Archive(path, mmap)
     try:
@@ -830,41 +822,3 @@ def load(path, *, mmap: bool = True, bf16: str = "float32") -> dict[str, np.ndar
             raise TorchCheckpointError(f"{os.fspath(path)}: entry {_short(key)} is a {type(value).__name__}, "
                                        f"not a tensor; not a flat state_dict{hint}")
     return obj
-
-
-def load_pretrained(directory, *, mmap: bool = True, bf16: str = "float32") -> dict[str, np.ndarray]:
-    """The weights of a transformers model folder saved as PyTorch pickles: pytorch_model.bin, or the
-    shards listed by pytorch_model.bin.index.json. This is what from_pretrained falls back to when
-    the folder has no safetensors file."""
-    directory = os.fspath(directory)
-    index_path = os.path.join(directory, WEIGHTS_INDEX_NAME)
-    if not os.path.exists(index_path):
-        single = os.path.join(directory, WEIGHTS_NAME)
-        if not os.path.exists(single):
-            raise FileNotFoundError(f"{directory} has neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}")
-        return load(single, mmap=mmap, bf16=bf16)
-    weight_map = _read_index(index_path)
-    tensors: dict[str, np.ndarray] = {}
-    for shard in sorted(set(weight_map.values())):
-        found = load(os.path.join(directory, shard), mmap=mmap, bf16=bf16)
-        wanted = {name for name, file in weight_map.items() if file == shard}
-        if set(found) != wanted:
-            missing, extra = sorted(wanted - set(found)), sorted(set(found) - wanted)
-            raise TorchCheckpointError(f"shard {shard} does not match {WEIGHTS_INDEX_NAME}: missing {missing[:10]}, "
-                                       f"unlisted {extra[:10]}")
-        tensors.update(found)
-    return {name: tensors[name] for name in weight_map}
-
-
-def _read_index(index_path: str) -> dict[str, str]:
-    try:
-        with open(index_path, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise TorchCheckpointError(f"{index_path}: not a valid index ({type(e).__name__}: {e})") from None
-    if not isinstance(weight_map, dict):
-        raise TorchCheckpointError(f"{index_path}: weight_map is not an object")
-    for name, shard in weight_map.items():
-        if not isinstance(shard, str) or os.path.basename(shard) != shard or shard in ("", ".", ".."):
-            raise TorchCheckpointError(f"{index_path}: shard {shard!r} of {name!r} is not a file name in the folder")
-    return weight_map

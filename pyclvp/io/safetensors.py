@@ -33,10 +33,13 @@ from math import prod
 
 import numpy as np
 
+from ..checks import check_choice, is_int
+
 __all__ = ["SafetensorsError", "load_file", "load", "save_file", "save", "safe_open",
            "bfloat16_to_float32", "float32_to_bfloat16"]
 
 MAX_HEADER_SIZE = 100_000_000  # the official reader's limit
+BF16_CHOICES = ("float32", "raw")  # how BF16 tensors are returned: widened exactly, or as their uint16 bits
 
 # safetensors dtype -> NumPy dtype (little-endian). BF16 is special-cased (stored as uint16 bits).
 DTYPES = {
@@ -87,10 +90,6 @@ def _reject_duplicates(pairs):
             raise SafetensorsError(f"duplicate key {k!r} in header")
         out[k] = v
     return out
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _parse_header(prefix: bytes, file_size: int):
@@ -147,9 +146,9 @@ def _check_entry(name, info):
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise SafetensorsError(f"tensor {name!r}: unknown or unsupported dtype {dtype!r} (supported: {', '.join(DTYPES)})")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
         raise SafetensorsError(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets)):
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(is_int(o) and o >= 0 for o in offsets)):
         raise SafetensorsError(f"tensor {name!r}: data_offsets must be two non-negative integers, got {offsets!r}")
     begin, end = offsets
     if end < begin:
@@ -180,11 +179,6 @@ def _to_array(buf, offset: int, dtype: str, shape, bf16: str) -> np.ndarray:
     return arr
 
 
-def _check_bf16(bf16: str) -> None:
-    if bf16 not in ("float32", "raw"):
-        raise ValueError(f"bf16 must be 'float32' or 'raw', got {bf16!r}")
-
-
 # ----------------------------------------------------------------------------------------------
 # Reading
 
@@ -199,7 +193,7 @@ class safe_open:
     def __init__(self, path, framework: str = "np", *, mmap: bool = True, bf16: str = "float32"):
         if framework not in ("np", "numpy"):
             raise ValueError(f"framework must be 'np', got {framework!r}")
-        _check_bf16(bf16)
+        check_choice("bf16", bf16, BF16_CHOICES)
         self.path, self._bf16 = os.fspath(path), bf16
         self._file = open(self.path, "rb")
         try:
@@ -269,7 +263,7 @@ def load_file(path, mmap: bool = True, *, bf16: str = "float32") -> dict[str, np
 
 def load(data: bytes, *, bf16: str = "float32") -> dict[str, np.ndarray]:
     """Every tensor of an in-memory safetensors file (bytes, or any bytes-like object: bytearray, mmap...)."""
-    _check_bf16(bf16)
+    check_choice("bf16", bf16, BF16_CHOICES)
     try:
         memoryview(data)
     except TypeError:  # bytes(5) would be five zero bytes, bytes("abc") a TypeError about encodings

@@ -5,7 +5,7 @@ The model has Tortoise's vocabularies and token ids (text 256; speech 8194 with 
 8193), so the real tokenizer, feature extractor, decoding and ranking all run unchanged; only the
 sizes are small and the weights random. Its scores mean nothing: it demonstrates the pipeline.
 
-Weights follow the checkpoint spec (weights.py): norms' weights 1 and biases 0, everything else
+Weights follow the checkpoint spec (pyclvp/model/weights.py): norms' weights 1 and biases 0, everything else
 N(0, 0.02^2), logit_scale transformers' initial 2.6592. lm_head.bias[stop] is raised so that
 candidates stop at varied lengths, as a trained model's do.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ClvpConfig
-from ..safetensors import save_file
-from .weights import checkpoint_spec
+from .config import ClvpConfig
+from .io.safetensors import save_file
+from .model.weights import checkpoint_spec
 
 DEMO_CONFIG = dict(
     text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, projection_dim=64, num_hidden_layers=1,
