@@ -18,34 +18,9 @@ Besides the ops, every backend declares the same two hooks (NumpyOps gives the r
 """
 from __future__ import annotations
 
-from ..io.checkpoints import convert_weight
-from . import numpy_ops
+from .numpy_ops import NumpyOps
 
 BACKENDS = ("numpy", "cpu", "cuda")
-
-
-class NumpyOps:
-    """The reference backend: every op is the NumPy function of the same name."""
-
-    name = "numpy"
-    linear = staticmethod(numpy_ops.linear)
-    layer_norm = staticmethod(numpy_ops.layer_norm)
-    rms_norm = staticmethod(numpy_ops.rms_norm)
-    group_norm = staticmethod(numpy_ops.group_norm)
-    gelu_new = staticmethod(numpy_ops.gelu_new)
-    gelu = staticmethod(numpy_ops.gelu)
-    gated_gelu = staticmethod(numpy_ops.gated_gelu)
-    softmax = staticmethod(numpy_ops.softmax)
-    rotary = staticmethod(numpy_ops.rotary)
-    attention = staticmethod(numpy_ops.attention)
-    prepare_weight = staticmethod(convert_weight)
-
-    @staticmethod
-    def make_decoder(params, cfg):
-        return None
-
-    def __repr__(self):
-        return f"<pyclvp ops backend={self.name!r}>"
 
 
 def get_ops(backend: str = "numpy"):

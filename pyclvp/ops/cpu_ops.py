@@ -29,8 +29,9 @@ import warnings
 import numpy as np
 
 from .. import _core
-from . import NumpyOps, numpy_ops
 from ..io.half import Bf16Array, to_dtype, to_float32
+from . import numpy_ops
+from .numpy_ops import NumpyOps
 from .state import CACHE_DTYPES
 
 f32 = np.float32

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io.checkpoints import convert_weight
+
 f32 = np.float32
 
 
@@ -112,3 +114,31 @@ def attention(q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D)
     if mask is not None:
         scores = scores + mask  # additive: 0 keeps, finfo(float32).min drops (not -inf: no NaN rows)
     return softmax(scores, axis=-1) @ v  # (B,H,T,S) @ (B,H,S,D) -> (B,H,T,D)
+
+
+# ----------------------------------------------------------------------------------------------
+# The backend object
+
+
+class NumpyOps:
+    """The reference backend: every op is the NumPy function of the same name."""
+
+    name = "numpy"
+    linear = staticmethod(linear)
+    layer_norm = staticmethod(layer_norm)
+    rms_norm = staticmethod(rms_norm)
+    group_norm = staticmethod(group_norm)
+    gelu_new = staticmethod(gelu_new)
+    gelu = staticmethod(gelu)
+    gated_gelu = staticmethod(gated_gelu)
+    softmax = staticmethod(softmax)
+    rotary = staticmethod(rotary)
+    attention = staticmethod(attention)
+    prepare_weight = staticmethod(convert_weight)
+
+    @staticmethod
+    def make_decoder(params, cfg):
+        return None
+
+    def __repr__(self):
+        return f"<pyclvp ops backend={self.name!r}>"
