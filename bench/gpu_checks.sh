@@ -47,7 +47,7 @@ if [[ $stage == tests || $stage == all ]]; then
   step build_info build_info.txt 60 "$py" -c "import pyclvp._core as c; print(c.build_info())"
   step test_cuda test_cuda.log 300 "$py" -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py
   step cuda_backend_cases cuda_backend.log 240 "$py" -m pytest -q -p no:cacheprovider -rfEs -k cuda \
-    tests/test_decoder_cache.py tests/test_generate.py tests/test_model_parity.py
+    tests/test_decoder_cache.py tests/test_decoding.py tests/test_model_parity.py
 fi
 
 if [[ $stage == sanitize ]]; then  # out-of-bounds accesses, then shared-memory races, on small cases

@@ -15,7 +15,7 @@ On a GPU, against pyclvp/ops/numpy_ops.py at TOLERANCE["cuda", dtype]:
   * the whole model's forward() and greedy generation (identical tokens) on every fixture;
   * the token choice on the device (csrc/cuda/sampling.cu) against generate.py's host picker: the
     same tokens for every processor setting, and identical sampled generations.
-tests/test_decoder_cache.py, test_generate.py and test_model_parity.py also run the "cuda" backend
+tests/test_decoder_cache.py, test_decoding.py and test_model_parity.py also run the "cuda" backend
 when it is available (conftest.backend_params).
 """
 import dataclasses

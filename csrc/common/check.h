@@ -2,11 +2,9 @@
 //           concat(parts...) -> std::string, the message builder every error in the core uses.
 // The core never exits or aborts: a bad argument is reported to Python before any memory is touched.
 //
-// Messages are built without iostreams: a number inserted into a std::ostream is formatted by the
-// locale's num_put facet, and a process that holds two copies of libstdc++ (an extension linked with
-// -static-libstdc++ beside the system's libstdc++.so) can find the wrong facet there and crash,
-// which turned every error message with a number in it into a segfault on one GPU machine's image
-// (Ubuntu 24.04, GCC 13). std::to_string and snprintf touch no C++ locale.
+// Messages are built without iostreams: an ostream formats numbers through the locale's num_put facet,
+// which breaks in a process holding two copies of libstdc++ (a statically linked one beside the system's);
+// std::to_string and snprintf touch no C++ locale.
 #pragma once
 #include <cstdio>
 #include <stdexcept>
