@@ -128,10 +128,13 @@ def _cmd_convert(args):
 
 @command("convert-tortoise")
 def _add_convert_tortoise(sub):
-    p = sub.add_parser("convert-tortoise", help="Tortoise autoregressive.pth + clvp2.pth -> a transformers-layout "
-                                                "CLVP folder (config.json + model.safetensors), without torch")
-    p.add_argument("--autoregressive", required=True, help="Tortoise's autoregressive.pth (UnifiedVoice)")
-    p.add_argument("--clvp", required=True, help="Tortoise's clvp2.pth (CLVP)")
+    p = sub.add_parser("convert-tortoise", help="Tortoise autoregressive.pth + clvp2.pth (and hifidecoder.pth) -> a "
+                                                "transformers-layout CLVP folder (config.json + model.safetensors, "
+                                                "hifigan/), without torch")
+    p.add_argument("--autoregressive", metavar="PTH", help="Tortoise's autoregressive.pth (UnifiedVoice)")
+    p.add_argument("--clvp", metavar="PTH", help="Tortoise's clvp2.pth (CLVP)")
+    p.add_argument("--hifigan", metavar="PTH", help="Tortoise's hifidecoder.pth (the fast path's HiFi-GAN decoder)")
+    p.add_argument("--hifigan-config", metavar="JSON", help="HifiganGenerator's arguments, if not api_fast.py's")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--decoder-heads", type=int, default=None,
                    help="the autoregressive model's attention heads (default: model_dim // 64, 16 for Tortoise)")
@@ -139,12 +142,24 @@ def _add_convert_tortoise(sub):
 
 
 def _cmd_convert_tortoise(args):
-    from pyclvp.convert import convert_tortoise
+    import json
 
-    config = convert_tortoise(args.autoregressive, args.clvp, args.output, decoder_heads=args.decoder_heads)
-    d = config["decoder_config"]
-    print(f"wrote {args.output}/config.json and model.safetensors (decoder {d['num_hidden_layers']} layers x "
-          f"{d['hidden_size']}, {d['num_attention_heads']} heads)")
+    from pyclvp.convert import convert_hifigan, convert_tortoise
+
+    if (args.autoregressive is None) != (args.clvp is None):
+        raise ValueError("--autoregressive and --clvp go together (the CLVP folder needs both)")
+    if args.autoregressive is None and args.hifigan is None:
+        raise ValueError("nothing to convert: give --autoregressive and --clvp, --hifigan, or all three")
+    if args.autoregressive is not None:
+        config = convert_tortoise(args.autoregressive, args.clvp, args.output, decoder_heads=args.decoder_heads)
+        d = config["decoder_config"]
+        print(f"wrote {args.output}/config.json and model.safetensors (decoder {d['num_hidden_layers']} layers x "
+              f"{d['hidden_size']}, {d['num_attention_heads']} heads)")
+    if args.hifigan is not None:
+        overrides = json.loads(open(args.hifigan_config).read()) if args.hifigan_config else None
+        h = convert_hifigan(args.hifigan, args.output, overrides)
+        print(f"wrote {args.output}/hifigan/config.json and model.safetensors (HiFi-GAN {h['in_channels']} -> "
+              f"{h['upsample_initial_channel']} channels, upsampling {'x'.join(map(str, h['upsample_factors']))})")
 
 
 @command("info")

@@ -2,6 +2,7 @@
 
     convert_bin(src, out)                   a transformers folder saved as pytorch_model.bin (or shards)
     convert_tortoise(ar, clvp, out)         Tortoise's autoregressive.pth (UnifiedVoice) + clvp2.pth (CLVP)
+    convert_hifigan(pth, out)               Tortoise's hifidecoder.pth (HifiganGenerator) -> out/hifigan/
 
 Both read the PyTorch pickles with pyclvp.io.torch_pickle (allow-listed, nothing executed) and write with
 pyclvp.io.safetensors. The result loads in pyclvp and in transformers' ClvpModelForConditionalGeneration.
@@ -25,6 +26,12 @@ UnifiedVoice (autoregressive.pth) -> conditioning_encoder / speech_decoder_model
   - attn.bias / attn.masked_bias (old GPT-2 mask buffers) and text_head (unused by CLVP) are dropped.
   - then the ordered substring renames of CLVP_DECODER_MAPPING (gpt.h -> ...decoder.layers, ...).
 
+HifiganGenerator (hifidecoder.pth) -> hifigan/{config.json, model.safetensors}, the same names:
+  - weight normalization is folded: every `X.weight_g` (O, 1, 1) and `X.weight_v` (O, ...) become
+    X.weight = g * v / |v|, the norm over every axis but the first (torch.nn.utils.weight_norm, dim=0);
+  - tensors the generator does not use are dropped (Tortoise loads the file with strict=False); a
+    missing one is an error. Strides are not in the weights: the config is api_fast.py's unless given.
+
 The config is read off the tensor shapes (sizes, layer counts, vocabularies). Two things shapes do
 not show: the CLVP encoders' head count comes from x-transformers' fixed head size of 64, and the
 decoder's from Tortoise's recommended model_dim // 64 (16 for the released model), overridable.
@@ -39,11 +46,12 @@ import numpy as np
 
 from .config import ClvpConfig
 from .io import torch_pickle
-from .io.checkpoints import load_bin_folder
+from .io.checkpoints import check_shapes, load_bin_folder
 from .io.safetensors import save_file
+from .speech.hifigan import HifiganConfig, hifigan_spec
 
 __all__ = ["convert_bin", "convert_tortoise", "convert_clvp_weights", "convert_autoregressive_weights",
-           "tortoise_config", "CLVP_ENCODERS_MAPPING", "CLVP_DECODER_MAPPING"]
+           "tortoise_config", "convert_hifigan", "fold_weight_norm", "CLVP_ENCODERS_MAPPING", "CLVP_DECODER_MAPPING"]
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 XTRANSFORMERS_DIM_HEAD = 64  # x-transformers' DEFAULT_DIM_HEAD: Tortoise's CLVP never changes it
@@ -270,6 +278,39 @@ def convert_tortoise(autoregressive, clvp, out_dir, *, decoder_heads: int | None
         raise ValueError(f"the two checkpoints both define {clash[:5]}: were they given the right way round?")
     tensors.update(decoder)
     return _write(out_dir, tensors, config)
+
+
+# ----------------------------------------------------------------------------------------------
+# HiFi-GAN (the fast path's decoder)
+
+
+def fold_weight_norm(sd: dict) -> dict:
+    """{X.weight_g, X.weight_v} -> X.weight = g * v / |v| (norm over all axes but the first), others unchanged."""
+    out = {k: v for k, v in sd.items() if not k.endswith((".weight_g", ".weight_v"))}
+    for key in sd:
+        if key.endswith(".weight_v"):
+            base = key[:-len(".weight_v")]
+            v = np.asarray(sd[key], np.float32)
+            g = np.asarray(_need(sd, base + ".weight_g", "the HiFi-GAN checkpoint"), np.float32)
+            norm = np.sqrt((v.astype(np.float64) ** 2).sum(axis=tuple(range(1, v.ndim)), keepdims=True))  # (O, 1, ..)
+            out[base + ".weight"] = (v * (g.reshape(norm.shape) / norm.astype(np.float32))).astype(np.float32)
+    return out
+
+
+def convert_hifigan(hifidecoder, out_dir, config: dict | None = None) -> dict:
+    """hifidecoder.pth -> out_dir/hifigan/{config.json, model.safetensors}; `config` overrides api_fast's
+    constructor arguments (HifiganConfig fields). Returns the config written."""
+    cfg = HifiganConfig.from_dict(dict(config or {}))
+    sd = torch_pickle.load(hifidecoder)
+    tensors = fold_weight_norm(sd)
+    spec = hifigan_spec(cfg)
+    tensors = {name: np.ascontiguousarray(arr, dtype=np.float32) for name, arr in tensors.items() if name in spec}
+    check_shapes({k: v.shape for k, v in tensors.items()}, spec, hifidecoder)
+    folder = os.path.join(out_dir, "hifigan")
+    os.makedirs(folder, exist_ok=True)
+    save_file(tensors, os.path.join(folder, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
+    cfg.save_pretrained(folder)
+    return cfg.to_dict()
 
 
 def convert_bin(src_dir, out_dir) -> int:

@@ -23,7 +23,7 @@ from .checks import check_count
 from .decoding import TORTOISE_SAMPLING, GenerationOptions
 from .text.tokenizer import ClvpTokenizer
 
-__all__ = ["Candidate", "rank", "TOKENS_PER_SECOND"]
+__all__ = ["Candidate", "rank", "conditioning", "TOKENS_PER_SECOND"]
 
 TOKENS_PER_SECOND = 20  # roughly: one speech token per 1024 samples at 22.05 kHz
 
@@ -58,17 +58,22 @@ def rank(model, text_or_ids, audio_or_features, num_candidates: int = 16, k: Opt
     if preset is None or num_candidates != 16:  # a preset fills in num_candidates left at its default
         settings["num_return_sequences"] = num_candidates
     opts = GenerationOptions.resolve(preset, **settings)
-    ids, mask = model.generation_text(_text_ids(model, text_or_ids, tokenizer))  # (1, T+1)
-    feats = model.check_features(_voice_features(model, audio_or_features, feature_extractor))  # (N, M, T)
-    cond = model.encode_conditioning(feats, ids, mask)  # (N, P-1, C): the text repeated per clip
-    cond = np.concatenate([cond[:, :1].mean(0, keepdims=True), cond[:1, 1:]], axis=1)  # (1, P-1, C): the clips'
-    # conditioning vectors averaged, as Tortoise's UnifiedVoice.get_conditioning does
+    cond, ids, mask = conditioning(model, text_or_ids, audio_or_features, tokenizer, feature_extractor)
     out, tokens = model.candidates(cond, ids, mask, opts)
     eos = model.config.decoder_config.eos_token_id
     lengths = np.where((tokens == eos).any(1), (tokens == eos).argmax(1), tokens.shape[1])
     scores = out.logits_per_text[0]  # (R,)
     order = np.argsort(-scores, kind="stable")[:k]
     return [Candidate(speech_ids=out.speech_ids[i], length=int(lengths[i]), score=float(scores[i])) for i in order]
+
+
+def conditioning(model, text_or_ids, voice, tokenizer=None, feature_extractor=None):  # -> (1, P-1, C), ids, mask
+    """Steps 1-3: the decoder's conditioning for one text in one voice, with the generation text ids (1, T+1)."""
+    ids, mask = model.generation_text(_text_ids(model, text_or_ids, tokenizer))  # (1, T+1)
+    feats = model.check_features(_voice_features(model, voice, feature_extractor))  # (N, M, frames)
+    cond = model.encode_conditioning(feats, ids, mask)  # (N, P-1, C): the text repeated per clip
+    # the clips' conditioning vectors averaged, as Tortoise's UnifiedVoice.get_conditioning does
+    return np.concatenate([cond[:, :1].mean(0, keepdims=True), cond[:1, 1:]], axis=1), ids, mask  # (1, P-1, C)
 
 
 def _text_ids(model, text_or_ids, tokenizer):  # -> (1, T) int64

@@ -1,4 +1,4 @@
-"""WAV files in Python: `read_wav(source)` decodes one to float samples.
+"""WAV files in Python: `read_wav(source)` decodes one to float samples, `write_wav(path, samples, rate)` writes one.
 
 Reading a RIFF/WAVE file (the layout every writer agrees on; ref: Microsoft "Multimedia Programming
 Interface and Data Specifications 1.0", and the WAVE_FORMAT_EXTENSIBLE note in mmreg.h / ksmedia.h):
@@ -12,7 +12,10 @@ Interface and Data Specifications 1.0", and the WAVE_FORMAT_EXTENSIBLE note in m
   4. Decoding to float64 in [-1, 1): PCM 8-bit is unsigned, (x - 128) / 128; PCM 16, 24 and 32-bit are
      signed, x / 2**(bits - 1); IEEE float 32 and 64 (tag 3) are taken as they are, and must be finite.
 
-Anything else (mu-law, A-law, ADPCM, an MP3 renamed .wav, a truncated file, zero channels, ...) raises
+Writing (`write_wav`): mono 16-bit PCM, the header above with format tag 1, samples clipped to [-1, 1]
+and scaled by 32767.
+
+Anything else read (mu-law, A-law, ADPCM, an MP3 renamed .wav, a truncated file, zero channels, ...) raises
 `AudioError` (a ValueError) whose message says what is wrong.
 
 Shapes: T time (samples); frames of a multi-channel file are rows of a (T, channels) array.
@@ -21,10 +24,12 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AudioError", "read_wav"]
+__all__ = ["AudioError", "read_wav", "write_wav", "wav_header", "pcm16"]
 
 
 class AudioError(ValueError):
@@ -158,3 +163,41 @@ def read_wav(source) -> tuple[np.ndarray, int]:
     chunks = _chunks(_read_source(source))
     tag, channels, rate, bits = _parse_fmt(chunks[b"fmt "])
     return _decode(chunks[b"data"], tag, channels, bits), rate
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def wav_header(rate: int, frames: int | None, channels: int = 1) -> bytes:
+    """The 44-byte header of a 16-bit PCM WAV; frames=None writes the streaming sizes (0xFFFFFFFF), which
+    players read as "until the end of the stream"."""
+    data = 0xFFFFFFFF if frames is None else frames * channels * 2
+    riff = 0xFFFFFFFF if frames is None else 36 + data
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVE" + b"fmt " +
+            struct.pack("<IHHIIHH", 16, WAVE_FORMAT_PCM, channels, rate, rate * channels * 2, channels * 2, 16) +
+            b"data" + struct.pack("<I", data))
+
+
+def pcm16(samples) -> bytes:  # (W,) float in [-1, 1] -> little-endian int16 bytes
+    """Samples as 16-bit PCM: clipped to [-1, 1], scaled by 32767 and rounded to nearest."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 1 or not np.isfinite(x).all():
+        raise ValueError(f"samples must be a finite 1-D array, got shape {x.shape}")
+    return np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
+def write_wav(path, samples, rate: int) -> Path:
+    """A mono 16-bit PCM WAV, written atomically: a temporary file in the target folder, renamed into place
+    (a reader never sees half a file; a symlink at the target is replaced, not followed). Returns the path."""
+    path = Path(path)
+    body = pcm16(samples)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(wav_header(rate, len(body) // 2) + body)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

@@ -102,9 +102,13 @@ class Decoder:
             x = self.block(i, x, mask, state, start)
         return self.ops.layer_norm(x, *self.ln_f, self.cfg.layer_norm_epsilon)
 
+    def latent(self, h):  # (..., C) -> (..., C): what lm_head reads, Tortoise's speech latent
+        # ref: ClvpForCausalLM.forward: final_norm is nn.LayerNorm(C), eps 1e-5 (UnifiedVoice.final_norm)
+        return self.ops.layer_norm(h, *self.final_norm, 1e-5)
+
     def head(self, h):  # (..., C) -> (..., V)
-        # ref: ClvpForCausalLM.forward: lm_head(final_norm(hidden)); final_norm is nn.LayerNorm(C), eps 1e-5
-        return self.ops.linear(self.ops.layer_norm(h, *self.final_norm, 1e-5), *self.lm_head)
+        # ref: ClvpForCausalLM.forward: lm_head(final_norm(hidden))
+        return self.ops.linear(self.latent(h), *self.lm_head)
 
     # ------------------------------------------------------------------------------------------
     # Entry points
@@ -119,6 +123,22 @@ class Decoder:
         x = inputs_embeds + self.wpe[position_ids].astype(np.float32)  # (B, T, C)
         h = self.layers_and_norm(x, causal_mask(attention_mask, B, T))
         return h, self.head(h)
+
+    def speech_latents(self, prompt, speech_ids):  # (B, P, C), (B, N) -> (B, N, C)
+        """The latents of N speech tokens after a prompt, at training positions, in one forward.
+
+        ref: tortoise/models/autoregressive.py UnifiedVoice.forward(..., return_latent=True, clip_inputs=False):
+        the tokens framed as [start, t_1 .. t_N, stop], embedded with mel positions 0 .. N+1 (token k at k,
+        where generation puts it at k + 1), after the prompt [conditioning vector, text with its positions];
+        the latents are final_norm(hidden) at [start, t_1 .. t_{N-1}]: position k is the state that predicts
+        token k + 1. (api_fast passes wav_lengths = N * 1024, so set_mel_padding changes nothing.)
+        """
+        B, N = speech_ids.shape
+        framed = np.concatenate([np.full((B, 1), self.cfg.bos_token_id), speech_ids,
+                                 np.full((B, 1), self.cfg.eos_token_id)], axis=1)  # (B, N+2)
+        x = np.concatenate([prompt, self.embed(framed, np.arange(N + 2)[None])], axis=1)  # (B, P+N+2, C)
+        h = self.layers_and_norm(x, causal_mask(None, B, x.shape[1]))  # (B, P+N+2, C)
+        return self.latent(h[:, -(N + 2):-2])  # (B, N, C)
 
     def prefill(self, inputs_embeds, attention_mask, state: DecoderState):  # (B, P, C), (B, P) -> (B, V)
         """Run P positions (already in inputs_embeds) into cache slots [length, length + P) (a fresh state: the

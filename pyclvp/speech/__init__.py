@@ -1,0 +1,5 @@
+"""Speech out: speech tokens -> a waveform. Read in this order:
+
+  hifigan.py  the HiFi-GAN decoder: speech latents + the voice's conditioning -> 24 kHz audio (Tortoise's fast path)
+  tts.py      TextToSpeech: text + voice -> candidates -> latents (pyclvp/model/decoder.py speech_latents) -> waveform
+"""
