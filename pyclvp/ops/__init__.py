@@ -38,6 +38,10 @@ class NumpyOps:
     softmax = staticmethod(numpy_ops.softmax)
     rotary = staticmethod(numpy_ops.rotary)
     attention = staticmethod(numpy_ops.attention)
+    conv1d = staticmethod(numpy_ops.conv1d)
+    conv_transpose1d = staticmethod(numpy_ops.conv_transpose1d)
+    leaky_relu = staticmethod(numpy_ops.leaky_relu)
+    interpolate_linear = staticmethod(numpy_ops.interpolate_linear)
     prepare_weight = staticmethod(convert_weight)
 
     @staticmethod
