@@ -117,6 +117,93 @@ def attention(q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D)
 
 
 # ----------------------------------------------------------------------------------------------
+# Convolutions and the vocoders' other ops (HiFi-GAN, the diffusion decoder, UnivNet), in torch's (B, C, T) layout
+#
+# Extra letters in this section: Cin/Cout a convolution's input/output channels, K its taps, To its output length.
+
+
+def _conv_check(x, w, b, stride, padding, dilation, wname_cin_axis):  # the arguments' checks, as the C++ bindings'
+    if x.ndim != 3:
+        raise ValueError(f"x must have 3 dimensions, got shape {x.shape}")
+    if w.ndim != 3 or w.shape[wname_cin_axis] != x.shape[1]:
+        raise ValueError(f"w has shape {w.shape}, expected dimension {wname_cin_axis} = {x.shape[1]} (x's channels)")
+    if w.shape[2] < 1:
+        raise ValueError(f"w has shape {w.shape}: no taps")
+    cout = w.shape[1 - wname_cin_axis]
+    if b is not None and np.shape(b) != (cout,):
+        raise ValueError(f"b has shape {np.shape(b)}, expected ({cout},)")
+    if stride < 1 or dilation < 1 or padding < 0:
+        raise ValueError(f"stride = {stride} and dilation = {dilation} must be >= 1, padding = {padding} >= 0")
+
+
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1):  # (B, Cin, T), (Cout, Cin, K), (Cout,) -> (B, Cout, To)
+    # ref: torch.nn.functional.conv1d (groups=1, zero padding):
+    #   y[:, o, t] = b[o] + sum_{c, k} w[o, c, k] * x_padded[:, c, t * stride + k * dilation]
+    _conv_check(x, w, b, stride, padding, dilation, 1)
+    K = w.shape[2]
+    To = (x.shape[2] + 2 * padding - dilation * (K - 1) - 1) // stride + 1
+    if To < 1:
+        raise ValueError(f"output length To = {To} < 1 (T = {x.shape[2]}, K = {K}, padding = {padding}, "
+                         f"dilation = {dilation}, stride = {stride})")
+    w = _f32(w)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding)))  # (B, Cin, T + 2 padding)
+    y = np.zeros((x.shape[0], w.shape[0], To), f32)  # (B, Cout, To)
+    for k in range(K):  # one shifted (strided) GEMM per tap
+        xk = xp[:, :, k * dilation: k * dilation + stride * (To - 1) + 1: stride]  # (B, Cin, To)
+        y += w[:, :, k] @ xk  # (Cout, Cin) @ (B, Cin, To) -> (B, Cout, To)
+    return y if b is None else y + _f32(b)[:, None]
+
+
+def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
+    # (B, Cin, T), (Cin, Cout, K) as ConvTranspose1d stores it, (Cout,) -> (B, Cout, To)
+    # ref: torch.nn.functional.conv_transpose1d (groups=1), the adjoint of conv1d: every input step t
+    # scatters w[:, :, k]^T x[:, :, t] to output position t * stride + k * dilation - padding;
+    # output_padding lengthens the output at the end (only to pick one of the lengths a strided conv1d maps from).
+    _conv_check(x, w, b, stride, padding, dilation, 0)
+    if not 0 <= output_padding < max(stride, dilation):
+        raise ValueError(f"output_padding = {output_padding} must be >= 0 and smaller than stride ({stride}) "
+                         f"or dilation ({dilation})")
+    T, K = x.shape[2], w.shape[2]
+    To = (T - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1
+    if To < 1:
+        raise ValueError(f"output length To = {To} < 1 (T = {T}, K = {K}, padding = {padding}, "
+                         f"dilation = {dilation}, stride = {stride}, output_padding = {output_padding})")
+    w = _f32(w)
+    full = np.zeros((x.shape[0], w.shape[1], To + 2 * padding), f32)  # (B, Cout, To + 2 padding), before cropping
+    for k in range(K):
+        yk = w[:, :, k].T @ x  # (Cout, Cin) @ (B, Cin, T) -> (B, Cout, T)
+        full[:, :, k * dilation: k * dilation + stride * (T - 1) + 1: stride] += yk
+    y = full[:, :, padding: padding + To]  # (B, Cout, To)
+    return y if b is None else y + _f32(b)[:, None]
+
+
+def leaky_relu(x, slope=0.01):  # (...) -> (...)
+    # ref: torch.nn.functional.leaky_relu: x if x > 0 else x * slope (NaN stays NaN, -0.0 stays -0.0)
+    return np.where(x > 0, x, x * f32(slope))
+
+
+def interpolate_linear(x, scale_factor):  # (B, C, T) -> (B, C, To), To = floor(T * scale_factor)
+    # ref: torch.nn.functional.interpolate(x, scale_factor=s, mode="linear") (align_corners=False,
+    # recompute_scale_factor=None): aten/src/ATen/native/UpSample.h area_pixel_compute_scale uses 1/s,
+    # the given factor (not T/To), rounded to float32, and the source coordinate is computed in float32:
+    #   src = max(0, (i + 0.5) / s - 0.5),  i0 = floor(src),  i1 = min(i0 + 1, T - 1),  l = src - i0
+    # except that To == T copies x (upsample_linear1d's shortcut: the formula would shift it when s != 1).
+    T = x.shape[-1]
+    To = int(np.floor(T * float(scale_factor)))
+    if x.ndim != 3 or To < 1 or not scale_factor > 0:
+        raise ValueError(f"interpolate_linear takes x (B, C, T) and scale_factor > 0 with T * scale_factor >= 1, "
+                         f"got shape {x.shape} and {scale_factor}")
+    if To == T:
+        return x.copy()
+    src = f32(1.0 / scale_factor) * (np.arange(To, dtype=f32) + f32(0.5)) - f32(0.5)  # (To,)
+    src = np.maximum(src, f32(0))
+    i0 = src.astype(np.int64)  # floor (src >= 0)
+    i1 = np.minimum(i0 + 1, T - 1)
+    l1 = src - i0.astype(f32)  # (To,) weight of x[i1]
+    return x[..., i0] * (f32(1) - l1) + x[..., i1] * l1  # (B, C, To)
+
+
+# ----------------------------------------------------------------------------------------------
 # The backend object
 
 
@@ -134,6 +221,10 @@ class NumpyOps:
     softmax = staticmethod(softmax)
     rotary = staticmethod(rotary)
     attention = staticmethod(attention)
+    conv1d = staticmethod(conv1d)
+    conv_transpose1d = staticmethod(conv_transpose1d)
+    leaky_relu = staticmethod(leaky_relu)
+    interpolate_linear = staticmethod(interpolate_linear)
     prepare_weight = staticmethod(convert_weight)
 
     @staticmethod
