@@ -19,7 +19,7 @@ from pathlib import Path
 FIXTURE_VERSION = 1
 TOOLS = Path(__file__).resolve().parent
 DATA = TOOLS.parent / "tests" / "data"
-PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle"]
+PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "speech"]
 
 
 def main(argv=None) -> int:
