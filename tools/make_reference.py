@@ -19,7 +19,7 @@ from pathlib import Path
 FIXTURE_VERSION = 1
 TOOLS = Path(__file__).resolve().parent
 DATA = TOOLS.parent / "tests" / "data"
-PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv"]
+PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech"]
 
 
 def main(argv=None) -> int:

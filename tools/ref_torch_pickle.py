@@ -222,7 +222,12 @@ def _make_hf_bin(out: Path) -> None:
 
 def _import_tortoise():
     import transformers  # noqa: F401  (imported before the stubs so its availability checks see the real world)
-    from transformers import ClvpModelForConditionalGeneration, GPT2Model  # noqa: F401
+    from transformers import GPT2Model  # noqa: F401
+
+    try:
+        from transformers import ClvpModelForConditionalGeneration  # noqa: F401
+    except ImportError:  # transformers 4.31 (tools/tortoise_env.sh, the speech part) has no CLVP
+        pass
 
     sys.path.insert(0, str(TORTOISE_SDIST))
     sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
@@ -257,8 +262,8 @@ def _ar_state_dict(ar):
     import torch
 
     sd = collections.OrderedDict(ar.state_dict())
-    n = TINY_AR["max_mel_tokens"] + 2 + TINY_AR["max_conditioning_inputs"] + TINY_AR["max_text_tokens"] + 2
-    for i in range(TINY_AR["layers"]):
+    n = ar.max_mel_tokens + 2 + ar.max_conditioning_inputs + ar.max_text_tokens + 2
+    for i in range(ar.layers):
         sd[f"gpt.h.{i}.attn.bias"] = torch.tril(torch.ones(n, n, dtype=torch.bool)).view(1, 1, n, n)
         sd[f"gpt.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
     return sd
