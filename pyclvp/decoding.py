@@ -71,6 +71,9 @@ class GenerationOptions:
     num_return_sequences: int = 1
     seed: Optional[int] = None
     pad_to_max_mel_tokens: Optional[int] = None
+    # token ids the repetition penalty counts as seen from the first step, beside the start token: Tortoise's
+    # inference_speech hands generate() a fake prompt of 1s, so code 1 is penalized from the start ((1,) there)
+    prompt_token_ids: tuple = ()
     batch_size: Optional[int] = None
     progress: Union[bool, Callable[[int, int], Any]] = False
 
@@ -108,6 +111,8 @@ class GenerationOptions:
             ("temperature", not self.do_sample or positive(self.temperature), "be a number > 0 when sampling"),
             ("seed", self.seed is None or count(self.seed, 0), "be None or an integer >= 0"),
             ("batch_size", self.batch_size is None or count(self.batch_size, 1), "be an integer >= 1"),
+            ("prompt_token_ids", isinstance(self.prompt_token_ids, (tuple, list)) and
+             all(is_int(t) and t >= 0 for t in self.prompt_token_ids), "be a tuple of token ids >= 0"),
             ("pad_to_max_mel_tokens", self.pad_to_max_mel_tokens is None or count(self.pad_to_max_mel_tokens, 2),
              "be an integer >= 2 (the start token and at least one speech token)"),
         ]
@@ -260,6 +265,7 @@ class HostPicker:
         self.decoder, self.opts, self.eos = decoder, opts, eos
         self.seen = np.zeros((rows, decoder.cfg.vocab_size), bool)  # (rows, V)
         self.seen[:, bos] = True
+        self.seen[:, list(opts.prompt_token_ids)] = True
         self.logits = None
 
     def _pick(self, logits, k, u):  # (rows, V) -> (rows,)
@@ -290,7 +296,9 @@ def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos, on_st
     on them; finished rows still in the state emit eos.
     """
     steps = tokens.shape[1]
-    picker = (decoder.picker or HostPicker)(decoder, opts, bos, eos, len(rows))
+    # the device picker marks only the start token as seen: extra prompt tokens are chosen on the host
+    device = decoder.picker if not opts.prompt_token_ids else None
+    picker = (device or HostPicker)(decoder, opts, bos, eos, len(rows))
     finished = np.zeros(len(rows), bool)
     live = np.arange(len(rows))
     for k in range(steps):  # producing token k + 1

@@ -204,3 +204,19 @@ def half_checkpoint(request, tmp_path_factory):
         save_file(tensors, folder / "model.safetensors", dtypes={k: "BF16" for k in matrices})
     (folder / "config.json").write_bytes((DATA / "tiny_a" / "config.json").read_bytes())
     return folder, dtype
+
+
+def tortoise_folder(autoregressive, heads: int, out):
+    """A CLVP folder from a tiny Tortoise UnifiedVoice checkpoint and the tiny CLVP of tests/data/torch_pickle
+    (its text table cut to the autoregressive model's vocabulary: only the decoder side is under test)."""
+    from pyclvp.config import ClvpConfig
+    from pyclvp.convert import convert_autoregressive_weights, convert_clvp_weights, tortoise_config
+    from pyclvp.io import torch_pickle
+    from pyclvp.io.safetensors import save_file
+
+    ar = torch_pickle.load(autoregressive)
+    clvp = dict(torch_pickle.load(DATA / "torch_pickle" / "tortoise" / "clvp2.pth"))
+    clvp["text_emb.weight"] = clvp["text_emb.weight"][:ar["text_embedding.weight"].shape[0]]
+    save_file(dict(convert_clvp_weights(clvp), **convert_autoregressive_weights(ar, heads)), Path(out) / "model.safetensors")
+    ClvpConfig.from_dict(tortoise_config(ar, clvp, heads)).save_pretrained(out)
+    return Path(out)

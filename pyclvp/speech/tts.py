@@ -6,7 +6,8 @@ tts(text, voice_samples) runs:
   1. conditioning: the text's ids and the voice clips' averaged conditioning vector, as rank() builds
      them (pyclvp/rank.py conditioning)                                                 (1, P-1, C)
   2. candidates: `candidates` samples with api_fast's settings (top_k 50, top_p 0.8, temperature 0.8,
-     repetition penalty 2.0); with more than one, CLVP ranks them and the best is spoken (api_fast
+     repetition penalty 2.0 over the generated tokens, the start token and code 1, which inference_speech's
+     fake prompt of 1s puts in front); with more than one, CLVP ranks them and the best is spoken (api_fast
      samples one and skips CLVP)
   3. latents: the chosen tokens, their stop token included as api_fast passes them, through the decoder
      at training positions (Decoder.speech_latents)                                    (1, N, C)
@@ -30,7 +31,8 @@ __all__ = ["TextToSpeech", "FAST_SAMPLING", "HIFIGAN_FOLDER"]
 
 HIFIGAN_FOLDER = "hifigan"
 # api_fast.tts's sampling (its top_k is passed explicitly there)
-FAST_SAMPLING = dict(do_sample=True, top_k=50, top_p=0.8, temperature=0.8, repetition_penalty=2.0, max_new_tokens=500)
+FAST_SAMPLING = dict(do_sample=True, top_k=50, top_p=0.8, temperature=0.8, repetition_penalty=2.0, max_new_tokens=500,
+                     prompt_token_ids=(1,))  # inference_speech's fake prompt of 1s: code 1 penalized from the start
 
 
 class TextToSpeech:
