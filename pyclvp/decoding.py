@@ -44,7 +44,7 @@ import numpy as np
 from .checks import check_choice, is_int, is_real
 
 __all__ = ["GenerationOptions", "PRESETS", "TORTOISE_SAMPLING", "DEFAULT_BATCH_SIZE", "process_logits", "sample",
-           "decode", "chunks", "HostPicker", "ProgressBar"]
+           "decode", "stream", "chunks", "HostPicker", "ProgressBar"]
 
 # Tortoise's presets (tortoise/api.py, TextToSpeech.tts_with_preset): candidates per text, and the
 # sampling settings all of them share.
@@ -223,30 +223,47 @@ def chunks(R: int, size: int):  # -> row indices, `size` at a time
     return [np.arange(i, min(i + size, R)) for i in range(0, R, size)]
 
 
+def _start(decoder, prompt, opts: GenerationOptions, R: int):  # -> steps, state (B rows), logits (B, V), u
+    """Prefill the B prompts (B, P, C) once, in a cache long enough for every step; the uniforms of R rows."""
+    B, P, _ = prompt.shape
+    steps = min(opts.max_new_tokens, decoder.cfg.max_position_embeddings - 1)  # token k at mel position k + 1
+    state = decoder.new_state(B, P + steps - 1)
+    logits = decoder.prefill(prompt, None, state)  # (B, V)
+    u = np.random.default_rng(opts.seed).random((steps, R)) if opts.do_sample else None  # (steps, R)
+    return steps, state, logits, u
+
+
 def decode(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (B, P, C) -> (R, N) int64
     """Generate num_return_sequences rows per prompt; rows b*n .. b*n+n-1 belong to prompt b."""
-    B, P, _ = prompt.shape
-    n, R = opts.num_return_sequences, B * opts.num_return_sequences
-    table = decoder.cfg.max_position_embeddings
-    steps = min(opts.max_new_tokens, table - 1)  # token k is fed at mel position k + 1 <= table - 1
-    state0 = decoder.new_state(B, P + steps - 1)
-    logits0 = decoder.prefill(prompt, None, state0)  # (B, V)
-    u = np.random.default_rng(opts.seed).random((steps, R)) if opts.do_sample else None
+    n, R = opts.num_return_sequences, prompt.shape[0] * opts.num_return_sequences
+    steps, state0, logits0, u = _start(decoder, prompt, opts, R)
     tokens = np.full((R, steps), eos, np.int64)
     parts = chunks(R, opts.batch_size or DEFAULT_BATCH_SIZE)
     report, used, total = _progress_fn(opts.progress), 0, len(parts) * steps
     for c, rows in enumerate(parts):
-        def on_step(k, first=c * steps):
+        done = 0
+        for done in _decode_chunk(decoder, state0.select(rows // n), logits0[rows // n], rows, tokens, u, opts, bos,
+                                  eos):
             if report:
-                report(first + k, total)
-
-        used = max(used, _decode_chunk(decoder, state0.select(rows // n), logits0[rows // n], rows, tokens, u,
-                                       opts, bos, eos, on_step))
-        on_step(steps)  # a chunk that stopped early jumps to its end
+                report(c * steps + done, total)
+        used = max(used, done)
+        if report:
+            report((c + 1) * steps, total)  # a chunk that stopped early jumps to its end
+    table = decoder.cfg.max_position_embeddings
     if used == steps < opts.max_new_tokens and (tokens[:, -1] != eos).any():
         warnings.warn(f"generation stopped at {steps} tokens: the decoder's mel position table "
                       f"(max_position_embeddings={table}) ends there", stacklevel=3)
     return tokens[:, :used]
+
+
+def stream(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (1, P, C) -> yields token ids
+    """One candidate's tokens as they are chosen (one prompt, one row, as decode() would make it), eos last."""
+    if prompt.shape[0] != 1 or opts.num_return_sequences != 1:
+        raise ValueError("stream() decodes one prompt into one candidate")
+    steps, state, logits, u = _start(decoder, prompt, opts, 1)
+    tokens = np.full((1, steps), eos, np.int64)
+    for done in _decode_chunk(decoder, state, logits, np.arange(1), tokens, u, opts, bos, eos):
+        yield int(tokens[0, done - 1])
 
 
 class HostPicker:
@@ -288,8 +305,8 @@ class HostPicker:
         return state.select(keep)
 
 
-def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos, on_step) -> int:
-    """Decode one chunk of rows into tokens[rows]; returns the number of steps taken.
+def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos):
+    """Decode one chunk of rows into tokens[rows], yielding the number of steps done after each step.
 
     `live` lists the chunk rows still held in `state` (aligned with its rows and with `logits`). When
     half of them have finished, they are dropped from the state (a copy) so that no step is spent
@@ -307,11 +324,10 @@ def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos, on_st
         nxt = np.where(finished[live], eos, nxt)
         tokens[rows[live], k] = nxt
         finished[live] |= nxt == eos
-        on_step(k + 1)
+        yield k + 1
         if finished.all() or k + 1 == steps:
-            return k + 1
+            return
         if 2 * finished[live].sum() >= len(live):  # compact: keep only the rows still going
             keep = np.flatnonzero(~finished[live])
             state, live, nxt = picker.select(state, keep), live[keep], nxt[keep]
         picker.feed(nxt, np.full(len(live), k + 2), state)  # token k+1 at mel position k+2
-    return steps

@@ -1,5 +1,5 @@
-"""What `pyclvp demo` runs on when no weights are downloaded: a small CLVP with seeded random weights,
-and a synthesized voice clip.
+"""What `pyclvp demo` runs on when no weights are downloaded: a small CLVP and a small HiFi-GAN with seeded
+random weights, and a synthesized voice clip.
 
 The model has Tortoise's vocabularies and token ids (text 256; speech 8194 with start 8192 and stop
 8193), so the real tokenizer, feature extractor, decoding and ranking all run unchanged; only the
@@ -7,18 +7,21 @@ sizes are small and the weights random. Its scores mean nothing: it demonstrates
 
 Weights follow the checkpoint spec (pyclvp/model/weights.py): norms' weights 1 and biases 0, everything else
 N(0, 0.02^2), logit_scale transformers' initial 2.6592. lm_head.bias[stop] is raised so that
-candidates stop at varied lengths, as a trained model's do.
+candidates stop at varied lengths, as a trained model's do. The HiFi-GAN's kernels are N(0, 1/fan-in) and
+its biases 0: what it says is noise.
 """
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
 
 from .config import ClvpConfig
 from .io.safetensors import save_file
+from .io.wav import write_wav
 from .model.weights import checkpoint_spec
+from .speech.hifigan import HifiganConfig, hifigan_spec
+from .speech.tts import HIFIGAN_FOLDER
 
 DEMO_CONFIG = dict(
     text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, projection_dim=64, num_hidden_layers=1,
@@ -68,10 +71,19 @@ def write_voice_clip(path, seconds: float = 3.0, rate: int = 22050, seed: int = 
                    for fc in (700, 1200) for k in range(1, 25))
     syllables = np.clip(np.sin(2 * np.pi * 3 * t), 0, None) ** 0.5  # three syllables a second
     x = (0.25 * harmonics + 0.5 * formants) * syllables + 0.003 * rng.standard_normal(t.shape)
-    x = 0.5 * x / np.abs(x).max()
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
-    return Path(path)
+    return write_wav(path, 0.5 * x / np.abs(x).max(), rate)
+
+
+def write_random_hifigan(folder, in_channels: int, seed: int = 0) -> HifiganConfig:
+    """folder/hifigan/{config.json, model.safetensors}: a small HiFi-GAN with seeded random weights (fan-in
+    scaled, so that its output is audible noise rather than silence)."""
+    folder = Path(folder) / HIFIGAN_FOLDER
+    cfg = HifiganConfig(in_channels=in_channels, cond_channels=in_channels, upsample_initial_channel=32)
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in hifigan_spec(cfg).items():  # kernels N(0, 1 / fan-in), biases 0
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 0
+        weights[name] = (rng.standard_normal(shape) / np.sqrt(fan_in) if fan_in else np.zeros(shape)).astype(np.float32)
+    cfg.save_pretrained(folder)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt", "pyclvp": "random demo weights"})
+    return cfg

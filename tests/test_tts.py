@@ -55,3 +55,21 @@ def test_a_folder_without_a_decoder_says_how_to_convert(folder, tmp_path, ref):
     tts = TextToSpeech.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="convert-tortoise --hifigan hifidecoder.pth"):
         tts.tts(ref["text_tokens"][:, :-1].astype(np.int64), ref["cond_mels"][0], max_new_tokens=2)
+
+
+def test_cached_latents_equal_the_stream_generators(folder, ref):
+    tts = TextToSpeech.from_pretrained(folder)
+    _, cond = tts.speech_tokens(ref["text_tokens"][:, :-1].astype(np.int64), ref["cond_mels"][0], **_greedy())
+    latents = tts.model.decoder_ref.speech_latents(cond, ref["stream_codes"][None], positions="cached")
+    assert_close(latents[0], ref["stream_latents"], atol=1e-4, name="stream latents")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_tts_stream_matches_api_fast(folder, ref, backend):
+    tts = TextToSpeech.from_pretrained(folder, backend=backend)
+    s = json.loads((FAST / "config.json").read_text())["settings"]
+    chunks = list(tts.tts_stream(ref["text_tokens"][:, :-1].astype(np.int64), ref["cond_mels"][0],
+                                 stream_chunk_size=s["stream_chunk_size"], overlap_wav_len=s["overlap_wav_len"],
+                                 first_buffer=s["first_buffer"], **_greedy()))
+    assert [len(c) for c in chunks] == ref["stream_chunk_lengths"].tolist()
+    assert_close(np.concatenate(chunks), ref["stream_wav"], atol=1e-4, name="streamed waveform")

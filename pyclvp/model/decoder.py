@@ -124,21 +124,31 @@ class Decoder:
         h = self.layers_and_norm(x, causal_mask(attention_mask, B, T))
         return h, self.head(h)
 
-    def speech_latents(self, prompt, speech_ids):  # (B, P, C), (B, N) -> (B, N, C)
-        """The latents of N speech tokens after a prompt, at training positions, in one forward.
+    def speech_latents(self, prompt, speech_ids, positions: str = "training"):  # (B, P, C), (B, N) -> (B, N, C)
+        """The latents of N speech tokens after a prompt, in one forward: latent k is final_norm(hidden) at the
+        input that predicts token k + 1, i.e. at [start, t_1 .. t_{N-1}].
 
-        ref: tortoise/models/autoregressive.py UnifiedVoice.forward(..., return_latent=True, clip_inputs=False):
-        the tokens framed as [start, t_1 .. t_N, stop], embedded with mel positions 0 .. N+1 (token k at k,
-        where generation puts it at k + 1), after the prompt [conditioning vector, text with its positions];
-        the latents are final_norm(hidden) at [start, t_1 .. t_{N-1}]: position k is the state that predicts
-        token k + 1. (api_fast passes wav_lengths = N * 1024, so set_mel_padding changes nothing.)
+        positions="training": UnifiedVoice.forward(..., return_latent=True, clip_inputs=False), the fast path's
+            latents (ref: tortoise/models/autoregressive.py): the tokens framed as [start, t_1 .. t_N, stop]
+            with mel positions 0 .. N+1 (token k at k) after the prompt [conditioning vector, text]. (api_fast
+            passes wav_lengths = N * 1024, so set_mel_padding changes nothing.)
+        positions="cached": the positions of the KV-cached generation (start at 0, token k at k + 1), the latents
+            its steps compute on the way; what tts_stream's generator yields (stream_generator.py:
+            final_norm(hidden_states[-1][:, -1])). Causal attention makes one forward equal to those steps.
         """
         B, N = speech_ids.shape
-        framed = np.concatenate([np.full((B, 1), self.cfg.bos_token_id), speech_ids,
-                                 np.full((B, 1), self.cfg.eos_token_id)], axis=1)  # (B, N+2)
-        x = np.concatenate([prompt, self.embed(framed, np.arange(N + 2)[None])], axis=1)  # (B, P+N+2, C)
-        h = self.layers_and_norm(x, causal_mask(None, B, x.shape[1]))  # (B, P+N+2, C)
-        return self.latent(h[:, -(N + 2):-2])  # (B, N, C)
+        if positions == "training":
+            framed = np.concatenate([np.full((B, 1), self.cfg.bos_token_id), speech_ids,
+                                     np.full((B, 1), self.cfg.eos_token_id)], axis=1)  # (B, N+2)
+            x = self.embed(framed, np.arange(N + 2)[None])  # (B, N+2, C)
+        elif positions == "cached":
+            framed = np.concatenate([np.full((B, 1), self.cfg.bos_token_id), speech_ids[:, :-1]], axis=1)  # (B, N)
+            x = self.embed(framed, np.concatenate([[0], np.arange(2, N + 1)])[None])  # (B, N, C)
+        else:
+            raise ValueError(f"positions must be 'training' or 'cached', got {positions!r}")
+        x = np.concatenate([prompt, x], axis=1)  # (B, P + N (+2), C)
+        h = self.layers_and_norm(x, causal_mask(None, B, x.shape[1]))
+        return self.latent(h[:, prompt.shape[1]:prompt.shape[1] + N])  # (B, N, C)
 
     def prefill(self, inputs_embeds, attention_mask, state: DecoderState):  # (B, P, C), (B, P) -> (B, V)
         """Run P positions (already in inputs_embeds) into cache slots [length, length + P) (a fresh state: the

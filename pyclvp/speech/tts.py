@@ -12,6 +12,14 @@ tts(text, voice_samples) runs:
   3. latents: the chosen tokens, their stop token included as api_fast passes them, through the decoder
      at training positions (Decoder.speech_latents)                                    (1, N, C)
   4. waveform: HiFi-GAN on the latents and the voice's conditioning vector              (W,) at 24 kHz
+tts_stream(text, voice_samples) yields the waveform in chunks as the tokens come (api_fast.tts_stream): one
+candidate is decoded token by token (pyclvp/decoding.py stream); after the first `first_buffer` = 60 tokens, then
+every `stream_chunk_size` = 40 and at the end, every token so far goes through the decoder at the KV-cached
+positions (the latents the generation computed) and HiFi-GAN, and the samples not yet given out are cut off
+and cross-faded with the last chunk's tail (handle_chunks):
+    chunk = wav[len(previous wav) - overlap : -overlap]  (the first chunk: wav[: -overlap])
+    chunk[:overlap] = previous wav[-overlap:] * linspace(1, 0) + chunk[:overlap] * linspace(0, 1)
+so the last `overlap_wav_len` = 1024 samples of the final decode are never given out, as in Tortoise.
 A model folder holds the CLVP model (config.json, model.safetensors) and the decoder in hifigan/
 (`pyclvp convert-tortoise --hifigan hifidecoder.pth`).
 """
@@ -21,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decoding import GenerationOptions
+from ..decoding import GenerationOptions, stream
 from ..io.checkpoints import load_weights
 from ..model import ClvpModelForConditionalGeneration
 from ..rank import conditioning
@@ -88,3 +96,36 @@ class TextToSpeech:
         tokens, cond = self.speech_tokens(text, voice_samples, candidates, **sampling)
         latents = self.model.decoder_ref.speech_latents(cond, tokens[None])  # (1, N, C)
         return self._decoder().inference(latents, cond[:, 0])[0]  # (W,)
+
+    def tts_stream(self, text, voice_samples, *, stream_chunk_size: int = 40, overlap_wav_len: int = 1024,
+                   first_buffer: int = 60, **sampling):  # -> yields (S_i,) float32 chunks at 24 kHz
+        """The waveform in chunks as the speech tokens come; their concatenation is api_fast.tts_stream's output."""
+        hifigan = self._decoder()
+        opts = GenerationOptions.resolve(**dict(FAST_SAMPLING, **sampling))
+        cond, _, _ = conditioning(self.model, text, voice_samples)  # (1, P-1, C)
+        d = self.model.config.decoder_config
+        tokens, new, wav_prev, overlap = [], 0, None, None
+        source = stream(self.model.decoder, self.model.decoder_prompt(cond), opts, d.bos_token_id, d.eos_token_id)
+        while True:
+            token = next(source, None)
+            if token is not None:
+                tokens.append(token)
+                new += 1
+            if token is None or (stream_chunk_size > 0 and new >= max(stream_chunk_size, first_buffer)):
+                first_buffer, new = 0, 0
+                latents = self.model.decoder_ref.speech_latents(cond, np.array([tokens]), positions="cached")
+                wav = hifigan.inference(latents, cond[:, 0])[0]  # (W,)
+                chunk, wav_prev, overlap = _handle_chunk(wav, wav_prev, overlap, overlap_wav_len)
+                yield chunk
+            if token is None:
+                return
+
+
+def _handle_chunk(wav, wav_prev, overlap, n: int):  # -> (chunk, wav, its tail)
+    """The samples of a new decode `wav` (W,) not given out yet, cross-faded over n samples with the last tail.
+    ref: tortoise/api_fast.py TextToSpeech.handle_chunks"""
+    chunk = (wav[:-n] if wav_prev is None else wav[len(wav_prev) - n:-n]).copy()
+    if overlap is not None:
+        fade = np.linspace(0.0, 1.0, n, dtype=np.float32)  # torch.linspace(0.0, 1.0, n)
+        chunk[:n] = overlap * fade[::-1] + chunk[:n] * fade
+    return chunk, wav, wav[-n:]
