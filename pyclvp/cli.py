@@ -291,6 +291,57 @@ def _cmd_rank(args):
         print(f"{r['rank']:>4}  {r['score']:>8.3f}  {r['tokens']:>6}  {r['seconds']:>7.2f}")
 
 
+@command("tts")
+def _add_tts(sub):
+    p = sub.add_parser("tts", help="speak a text in a voice: speech tokens -> latents -> HiFi-GAN -> a 24 kHz WAV")
+    p.add_argument("--model", required=True, metavar="DIR", help="folder with config.json, model.safetensors and "
+                                                                   "hifigan/ (pyclvp convert-tortoise --hifigan)")
+    p.add_argument("--text", required=True, help="the text to speak")
+    p.add_argument("--voice", action="append", required=True, metavar="CLIP.wav",
+                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="the WAV to write; - for standard output")
+    p.add_argument("--candidates", type=int, default=1, metavar="N",
+                   help="sample N candidates and speak the one CLVP ranks best (default 1, as Tortoise's api_fast)")
+    p.add_argument("--max-new-tokens", type=int, default=500, metavar="N", help="speech tokens at most (default 500)")
+    p.add_argument("--seed", type=_non_negative_int, help="random seed for sampling, >= 0 (default: fresh each run)")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
+    p.add_argument("--stream", action="store_true", help="write the audio chunk by chunk as the tokens come "
+                                                         "(with -o -, a player can start before the end)")
+    p.set_defaults(func=_cmd_tts)
+
+
+def _cmd_tts(args):
+    from pyclvp.audio import load_audio
+    from pyclvp.io.wav import pcm16, wav_header, write_wav
+    from pyclvp.speech.tts import TextToSpeech
+
+    if not args.text.strip():
+        raise ValueError("the text is empty")
+    if args.stream and args.candidates != 1:
+        raise ValueError("--stream speaks one candidate as it is sampled; it cannot rank --candidates")
+    tts = TextToSpeech.from_pretrained(args.model, backend=args.backend)
+    tts.check_ready()
+    clips = [load_audio(path) for path in args.voice]  # (T,) float32 at 22,050 Hz each
+    kwargs = dict(seed=args.seed, max_new_tokens=args.max_new_tokens)
+    if args.stream:
+        out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
+        try:
+            out.write(wav_header(tts.sampling_rate, None))  # sizes unknown until the end: streaming sizes
+            for chunk in tts.tts_stream(args.text, clips, **kwargs):
+                out.write(pcm16(chunk))
+                out.flush()
+        finally:
+            if out is not sys.stdout.buffer:
+                out.close()
+        return
+    wav = tts.tts(args.text, clips, candidates=args.candidates, progress=sys.stderr.isatty(), **kwargs)
+    if args.output == "-":
+        sys.stdout.buffer.write(wav_header(tts.sampling_rate, len(wav)) + pcm16(wav))
+        return
+    path = write_wav(args.output, wav, tts.sampling_rate)
+    print(f"wrote {path}: {len(wav) / tts.sampling_rate:.2f} s at {tts.sampling_rate} Hz", file=sys.stderr)
+
+
 DEMO_TEXT = "Hello! This is pyclvp, ranking speech tokens without torch."
 
 
@@ -301,6 +352,8 @@ def _add_demo(sub):
     p.add_argument("--max-new-tokens", type=int, default=60, metavar="N", help="tokens per candidate (default 60)")
     p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
     p.add_argument("--keep", metavar="DIR", help="write the demo model and clip to DIR (default: a temporary folder)")
+    p.add_argument("--wav", default="pyclvp-demo.wav", metavar="OUT.wav",
+                   help="where to write the demo's audio (default pyclvp-demo.wav)")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -308,15 +361,20 @@ def _cmd_demo(args):
     import tempfile
     from pathlib import Path
 
-    from pyclvp.demo import write_random_checkpoint, write_voice_clip
+    from pyclvp.audio import load_audio
+    from pyclvp.demo import write_random_checkpoint, write_random_hifigan, write_voice_clip
+    from pyclvp.io.wav import write_wav
+    from pyclvp.speech.tts import TextToSpeech
 
-    print("pyclvp demo: a small CLVP model with seeded RANDOM weights and a synthesized voice clip.\n"
-          "The scores are meaningless; this shows the pipeline: tokenizer -> WAV -> log-mel features ->\n"
-          "conditioning -> KV-cached sampling of speech tokens -> CLVP ranking. For real weights, see the README.\n")
+    print("pyclvp demo: a small CLVP model and HiFi-GAN with seeded RANDOM weights and a synthesized voice clip.\n"
+          "The scores are meaningless and the audio is noise; this shows the pipeline: tokenizer -> WAV -> log-mel\n"
+          "features -> conditioning -> KV-cached sampling of speech tokens -> CLVP ranking -> latents -> HiFi-GAN.\n"
+          "For real weights, see the README.\n")
     with tempfile.TemporaryDirectory(prefix="pyclvp-demo-") as tmp:
         folder = Path(args.keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        write_random_checkpoint(folder, seed=0)
+        config = write_random_checkpoint(folder, seed=0)
+        write_random_hifigan(folder, config.decoder_config.hidden_size, seed=0)
         clip = write_voice_clip(folder / "voice.wav")
         print(f"$ pyclvp rank --model {folder} --text {DEMO_TEXT!r} --voice {clip} --candidates {args.candidates} "
               f"--max-new-tokens {args.max_new_tokens} --seed 0 --backend {args.backend}")
@@ -324,6 +382,16 @@ def _cmd_demo(args):
                                        candidates=args.candidates, max_new_tokens=args.max_new_tokens, seed=0,
                                        backend=args.backend, json=False)
         _cmd_rank(rank_args)
+        out = Path(args.wav)
+        print(f"\nspeaking the best of {args.candidates} new candidates (at least {args.max_new_tokens // 2} tokens) "
+              f"with a random HiFi-GAN")
+        tts = TextToSpeech.from_pretrained(folder, backend=args.backend)
+        # min_new_tokens: the random model stops at random; a few seconds of its noise show the pipeline better
+        wav = tts.tts(DEMO_TEXT, [load_audio(clip)], candidates=args.candidates, seed=0,
+                      max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens // 2)
+        write_wav(out, wav, tts.sampling_rate)
+        print(f"wrote {out}: {len(wav) / tts.sampling_rate:.2f} s of noise from random weights (the pipeline runs "
+              "end to end; real weights speak)")
 
 
 def main(argv=None) -> int:

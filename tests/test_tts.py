@@ -73,3 +73,77 @@ def test_tts_stream_matches_api_fast(folder, ref, backend):
                                  first_buffer=s["first_buffer"], **_greedy()))
     assert [len(c) for c in chunks] == ref["stream_chunk_lengths"].tolist()
     assert_close(np.concatenate(chunks), ref["stream_wav"], atol=1e-4, name="streamed waveform")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):  # the demo's random model (Tortoise's vocabularies) with a random HiFi-GAN
+    from pyclvp.demo import write_random_checkpoint, write_random_hifigan
+
+    out = tmp_path_factory.mktemp("demo")
+    write_random_hifigan(out, write_random_checkpoint(out).decoder_config.hidden_size)
+    return out
+
+
+def _voice(tmp_path):
+    from pyclvp.demo import write_voice_clip
+
+    return str(write_voice_clip(tmp_path / "voice.wav", seconds=1.0))
+
+
+def test_cli_writes_a_24khz_wav(demo, tmp_path, capsys):
+    from pyclvp.cli import main
+    from pyclvp.io.wav import read_wav
+
+    out = tmp_path / "out.wav"
+    assert main(["tts", "--model", str(demo), "--text", "Hi there.", "--voice", _voice(tmp_path), "-o", str(out),
+                 "--seed", "0", "--max-new-tokens", "12", "--backend", "cpu"]) == 0
+    samples, rate = read_wav(out)
+    assert rate == 24000 and samples.shape[1] == 1 and len(samples) > 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    assert "wrote" in capsys.readouterr().err
+
+
+def test_cli_streams_a_wav_to_stdout(demo, tmp_path, capsysbinary):
+    from pyclvp.cli import main
+
+    assert main(["tts", "--model", str(demo), "--text", "Hi there.", "--voice", _voice(tmp_path), "-o", "-",
+                 "--stream", "--seed", "0", "--max-new-tokens", "12"]) == 0
+    data = capsysbinary.readouterr().out
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and data[40:44] == b"\xff\xff\xff\xff"  # streaming sizes
+    from pyclvp.audio import load_audio
+    from pyclvp.io.wav import pcm16
+
+    tts = TextToSpeech.from_pretrained(demo)
+    chunks = tts.tts_stream("Hi there.", [load_audio(_voice(tmp_path))], seed=0, max_new_tokens=12)
+    assert data[44:] == b"".join(pcm16(c) for c in chunks)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--stream", "--candidates", "2"], "cannot rank --candidates"),
+    (["--text", " "], "the text is empty"),
+])
+def test_cli_refuses_bad_requests_in_one_line(demo, tmp_path, capsys, extra, match):
+    from pyclvp.cli import main
+
+    args = ["tts", "--model", str(demo), "--text", "Hi.", "--voice", _voice(tmp_path), "-o", str(tmp_path / "o.wav")]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("n, want", [(100, [60, 100]), (130, [60, 100, 130]), (30, [30])])
+def test_stream_chunks_come_as_the_tokens_do(demo, tmp_path, n, want):
+    """A chunk after the first 60 tokens, then every 40 and at the end; chunk i holds the samples of the tokens
+    so far, less the 1024 held back for the cross-fade (W(N) samples for N latents: 4x, then 24000/22050, x256)."""
+    from pyclvp.audio import load_audio
+
+    tts = TextToSpeech.from_pretrained(demo)
+    chunks = list(tts.tts_stream("Hi there.", [load_audio(_voice(tmp_path))], seed=0, max_new_tokens=n,
+                                 min_new_tokens=n))
+
+    def W(N):
+        return int(int(4 * N) * (24000 / 22050)) * 256
+
+    ends = [W(k) - 1024 for k in want]
+    assert [len(c) for c in chunks] == [e - s for s, e in zip([0] + ends, ends)]

@@ -23,8 +23,8 @@ Shapes: T time (samples); frames of a multi-channel file are rows of a (T, chann
 from __future__ import annotations
 
 import os
+import secrets
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +192,8 @@ def write_wav(path, samples, rate: int) -> Path:
     (a reader never sees half a file; a symlink at the target is replaced, not followed). Returns the path."""
     path = Path(path)
     body = pcm16(samples)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(wav_header(rate, len(body) // 2) + body)

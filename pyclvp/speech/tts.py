@@ -65,6 +65,10 @@ class TextToSpeech:
     def sampling_rate(self) -> int:
         return self.hifigan.cfg.sampling_rate if self.hifigan else 24000
 
+    def check_ready(self) -> None:
+        """Raise FileNotFoundError, saying how to convert it, when the folder has no HiFi-GAN decoder."""
+        self._decoder()
+
     def _decoder(self) -> Hifigan:
         if self.hifigan is None:
             folder = self.model.name_or_path or "the model folder"
@@ -111,6 +115,8 @@ class TextToSpeech:
             if token is not None:
                 tokens.append(token)
                 new += 1
+            elif new == 0 and wav_prev is not None:  # the last chunk took every token: nothing is left to say
+                return  # (Tortoise's handle_chunks fails here, cross-fading into an empty chunk)
             if token is None or (stream_chunk_size > 0 and new >= max(stream_chunk_size, first_buffer)):
                 first_buffer, new = 0, 0
                 latents = self.model.decoder_ref.speech_latents(cond, np.array([tokens]), positions="cached")
