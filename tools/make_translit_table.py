@@ -24,7 +24,7 @@ import unidecode
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "pyclvp" / "text" / "transliteration_table.py"
 
-# (first, last + 1, name): Latin, Greek, Cyrillic, punctuation and symbols commonly met in English text.
+# (first, last + 1, name): Latin, Greek, Cyrillic, and the punctuation and symbols met in English text.
 COVERED = [
     (0x0080, 0x0250, "Latin-1 Supplement, Latin Extended-A and -B"),
     (0x0250, 0x0370, "IPA Extensions, Spacing Modifier Letters, Combining Diacritical Marks"),
@@ -36,8 +36,15 @@ COVERED = [
     (0x2070, 0x20A0, "Superscripts and Subscripts"),
     (0x20A0, 0x20D0, "Currency Symbols"),
     (0x2100, 0x2190, "Letterlike Symbols, Number Forms"),
+    (0x2190, 0x2300, "Arrows, Mathematical Operators"),
+    (0x2460, 0x2500, "Enclosed Alphanumerics"),
+    (0x2500, 0x2600, "Box Drawing, Block Elements, Geometric Shapes"),
+    (0x2600, 0x27C0, "Miscellaneous Symbols, Dingbats"),
+    (0x2C60, 0x2C80, "Latin Extended-C"),
+    (0xA720, 0xA800, "Latin Extended-D"),
     (0xFB00, 0xFB07, "Latin ligatures (Alphabetic Presentation Forms)"),
     (0xFF00, 0xFF5F, "Fullwidth ASCII"),
+    (0xFFE0, 0xFFEF, "Fullwidth signs"),
 ]
 
 

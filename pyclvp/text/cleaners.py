@@ -12,8 +12,8 @@ six steps, in this order (each is one function below):
   2. str.lower
   3. normalize_numbers     six regex rules, in order:
        a. commas inside digit runs are removed          "1,000"  -> "1000"
-       b. pounds "£12" -> "12 pounds"                   (never fires: step 1 made "£" "PS", so "£12" -> "ps twelve"...
-                                                         ...written "pstwelve": the digits are read in place)
+       b. pounds                                        "£12" -> "12 pounds" in Tortoise's source, but it never
+                                                         fires: step 1 has made "£" "PS", so "£12" reads "pstwelve"
        c. dollars, with or without cents                "$1.50"  -> "1 dollar, 50 cents"
        d. decimal points                                "3.14"   -> "3 point 14"
        e. ordinals, spoken by inflect                   "22nd"   -> "twenty-second", "101st" -> "one hundred and first"
