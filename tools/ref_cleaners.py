@@ -1,18 +1,19 @@
 """Cleaner fixtures: Tortoise's own english_cleaners over a corpus of hand-written lines.
 
   tests/data/cleaners/corpus.json
-      {"fixture_version", "tortoise_version", "inflect_version", "unidecode_version",
-       "lines": [{"text", "expected"}]}        expected: english_cleaners(text), or null where Tortoise raises
-                                               (then "error" names the exception)
+      {"fixture_version", "tortoise_version", "inflect_version", "unidecode_version", "tokenizers_version",
+       "lines": [{"text", "expected", "ids"}]} expected: english_cleaners(text), or null where Tortoise raises
+                                               (then "error" names the exception); ids: VoiceBpeTokenizer().encode(text)
+                                               (Tortoise's tokenizer.json through the `tokenizers` package)
 
-Needs only `inflect` and `unidecode` (tortoise-tts 3.0.0 leaves both unpinned; the fixture was written with
-the versions recorded in it) and the unpacked tortoise-tts 3.0.0 sdist:
+Needs only `inflect`, `unidecode` and `tokenizers` (tortoise-tts 3.0.0 leaves all three unpinned; the
+fixture was written with the versions recorded in it) and the unpacked tortoise-tts 3.0.0 sdist:
 
-    python -m venv ref && ref/bin/pip install inflect unidecode
+    python -m venv ref && ref/bin/pip install inflect unidecode tokenizers
     TORTOISE_SDIST=/path/to/tortoise-tts-3.0.0 ref/bin/python tools/make_reference.py cleaners
 
-tortoise/utils/tokenizer.py is loaded from the sdist as it is; the modules it imports but english_cleaners
-never uses (torch, tokenizers) are stubbed.
+tortoise/utils/tokenizer.py is loaded from the sdist as it is (only torch, which encode never uses, is
+stubbed), and its VoiceBpeTokenizer reads the sdist's tortoise/data/tokenizer.json.
 """
 from __future__ import annotations
 
@@ -122,6 +123,8 @@ LINES = [
     # other scripts (need the optional unidecode package to read as Tortoise's)
     "日本語のテキスト", "東京 2020", "中文测试", "한국어", "مرحبا بالعالم", "שלום", "हिन्दी", "ภาษาไทย",
     "arabic digits ٣٤", "ｶﾀｶﾅ", "Ελληνικά 日本", "Hello 世界",
+    # literal special tokens, apostrophes before letters (where pyclvp's BPE and Tortoise's differ: see the tests)
+    "[STOP]", "a [STOP] b", "[UNK]", "[SPACE]", "<|endoftext|>", "письмо", "'tis", "y'all", "I'd've", "snake_case",
     # plain sentences
     "The quick brown fox jumps over the lazy dog.", "THE QUICK BROWN FOX", "This is an example text.",
     "Tortoise is a text-to-speech program built with the following priorities.",
@@ -151,31 +154,34 @@ def corpus() -> list[str]:
     return list(dict.fromkeys([*LINES, *_generated_lines(random.Random(5)), *RAISING]))
 
 
-def tortoise_cleaners():
-    """english_cleaners from the sdist's tortoise/utils/tokenizer.py, torch and tokenizers stubbed."""
-    for name in ("torch", "tokenizers"):
-        stub = types.ModuleType(name)
-        stub.Tensor, stub.Tokenizer = type("Tensor", (), {}), type("Tokenizer", (), {})
-        sys.modules.setdefault(name, stub)
+def tortoise_tokenizer_module():
+    """The sdist's tortoise/utils/tokenizer.py as a module, torch stubbed (encode and the cleaners never use it)."""
+    stub = types.ModuleType("torch")
+    stub.Tensor = type("Tensor", (), {})
+    sys.modules.setdefault("torch", stub)
     spec = importlib.util.spec_from_file_location("tortoise_tokenizer", SDIST / "tortoise" / "utils" / "tokenizer.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.english_cleaners
+    return module
 
 
 def make(data_dir: Path) -> None:
-    clean = tortoise_cleaners()
+    module = tortoise_tokenizer_module()
+    clean, tokenizer = module.english_cleaners, module.VoiceBpeTokenizer()
     lines = []
     for text in corpus():
         try:
-            lines.append({"text": text, "expected": clean(text)})
+            lines.append({"text": text, "expected": clean(text), "ids": tokenizer.encode(text)})
         except Exception as e:  # inflect.NumOutOfRangeError, int() digit limit
             lines.append({"text": text, "expected": None, "error": type(e).__name__})
     assert len(lines) >= 300, len(lines)
     out = data_dir / "cleaners"
     out.mkdir(parents=True, exist_ok=True)
     doc = {"fixture_version": FIXTURE_VERSION, "tortoise_version": SDIST.name.rpartition("-")[2],
-           "inflect_version": version("inflect"), "unidecode_version": version("Unidecode"), "lines": lines}
-    (out / "corpus.json").write_text(json.dumps(doc, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+           "inflect_version": version("inflect"), "unidecode_version": version("Unidecode"),
+           "tokenizers_version": version("tokenizers"), "lines": lines}
+    head = json.dumps({k: v for k, v in doc.items() if k != "lines"}, ensure_ascii=False)[:-1]
+    body = ",\n".join(json.dumps(line, ensure_ascii=False) for line in lines)  # one line per corpus line
+    (out / "corpus.json").write_text(f'{head}, "lines": [\n{body}\n]}}\n', encoding="utf-8")
     print(f"[cleaners] {len(lines)} lines ({sum(l['expected'] is None for l in lines)} raise), "
           f"inflect {doc['inflect_version']}, unidecode {doc['unidecode_version']}")
