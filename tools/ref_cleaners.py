@@ -4,7 +4,9 @@
       {"fixture_version", "tortoise_version", "inflect_version", "unidecode_version", "tokenizers_version",
        "lines": [{"text", "expected", "ids"}]} expected: english_cleaners(text), or null where Tortoise raises
                                                (then "error" names the exception); ids: VoiceBpeTokenizer().encode(text)
-                                               (Tortoise's tokenizer.json through the `tokenizers` package)
+                                               (Tortoise's tokenizer.json through the `tokenizers` package);
+                                               "needs_unidecode": true on a line with a character outside
+                                               pyclvp's COVERED blocks that unidecode does not drop (CJK, ...)
 
 Needs only `inflect`, `unidecode` and `tokenizers` (tortoise-tts 3.0.0 leaves all three unpinned; the
 fixture was written with the versions recorded in it) and the unpacked tortoise-tts 3.0.0 sdist:
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from ref_common import FIXTURE_VERSION
 
+ROOT = Path(__file__).resolve().parent.parent
 SDIST = Path(os.environ.get("TORTOISE_SDIST", "/work/tortoise_sdist/tortoise-tts-3.0.0"))
 
 ABBREVIATIONS = ["Mr", "Mrs", "Dr", "St", "Co", "Jr", "Maj", "Gen", "Drs", "Rev", "Lt", "Hon", "Sgt", "Capt",
@@ -165,6 +168,17 @@ def tortoise_tokenizer_module():
     return module
 
 
+def _needs_unidecode(text: str) -> bool:
+    """Whether pyclvp reads `text` as Tortoise only with the optional unidecode package installed."""
+    from unidecode import unidecode
+
+    sys.path.insert(0, str(ROOT))
+    from pyclvp.text.transliteration_table import COVERED
+
+    return any(not c.isascii() and not any(lo <= ord(c) < hi for lo, hi in COVERED) and unidecode(c)
+               for c in text)
+
+
 def make(data_dir: Path) -> None:
     module = tortoise_tokenizer_module()
     clean, tokenizer = module.english_cleaners, module.VoiceBpeTokenizer()
@@ -172,6 +186,8 @@ def make(data_dir: Path) -> None:
     for text in corpus():
         try:
             lines.append({"text": text, "expected": clean(text), "ids": tokenizer.encode(text)})
+            if _needs_unidecode(text):
+                lines[-1]["needs_unidecode"] = True
         except Exception as e:  # inflect.NumOutOfRangeError, int() digit limit
             lines.append({"text": text, "expected": None, "error": type(e).__name__})
     assert len(lines) >= 300, len(lines)
