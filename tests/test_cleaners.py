@@ -234,3 +234,12 @@ def test_normalizer_choice_and_default():
         ClvpTokenizer.from_pretrained(normalizer="inflect")
     with pytest.raises(ValueError, match="transliterate"):
         ClvpTokenizer.from_pretrained(normalizer="tortoise", transliterate=True)
+
+
+def test_cli_tokenize_tortoise_normalizer(capsys):
+    from pyclvp import cli
+
+    assert cli.main(["tokenize", "--normalizer", "tortoise", "In 1999, Mr. Müller"]) == 0
+    normalized, ids = capsys.readouterr().out.splitlines()
+    assert normalized == "normalized: in nineteen ninety-nine, mister muller"
+    assert ids == "ids: " + " ".join(map(str, TORTOISE.encode("In 1999, Mr. Müller")))
