@@ -30,8 +30,9 @@ Steps 3a-3d and 4-6 are the same code as normalizer.py's (transformers copied th
 differences from the transformers normalizer are step 1 and the number words of 3e-3f, which follow
 inflect.engine().number_to_words in the three ways Tortoise calls it (number_to_words below).
 
-Step 1, in-house: a character of the COVERED blocks (Latin, Greek, Cyrillic, general punctuation,
-currency, letterlike symbols, number forms, fullwidth ASCII) is transliterated by its NFKD
+Step 1, in-house: a character of the COVERED blocks (Latin, IPA, Greek, Cyrillic, general punctuation,
+currency, letterlike symbols, number forms, arrows, mathematical operators, enclosed alphanumerics, box
+drawing and geometric shapes, miscellaneous symbols, dingbats, fullwidth ASCII) is transliterated by its NFKD
 decomposition (ASCII kept, combining marks dropped) unless transliteration_table.TABLE says otherwise;
 that table was generated from unidecode's output for those code points only, and with it every covered
 code point reads exactly as unidecode reads it. Other scripts (CJK, Arabic, Hebrew, Devanagari, Hangul,

@@ -23,6 +23,16 @@ Encoding one string walks five steps:
   5. ids            each piece is looked up in vocab.json; "Ġ" alone is "[SPACE]" (id 2), pieces not
                     in the vocabulary are "[UNK]" (id 1).        -> [62, 84, 28, 2, 179, 79, 3]
 
+With normalizer="tortoise" the ids are those of Tortoise's VoiceBpeTokenizer.encode (english_cleaners,
+' ' -> '[SPACE]', tokenizer.json's Whitespace pre-split + BPE) on every line of the cleaners fixture but
+two kinds, where the BPE is left as it is (transformers' ClvpTokenizer parts from Tortoise the same way):
+  * step 2's GPT-2 pattern cuts "'s 't 're 've 'm 'll 'd" off even before more letters, so they cannot
+    merge with them: "k'azak'stan" (from Қазақстан) is ... ' s t an here, ... ' st an in Tortoise;
+  * step 0 keeps a literal "[STOP]", "[UNK]" or "<|endoftext|>" as its id; Tortoise lowercases it first
+    and spells it out ("[stop]" -> [UNK] s to p [UNK]).
+Tortoise's decode also differs: it drops "[STOP]", which the clean-up below makes a space, and keeps
+runs of "[SPACE]" as runs of spaces, which the clean-up shrinks.
+
 Decoding maps ids back to their pieces, pieces back to bytes, bytes to UTF-8 text; the clean-up
 then turns "[SPACE]" and "[STOP]" into " ", removes "[UNK]" and shrinks runs of spaces
 (ref: ClvpTokenizer.clean_up_tokenization: exactly its two replace() calls, so "     " -> "  ").
