@@ -7,7 +7,7 @@ Map of the package, in pipeline order (imports run downwards only):
                     (model/clvp.py: forward, generate; model/weights.py: the checkpoint spec)
   decoding.py       generation options, logits processors, sampling, the KV-cached decode loop
   ops/              the backend seam: numpy (the reference), cpu (C++ core), cuda; state.py: the KV cache
-  text/             normalizer.py + tokenizer.py: text -> ids (ClvpTokenizer)
+  text/             normalizer.py (transformers) or cleaners.py (Tortoise) + tokenizer.py: text -> ids (ClvpTokenizer)
   audio/            resample.py, voice.py (load_audio), stft.py, features.py (ClvpFeatureExtractor), processor.py
   io/               safetensors.py, torch_pickle.py (.bin/.pth without torch), checkpoints.py, wav.py, half.py
   config.py         ClvpConfig and friends                           convert.py  .bin and Tortoise .pth -> safetensors

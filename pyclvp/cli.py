@@ -57,6 +57,8 @@ def _add_tokenize(sub):
     p.add_argument("--json", action="store_true", help="one JSON object per text: text, normalized, ids, tokens")
     p.add_argument("--vocab", metavar="DIR", help="folder with vocab.json and merges.txt (default: bundled)")
     p.add_argument("--transliterate", action="store_true", help="keep accented letters' ASCII base (café -> cafe)")
+    p.add_argument("--normalizer", choices=["transformers", "tortoise"], default="transformers",
+                   help="transformers' normalizer (default) or Tortoise's own cleaner (1999 -> nineteen ninety-nine)")
     p.set_defaults(func=_cmd_tokenize)
 
 
@@ -65,7 +67,7 @@ def _cmd_tokenize(args):
 
     from pyclvp.text.tokenizer import ClvpTokenizer
 
-    tok = ClvpTokenizer.from_pretrained(args.vocab, transliterate=args.transliterate)
+    tok = ClvpTokenizer.from_pretrained(args.vocab, transliterate=args.transliterate, normalizer=args.normalizer)
     for text in args.text:
         ids = tok.encode(text)
         if args.json:

@@ -4,6 +4,8 @@
     python tools/make_reference.py        # every part
     python tools/make_reference.py model  # one part
 
+The "cleaners" part needs no torch, only inflect and unidecode (see tools/ref_cleaners.py).
+
 Each part lives in tools/ref_<part>.py and exposes `make(data_dir: Path) -> None`. Parts write only
 under tests/data/, deterministically (fixed seeds), and stamp FIXTURE_VERSION into what they write so
 a stale fixture is recognisable. The tests never import torch: they read what this script wrote.
@@ -19,7 +21,7 @@ from pathlib import Path
 FIXTURE_VERSION = 1
 TOOLS = Path(__file__).resolve().parent
 DATA = TOOLS.parent / "tests" / "data"
-PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech"]
+PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech", "cleaners"]
 
 
 def main(argv=None) -> int:

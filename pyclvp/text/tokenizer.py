@@ -7,8 +7,12 @@ Encoding one string walks five steps:
   0. special split  The added tokens "[STOP]", "[UNK]" and "<|endoftext|>" are cut out of the raw
                     text first and become their ids directly; every piece between them goes through
                     steps 1-4 on its own. (ref: PreTrainedTokenizer.tokenize, Trie.split)
-  1. normalize      pyclvp.text.normalize: ASCII only, lower case, numbers and abbreviations spelled
-                    out, whitespace collapsed.                  "Hello  World!" -> "hello world!"
+  1. normalize      ASCII only, lower case, numbers and abbreviations spelled out, whitespace
+                    collapsed: "Hello  World!" -> "hello world!". Which normalizer is a choice:
+                      normalizer="transformers" (default)  normalizer.normalize, transformers' rules
+                      normalizer="tortoise"                cleaners.english_cleaners, the cleaner the
+                                                           Tortoise model was trained on ("1999" ->
+                                                           "nineteen ninety-nine", "café" -> "cafe")
   2. split          the GPT-2 pattern cuts words, keeping each word's leading space:
                                                                  -> ["hello", " world", "!"]
   3. bytes          each word's UTF-8 bytes become printable characters through GPT-2's
@@ -18,6 +22,16 @@ Encoding one string walks five steps:
                       h e l l o -> he l l o -> he ll o        ("h e" and "l l" are merges)
   5. ids            each piece is looked up in vocab.json; "Ġ" alone is "[SPACE]" (id 2), pieces not
                     in the vocabulary are "[UNK]" (id 1).        -> [62, 84, 28, 2, 179, 79, 3]
+
+With normalizer="tortoise" the ids are those of Tortoise's VoiceBpeTokenizer.encode (english_cleaners,
+' ' -> '[SPACE]', tokenizer.json's Whitespace pre-split + BPE) on every line of the cleaners fixture but
+two kinds, where the BPE is left as it is (transformers' ClvpTokenizer parts from Tortoise the same way):
+  * step 2's GPT-2 pattern cuts "'s 't 're 've 'm 'll 'd" off even before more letters, so they cannot
+    merge with them: "k'azak'stan" (from Қазақстан) is ... ' s t an here, ... ' st an in Tortoise;
+  * step 0 keeps a literal "[STOP]", "[UNK]" or "<|endoftext|>" as its id; Tortoise lowercases it first
+    and spells it out ("[stop]" -> [UNK] s to p [UNK]).
+Tortoise's decode also differs: it drops "[STOP]", which the clean-up below makes a space, and keeps
+runs of "[SPACE]" as runs of spaces, which the clean-up shrinks.
 
 Decoding maps ids back to their pieces, pieces back to bytes, bytes to UTF-8 text; the clean-up
 then turns "[SPACE]" and "[STOP]" into " ", removes "[UNK]" and shrinks runs of spaces
@@ -41,7 +55,8 @@ from pathlib import Path
 import numpy as np
 import regex
 
-from . import normalizer
+from ..checks import check_choice
+from . import cleaners, normalizer
 
 __all__ = ["ClvpTokenizer", "bytes_to_unicode", "bpe", "DATA_DIR"]
 
@@ -51,6 +66,7 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # pyclvp/data: vocab
 GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 SPACE_PIECE = "\u0120"  # "Ġ": the space byte after bytes_to_unicode
 CACHE_LIMIT = 100_000  # words kept in the per-word cache before it is emptied
+NORMALIZERS = ("transformers", "tortoise")  # step 1: normalizer.normalize or cleaners.english_cleaners
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -125,13 +141,21 @@ class ClvpTokenizer:
 
     vocab_size is the vocabulary file's size (255); len(tokenizer) also counts the added token
     "<|endoftext|>" (id 255), which only text containing that literal string can produce.
+
+    normalizer: "transformers" (default: transformers' EnglishNormalizer, ids as transformers gives them)
+    or "tortoise" (Tortoise's english_cleaners, the text the model was trained on). transliterate=True
+    ("café" -> "cafe") belongs to the transformers normalizer; the Tortoise one always transliterates.
     """
 
     UNK_TOKEN, PAD_TOKEN, EOS_TOKEN, BOS_TOKEN = "[UNK]", "[STOP]", "[STOP]", "<|endoftext|>"
     SPACE_TOKEN = "[SPACE]"
 
     def __init__(self, vocab_file, merges_file, *, add_prefix_space: bool = False, transliterate: bool = False,
-                 errors: str = "replace"):
+                 errors: str = "replace", normalizer: str = "transformers"):
+        self.normalizer = check_choice("normalizer", normalizer, NORMALIZERS)
+        if transliterate and normalizer == "tortoise":
+            raise ValueError("transliterate=True applies to normalizer='transformers'; "
+                             "normalizer='tortoise' always transliterates")
         self.encoder = read_vocab(vocab_file)
         self.bpe_ranks = read_merges(merges_file)
         self.add_prefix_space = add_prefix_space
@@ -207,7 +231,9 @@ class ClvpTokenizer:
     # encoding: steps 0-5 of the module docstring
 
     def normalize(self, text: str) -> str:
-        """Step 1 (pyclvp.text.normalize) with this tokenizer's transliterate setting."""
+        """Step 1: this tokenizer's normalizer (with its transliterate setting for "transformers")."""
+        if self.normalizer == "tortoise":
+            return cleaners.english_cleaners(text)
         return normalizer.normalize(text, self.transliterate)
 
     def encode(self, text: str, add_prefix_space: bool | None = None) -> list[int]:
