@@ -5,6 +5,8 @@
     python tools/make_reference.py model  # one part
 
 The "cleaners" part needs no torch, only inflect and unidecode (see tools/ref_cleaners.py).
+The speech part (tools/ref_speech.py: Tortoise's api_fast) runs Tortoise's own code, which needs the transformers
+4.31.0 it pins: build that venv with tools/tortoise_env.sh and run `VENV/bin/python tools/make_reference.py speech`.
 
 Each part lives in tools/ref_<part>.py and exposes `make(data_dir: Path) -> None`. Parts write only
 under tests/data/, deterministically (fixed seeds), and stamp FIXTURE_VERSION into what they write so

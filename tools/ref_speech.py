@@ -259,7 +259,7 @@ def _recorder(obj, name: str, log: list):
 
 
 def _text_to_speech(api_fast, ar, hifi, auto_latent_of):
-    """A TextToSpeech with __init__'s attributes set from the tiny models (api_fast.py lines 196-222)."""
+    """A TextToSpeech with __init__'s attributes set from the tiny models (api_fast.py lines 178-225)."""
     import torch
 
     tts = api_fast.TextToSpeech.__new__(api_fast.TextToSpeech)
@@ -271,7 +271,7 @@ def _text_to_speech(api_fast, ar, hifi, auto_latent_of):
     tts.autoregressive = ar
     tts.hifi_decoder = hifi
     tts.rlg_auto = None
-    # get_conditioning_latents (lines 223-243) with format_conditioning's mels given: stack the clips'
+    # get_conditioning_latents (lines 226-247) with format_conditioning's mels given: stack the clips'
     # (1, 80, frames) mels on dim 1 and call get_conditioning.
     tts.get_conditioning_latents = lambda voice_samples, return_mels=False: auto_latent_of(voice_samples)
     return tts
@@ -289,16 +289,6 @@ def _recorder_generator(ar, yielded: list):
     ar.get_generator = wrapper
 
 
-class _StopAfter:
-    """A transformers StoppingCriteria: stop once input_ids holds `length` tokens."""
-
-    def __init__(self, length: int):
-        self.length = length
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return input_ids.shape[-1] >= self.length
-
-
 def _make_api_fast(api_fast, out: Path, hifi) -> None:
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -314,7 +304,15 @@ def _make_api_fast(api_fast, out: Path, hifi) -> None:
         auto_conds = torch.stack(voice_samples, dim=1)  # (1, clips, 80, frames)
         return ar.get_conditioning(auto_conds)  # (1, C)
 
-    stop_at = type("StopAfter", (_StopAfter, StoppingCriteria), {})
+    class StopAfter(StoppingCriteria):
+        """Stop once input_ids holds `length` tokens (tts_stream's own limit, max_length=500, is fixed)."""
+
+        def __init__(self, length: int):
+            self.length = length
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return input_ids.shape[-1] >= self.length
+
     trunc_index = 1 + 1 + len(_TokenizerStub.ids) + 1 + 1 + 1  # cond, start, text, tts's 0, stop, start_mel
     settings = dict(first_buffer=60, stream_chunk_size=API_STREAM_CHUNK, overlap_wav_len=API_OVERLAP,
                     max_new_tokens=API_NEW_TOKENS, temperature=0.8, top_p=0.8, top_k=50, repetition_penalty=2.0,
@@ -344,7 +342,7 @@ def _make_api_fast(api_fast, out: Path, hifi) -> None:
             streamed = []
             stream = tts.tts_stream("unused", voice_samples=clips, verbose=False, use_deterministic_seed=0,
                                     stream_chunk_size=API_STREAM_CHUNK, overlap_wav_len=API_OVERLAP,
-                                    stopping_criteria=StoppingCriteriaList([stop_at(trunc_index + API_NEW_TOKENS)]))
+                                    stopping_criteria=StoppingCriteriaList([StopAfter(trunc_index + API_NEW_TOKENS)]))
             streamed = [chunk.clone() for chunk in stream]  # (S_i,) each
         del ar.inference_speech, ar.forward, ar.get_generator, hifi.inference
         decodes = [entry for entry in log if entry[0] == "inference"]  # one per chunk, on all latents so far
