@@ -311,3 +311,74 @@ def test_compressed_storages_are_read_through_zipfile(tmp_path):
     got, want = tp.load(dst), tp.load(src)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+# ----------------------------------------------------------------------------------------------
+# Budgets: small hostile files cannot make the reader allocate or hash without bound (the limits are patched
+# down here so that each case runs in milliseconds; the real ones are far above any real checkpoint's needs)
+
+
+def _archive(path, pickle_bytes: bytes, storages: dict = (), deflate=()):
+    """A torch.save-shaped zip: archive/data.pkl and archive/data/<key> members (deflated where named)."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        for key, data in dict(storages).items():
+            z.writestr(f"archive/data/{key}", data,
+                       compress_type=zipfile.ZIP_DEFLATED if key in deflate else zipfile.ZIP_STORED)
+    return path
+
+
+def _text(s: str) -> bytes:  # BINUNICODE
+    return b"X" + len(s).to_bytes(4, "little") + s.encode()
+
+
+def _tensor_pickle(numel: int, size: int, stride: int) -> bytes:
+    """A pickle of one float32 tensor: _rebuild_tensor_v2(storage '0' of `numel`, 0, (size,), (stride,), False, {})."""
+    pid = b"(" + _text("storage") + b"ctorch\nFloatStorage\n" + _text("0") + _text("cpu") + \
+        b"J" + numel.to_bytes(4, "little") + b"tQ"
+    args = b"(" + pid + b"K\x00" + b"(J" + size.to_bytes(4, "little") + b"t" + b"(K" + bytes([stride]) + b"t" + \
+        b"\x89" + b"ccollections\nOrderedDict\n)R" + b"t"
+    return b"\x80\x02" + b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"R."
+
+
+def test_budget_limits_are_far_above_real_checkpoints():
+    assert tp.MAX_OBJECTS >= 1_000_000 and tp.MAX_HASHED_KEYS >= 1_000 and tp.MAX_INFLATED_BYTES >= 1 << 20
+
+
+def test_a_real_tensor_pickle_passes_the_budgets(tmp_path):
+    arr = tp.load_object(_archive(tmp_path / "ok.pt", _tensor_pickle(4, 4, 1), {"0": np.arange(4, dtype="<f4")
+                                                                                 .tobytes()}))
+    np.testing.assert_array_equal(arr, np.arange(4, dtype=np.float32))
+
+
+def test_object_bomb_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(tp, "MAX_OBJECTS", 1000)
+    path = _archive(tmp_path / "bomb.pt", b"\x80\x02" + b"}" * 1200 + b".")  # a new dict pushed 1200 times...
+    path2 = _archive(tmp_path / "bomb2.pt", b"\x80\x02]" + b"2" * 2000 + b".")  # ... or one list DUP'ed 2000 times
+    for p in (path, path2):
+        with pytest.raises(TorchCheckpointError, match="creates more than 1000 objects"):
+            tp.load_object(p)
+
+
+def test_colliding_int_keys_are_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(tp, "MAX_HASHED_KEYS", 10)
+    modulus = (1 << 61) - 1  # CPython's int hash: every multiple of it hashes to 0
+    items = b"".join(b"\x8a\x09" + (i * modulus).to_bytes(9, "little", signed=True) + b"N" for i in range(20))
+    with pytest.raises(TorchCheckpointError, match="more than 10 dict keys or set items that are not strings"):
+        tp.load_object(_archive(tmp_path / "keys.pt", b"\x80\x02}(" + items + b"u."))
+
+
+def test_deflated_storage_cannot_inflate_past_its_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(tp, "MAX_INFLATED_BYTES", 1 << 20)
+    numel = (2 << 20) // 4  # 2 MiB of zeros deflate to ~2 kB, within deflate's own ratio
+    path = _archive(tmp_path / "zipbomb.pt", _tensor_pickle(numel, numel, 1), {"0": bytes(numel * 4)}, deflate={"0"})
+    for mmap in (True, False):
+        with pytest.raises(TorchCheckpointError, match="inflates to more than 1048576 bytes"):
+            tp.load_object(path, mmap=mmap)
+
+
+def test_expanded_views_cannot_imply_unbounded_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(tp, "MAX_VIEW_BYTES", 1 << 10)
+    path = _archive(tmp_path / "stride0.pt", _tensor_pickle(4, 100_000, 0), {"0": bytes(16)})  # 400 kB from 16 B
+    with pytest.raises(TorchCheckpointError, match="views 400000 bytes of tensors over 16 bytes of storage"):
+        tp.load_object(path)

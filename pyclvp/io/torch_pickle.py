@@ -44,6 +44,7 @@ checks each member's CRC.
 """
 from __future__ import annotations
 
+import contextvars
 import encodings.cp437  # noqa: F401  (zip's legacy name codec: imported here, not lazily in the middle of a load)
 import mmap as _mmap
 import os
@@ -65,6 +66,14 @@ MAX_PICKLE_BYTES = 1 << 28  # data.pkl of a 1.5 GB Tortoise model is ~100 kB; th
 MAX_NDIM = 32  # NumPy 1.x's limit
 MAX_ELEMENTS = 1 << 48
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand by more than this: a larger claim is a zip bomb
+# Budgets of one load, which any real checkpoint fits with room to spare (Tortoise's 1.7 GB autoregressive.pth:
+# a ~100 kB pickle, ~600 tensors, every storage stored uncompressed), so that a small hostile file cannot make
+# the reader allocate or hash without bound:
+MAX_OBJECTS = 5_000_000  # objects pushed or memoized by the pickle (a byte of opcode can push a new container)
+MAX_HASHED_KEYS = 10_000  # dict keys / set items that are not str or bytes: their hashes are not randomized, so
+#                           colliding ints could make inserting them quadratic; torch writes str keys
+MAX_INFLATED_BYTES = 64 << 20  # what deflated members may expand to, in all (torch.save never compresses)
+MAX_VIEW_BYTES = 64 << 20  # tensors' bytes may exceed 4x their storages' bytes by this much (views share storage)
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # pickled 0x1950a86a20f9469cfc6c
 
 
@@ -173,6 +182,7 @@ def _tensor(storage, offset, size, stride, code) -> np.ndarray:
     elements = storage.raw.view(dtype)  # (numel,)
     if prod(size) > MAX_ELEMENTS:  # only stride-0 (expanded) views can pass the bounds check this big
         raise TorchCheckpointError(f"tensor of size {size} has more than {MAX_ELEMENTS} elements")
+    _spend("viewed", prod(size) * dtype.itemsize)
     if prod(size) == 0:
         view = np.zeros(size, dtype)
     else:
@@ -282,10 +292,42 @@ ALLOWED = _allow_list()  # (module, name) -> stand-in; the whole of what a check
 _MAX_KEY_TUPLE = 16  # dict keys and set items: scalars, or short flat tuples of them
 
 
+class _Budget:
+    """What one load has spent of the budgets above; every spend checks its limit."""
+
+    def __init__(self):
+        self.objects = self.hashed = self.inflated = self.stored = self.viewed = 0
+
+    def spend(self, what: str, n: int) -> None:
+        value = getattr(self, what) + n
+        setattr(self, what, value)
+        limit = {"objects": MAX_OBJECTS, "hashed": MAX_HASHED_KEYS, "inflated": MAX_INFLATED_BYTES,
+                 "viewed": 4 * self.stored + MAX_VIEW_BYTES}.get(what)
+        if limit is not None and value > limit:
+            reason = {"objects": f"creates more than {MAX_OBJECTS} objects",
+                      "hashed": f"has more than {MAX_HASHED_KEYS} dict keys or set items that are not strings",
+                      "inflated": f"inflates to more than {MAX_INFLATED_BYTES} bytes of compressed storages",
+                      "viewed": f"views {value} bytes of tensors over {self.stored} bytes of storage "
+                                "(expanded or overlapping views)"}[what]
+            raise TorchCheckpointError(f"the checkpoint {reason}: over what any real checkpoint needs; refused")
+
+
+_BUDGET: contextvars.ContextVar = contextvars.ContextVar("pyclvp_torch_pickle_budget")
+
+
+def _spend(what: str, n: int = 1) -> None:
+    budget = _BUDGET.get(None)  # set by load_object for the length of a load
+    if budget is not None:
+        budget.spend(what, n)
+
+
 def _check_key(key):
     """A dict key or set item must hash in bounded time: CPython hashes nested tuples recursively
     (a million-deep one overflows the C stack) and does not cache tuple hashes (a huge one reused
-    through the memo is a hang). torch only ever writes scalar keys."""
+    through the memo is a hang), and ints that collide make a dict quadratic (MAX_HASHED_KEYS).
+    torch only ever writes scalar keys."""
+    if not isinstance(key, (str, bytes)):
+        _spend("hashed")
     if isinstance(key, tuple):
         if len(key) > _MAX_KEY_TUPLE or any(isinstance(k, tuple) or not isinstance(k, _KEY_SCALARS) for k in key):
             raise TorchCheckpointError(f"data.pkl: dict key or set item {_short(key)} is not a scalar or a short "
@@ -360,6 +402,7 @@ class _Unpickler:
     # -- the stack
 
     def push(self, obj) -> None:
+        _spend("objects")
         self.stack.append(obj)
 
     def pop(self):
@@ -530,13 +573,17 @@ class _Unpickler:
     # -- memo
 
     def BINPUT(self):
-        self.memo[self.uint(1)] = self.peek()
+        self.put(self.uint(1))
 
     def LONG_BINPUT(self):
-        self.memo[self.uint(4)] = self.peek()
+        self.put(self.uint(4))
 
     def MEMOIZE(self):
-        self.memo[len(self.memo)] = self.peek()
+        self.put(len(self.memo))
+
+    def put(self, index: int) -> None:
+        _spend("objects")
+        self.memo[index] = self.peek()
 
     def BINGET(self):
         self._get(self.uint(1))
@@ -734,8 +781,11 @@ class _Archive:
         info, start = self.members[name]
         if info.file_size != nbytes:
             raise TorchCheckpointError(f"storage {key!r} holds {info.file_size} bytes but its id declares {nbytes}")
+        _spend("stored", nbytes)
         if self.map is not None and info.compress_type == zipfile.ZIP_STORED:
             return np.frombuffer(self.map, np.uint8, nbytes, start)
+        if info.compress_type != zipfile.ZIP_STORED:
+            _spend("inflated", nbytes)
         return np.frombuffer(self.read(name, nbytes), np.uint8)
 
 
@@ -798,12 +848,16 @@ def load_object(path, *, mmap: bool = True, bf16: str = "float32"):
     """The object a `torch.save` file holds (dicts, lists, numbers, strings), tensors as NumPy arrays."""
     check_choice("bf16", bf16, BF16_CHOICES)
     path = os.fspath(path)
-    archive = _Archive(path, mmap)
+    token = _BUDGET.set(_Budget())
+    archive = None
     try:
+        archive = _Archive(path, mmap)
         loader = _StorageLoader(archive, widen_bf16=bf16 == "float32")
         return _Unpickler(archive.read(archive.prefix + "data.pkl", MAX_PICKLE_BYTES), loader).run()
     finally:
-        archive.close()
+        if archive is not None:
+            archive.close()
+        _BUDGET.reset(token)
 
 
 def load(path, *, mmap: bool = True, bf16: str = "float32") -> dict[str, np.ndarray]:
