@@ -306,3 +306,10 @@ def test_hyp_corrupted_header_raises_cleanly(blob, cut):
         sf.load(bad)  # may still be valid (e.g. a changed digit in the data area): either way, no crash
     except SafetensorsError:
         pass
+
+
+@pytest.mark.parametrize("bf16", ["float32", "raw"])
+def test_zero_d_bf16_tensor_is_a_zero_d_array(bf16):
+    out = sf.load(sf.save({"s": np.array(2.5, np.float32)}, dtypes={"s": "BF16"}), bf16=bf16)["s"]
+    assert isinstance(out, np.ndarray) and out.shape == ()
+    assert out == (2.5 if bf16 == "float32" else 0x4020)

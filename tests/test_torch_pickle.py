@@ -332,12 +332,13 @@ def _text(s: str) -> bytes:  # BINUNICODE
     return b"X" + len(s).to_bytes(4, "little") + s.encode()
 
 
-def _tensor_pickle(numel: int, size: int, stride: int) -> bytes:
-    """A pickle of one float32 tensor: _rebuild_tensor_v2(storage '0' of `numel`, 0, (size,), (stride,), False, {})."""
-    pid = b"(" + _text("storage") + b"ctorch\nFloatStorage\n" + _text("0") + _text("cpu") + \
+def _tensor_pickle(numel: int, size: int | None, stride: int = 1, storage: str = "FloatStorage") -> bytes:
+    """A pickle of one tensor: _rebuild_tensor_v2(storage '0' of `numel`, 0, (size,), (stride,), False, {});
+    size None: a 0-d tensor, size () and stride ()."""
+    pid = b"(" + _text("storage") + f"ctorch\n{storage}\n".encode() + _text("0") + _text("cpu") + \
         b"J" + numel.to_bytes(4, "little") + b"tQ"
-    args = b"(" + pid + b"K\x00" + b"(J" + size.to_bytes(4, "little") + b"t" + b"(K" + bytes([stride]) + b"t" + \
-        b"\x89" + b"ccollections\nOrderedDict\n)R" + b"t"
+    dims = b"))" if size is None else b"(J" + size.to_bytes(4, "little") + b"t" + b"(K" + bytes([stride]) + b"t"
+    args = b"(" + pid + b"K\x00" + dims + b"\x89" + b"ccollections\nOrderedDict\n)R" + b"t"
     return b"\x80\x02" + b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"R."
 
 
@@ -382,3 +383,12 @@ def test_expanded_views_cannot_imply_unbounded_bytes(tmp_path, monkeypatch):
     path = _archive(tmp_path / "stride0.pt", _tensor_pickle(4, 100_000, 0), {"0": bytes(16)})  # 400 kB from 16 B
     with pytest.raises(TorchCheckpointError, match="views 400000 bytes of tensors over 16 bytes of storage"):
         tp.load_object(path)
+
+
+@pytest.mark.parametrize("bf16", ["float32", "raw"])
+def test_zero_d_bfloat16_tensor_loads_as_a_zero_d_array(tmp_path, bf16):
+    path = _archive(tmp_path / "scalar.pt", _tensor_pickle(1, None, storage="BFloat16Storage"),
+                    {"0": np.array([0x4020], "<u2").tobytes()})  # bfloat16 2.5
+    arr = tp.load_object(path, bf16=bf16)
+    assert isinstance(arr, np.ndarray) and arr.shape == ()
+    assert arr == (2.5 if bf16 == "float32" else 0x4020)

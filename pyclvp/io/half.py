@@ -73,7 +73,7 @@ def as_bf16(bits: np.ndarray) -> Bf16Array:
 def to_float32(a) -> np.ndarray:
     """The float32 values of a float array or a Bf16Array (no copy when it is float32 already)."""
     if isinstance(a, Bf16Array):
-        return np.asarray(bfloat16_to_float32(a.view(np.ndarray)))  # a 0-d tensor stays a 0-d array
+        return bfloat16_to_float32(a.view(np.ndarray))
     return np.asarray(a, dtype=np.float32)
 
 

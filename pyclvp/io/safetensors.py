@@ -69,7 +69,9 @@ def bfloat16_to_float32(bits) -> np.ndarray:
     bits = np.asarray(bits)
     if bits.dtype != np.uint16:
         raise TypeError(f"bfloat16_to_float32 expects uint16 bits, got {bits.dtype}")
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    wide = bits.astype(np.uint32)
+    wide <<= 16  # in place: a 0-d array stays an array (a binary operator would return a NumPy scalar)
+    return wide.view(np.float32)
 
 
 def float32_to_bfloat16(x: np.ndarray) -> np.ndarray:
