@@ -21,6 +21,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .io.files import write_atomic
+
 __all__ = ["ConfigError", "ClvpEncoderConfig", "ClvpDecoderConfig", "ClvpConfig"]
 
 CONFIG_NAME = "config.json"
@@ -102,7 +104,7 @@ class _Config:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         out = directory / CONFIG_NAME
-        out.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_atomic(out, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
         return out
 
 

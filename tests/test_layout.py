@@ -8,8 +8,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pyclvp"
 
 # Each module's layer (by its first name under pyclvp/); a module may import its own layer and those below.
 LAYERS = {
-    "checks": 0, "config": 0, "_core": 0,
-    "io": 1,
+    "checks": 0, "_core": 0,
+    "io": 1, "config": 1,
     "text": 2, "audio": 2,
     "ops": 3, "decoding": 3,
     "model": 4,

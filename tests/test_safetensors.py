@@ -313,3 +313,42 @@ def test_zero_d_bf16_tensor_is_a_zero_d_array(bf16):
     out = sf.load(sf.save({"s": np.array(2.5, np.float32)}, dtypes={"s": "BF16"}), bf16=bf16)["s"]
     assert isinstance(out, np.ndarray) and out.shape == ()
     assert out == (2.5 if bf16 == "float32" else 0x4020)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing atomically: a reader never sees half a file
+
+
+def test_save_file_replaces_a_symlink_instead_of_following_it(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(victim)
+    assert sf.save_file({"a": np.ones(3, np.float32)}, link) == link
+    assert victim.read_text() == "keep me" and not link.is_symlink()
+    np.testing.assert_array_equal(sf.load_file(link)["a"], np.ones(3, np.float32))
+
+
+def test_a_killed_writer_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "model.safetensors"
+    sf.save_file({"a": np.zeros(4, np.float32)}, path)
+    old = path.read_bytes()
+
+    def dying():
+        yield b"partial bytes"
+        raise KeyboardInterrupt  # the writer is stopped half way
+
+    from pyclvp.io.files import write_atomic
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, dying())
+    assert path.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_a_mapped_reader_survives_a_rewrite(tmp_path):
+    path = tmp_path / "model.safetensors"
+    sf.save_file({"a": np.arange(1 << 16, dtype=np.float32)}, path)
+    with sf.safe_open(path) as f:
+        view = f.get_tensor("a")  # a view into the memory map
+        sf.save_file({"b": np.zeros(1, np.float32)}, path)  # rewritten (smaller) while mapped
+        assert view[-1] == (1 << 16) - 1  # the old pages are still there: no SIGBUS

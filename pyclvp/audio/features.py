@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.files import write_atomic
 from .stft import hann_window, stft
 
 __all__ = [
@@ -304,7 +305,7 @@ class ClvpFeatureExtractor:
         directory = Path(os.fspath(directory))
         directory.mkdir(parents=True, exist_ok=True)
         out = directory / self.CONFIG_NAME
-        out.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_atomic(out, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
         return out
 
     # -- padding (ref: SequenceFeatureExtractor.pad, _truncate, _pad) --------------------------

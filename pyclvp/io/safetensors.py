@@ -30,10 +30,12 @@ import json
 import mmap as _mmap
 import os
 from math import prod
+from pathlib import Path
 
 import numpy as np
 
 from ..checks import check_choice, is_int
+from .files import write_atomic
 
 __all__ = ["SafetensorsError", "load_file", "load", "save_file", "save", "safe_open",
            "bfloat16_to_float32", "float32_to_bfloat16"]
@@ -322,12 +324,10 @@ def save(tensors: dict, metadata: dict | None = None, *, dtypes: dict | None = N
     return b"".join(_serialize(tensors, metadata, dtypes))
 
 
-def save_file(tensors: dict, path, metadata: dict | None = None, *, dtypes: dict | None = None) -> None:
-    """Write `tensors` ({name: array}) to `path` in the official writer's exact layout."""
-    chunks = _serialize(tensors, metadata, dtypes)
-    with open(path, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
+def save_file(tensors: dict, path, metadata: dict | None = None, *, dtypes: dict | None = None) -> Path:
+    """Write `tensors` ({name: array}) to `path` in the official writer's exact layout, atomically (a reader,
+    even one with the old file memory-mapped, never sees half a file: pyclvp/io/files.py). Returns the path."""
+    return write_atomic(path, _serialize(tensors, metadata, dtypes))
 
 
 def _serialize(tensors, metadata, dtypes):

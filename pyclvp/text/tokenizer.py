@@ -56,6 +56,7 @@ import numpy as np
 import regex
 
 from ..checks import check_choice
+from ..io.files import write_atomic
 from . import cleaners, normalizer
 
 __all__ = ["ClvpTokenizer", "bytes_to_unicode", "bpe", "DATA_DIR"]
@@ -199,7 +200,7 @@ class ClvpTokenizer:
             "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
         }
         for name, content in written.items():
-            (directory / name).write_text(content, encoding="utf-8")
+            write_atomic(directory / name, content.encode("utf-8"))
         return tuple(str(directory / name) for name in written)
 
     def _added_tokens(self) -> dict[str, int]:
