@@ -120,12 +120,25 @@ def _key(cfg, key: str) -> str:
     return f"{type(cfg).__name__}.{key}"
 
 
+# Upper bounds, checked before anything is allocated or built per layer: orders of magnitude above any model of
+# this family (Tortoise: 30 layers, 16 heads, 1024 wide, 8194 codes), and low enough that a config can never
+# ask for gigabytes of specs or error messages.
+MAX_COUNT = 1024  # layers, heads, blocks
+MAX_SIZE = 1 << 20  # widths, vocabularies, position tables
+_COUNT_KEYS = ("num_hidden_layers", "num_attention_heads", "num_mel_attn_blocks")
+
+
 def _check_positive(cfg, *keys: str) -> None:
-    """Sizes and counts: integers >= 1 (None is left alone: it means "derive it")."""
+    """Sizes and counts: integers in [1, MAX_SIZE] (counts of layers and heads: [1, MAX_COUNT]); None is left
+    alone: it means "derive it"."""
     for key in keys:
         value = getattr(cfg, key)
+        top = MAX_COUNT if key in _COUNT_KEYS else MAX_SIZE
         if value is not None and value < 1:
             raise ConfigError(f"{_key(cfg, key)}: expected an integer >= 1, got {value!r}")
+        if value is not None and value > top:
+            raise ConfigError(f"{_key(cfg, key)}: expected an integer <= {top} (far above any real model), "
+                              f"got {value!r}")
 
 
 def _check_epsilon(cfg, key: str) -> None:

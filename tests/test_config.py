@@ -158,3 +158,23 @@ def test_missing_and_invalid_files(tmp_path):
     (tmp_path / "config.json").write_text("[1]")
     with pytest.raises(ConfigError, match="expected a dict"):
         ClvpConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [("num_hidden_layers", 10**6), ("hidden_size", 10**9), ("vocab_size", 2**40),
+                                        ("max_position_embeddings", 10**7)])
+def test_absurd_sizes_are_refused_at_once_in_one_short_line(key, value):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"ClvpDecoderConfig.{key}: expected an integer <= \d+") as e:
+        ClvpConfig.from_dict({"decoder_config": {key: value}})
+    assert time.perf_counter() - t0 < 2 and len(str(e.value)) < 200
+
+
+def test_a_checkpoint_error_lists_a_few_names_and_counts_the_rest(tmp_path):
+    from pyclvp.io.checkpoints import CheckpointError, check_shapes
+
+    spec = {f"layer.{i}.weight": (2,) for i in range(1000)}
+    with pytest.raises(CheckpointError) as e:
+        check_shapes({}, spec, tmp_path)
+    assert "1000 missing" in str(e.value) and "(992 more)" in str(e.value) and len(str(e.value)) < 2000
