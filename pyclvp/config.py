@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io.files import write_atomic
+from .io.files import read_json, write_atomic
 
 __all__ = ["ConfigError", "ClvpEncoderConfig", "ClvpDecoderConfig", "ClvpConfig"]
 
@@ -93,11 +93,11 @@ class _Config:
         path = Path(path)
         file = path / CONFIG_NAME if path.is_dir() else path
         try:
-            d = json.loads(file.read_text())
+            d = read_json(file)
         except FileNotFoundError:
             raise ConfigError(f"no config file at {file}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{file} is not valid JSON: {e}") from None
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         return cls.from_dict(d)
 
     def save_pretrained(self, directory) -> Path:

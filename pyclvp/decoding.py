@@ -286,6 +286,10 @@ class HostPicker:
         self.logits = None
 
     def _pick(self, logits, k, u):  # (rows, V) -> (rows,)
+        bad = np.flatnonzero(~np.isfinite(logits).all(-1))
+        if bad.size:  # argmax would emit token 0 forever, with plausible-looking scores
+            raise ValueError(f"the decoder's logits hold NaN or infinity at step {k + 1} (row {bad[0]}): the "
+                             "checkpoint has non-finite weights, or the inputs overflowed")
         proc = process_logits(logits, self.seen, k, self.opts, self.eos)
         nxt = sample(proc, u) if self.opts.do_sample else proc.argmax(-1)
         self.seen[np.arange(len(nxt)), nxt] = True

@@ -514,3 +514,26 @@ def test_cli_info_fails_when_the_checks_fail(tmp_path, capsys, kind, problem):
     assert main(["info", str(folder)]) == 1
     out = capsys.readouterr().out
     assert "parameters:" in out and "checks: checkpoint" in out and problem in out
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_nan_weights_stop_generation_with_the_reason(backend):
+    model = _model("tiny_a", backend)
+    ids, feats = _inputs(model)
+    w = dict(model.weights)
+    key = "speech_decoder_model.lm_head.bias"
+    w[key] = np.full_like(w[key], np.nan)
+    broken = ClvpModelForConditionalGeneration(model.config, w, backend)
+    with pytest.raises(ValueError, match="logits hold NaN or infinity at step 1"):
+        broken.generate(ids, feats, max_new_tokens=3)
+    w = dict(model.weights)
+    key = "text_encoder_model.projection.weight"
+    w[key] = np.full_like(w[key], np.nan)
+    with pytest.raises(ValueError, match="text encoder's embeddings hold NaN"):
+        ClvpModelForConditionalGeneration(model.config, w, backend).generate(ids, feats, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.int32])
+def test_integer_pcm_voices_are_refused_with_how_to_scale(dtype):
+    with pytest.raises(TypeError, match=r"look like PCM integers; pass floats in \[-1, 1\]"):
+        rank(_model("tiny_a"), "Hi.", (np.arange(22050) % 200).astype(dtype))

@@ -2,6 +2,7 @@
 round-trips over every dtype, and the malformed-file corpus (tests/data/malformed_safetensors)."""
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from math import prod
@@ -352,3 +353,22 @@ def test_a_mapped_reader_survives_a_rewrite(tmp_path):
         view = f.get_tensor("a")  # a view into the memory map
         sf.save_file({"b": np.zeros(1, np.float32)}, path)  # rewritten (smaller) while mapped
         assert view[-1] == (1 << 16) - 1  # the old pages are still there: no SIGBUS
+
+
+@pytest.mark.parametrize("make", ["fifo", "dev_zero", "folder"])
+def test_not_a_regular_file_is_refused_without_blocking_or_reading(tmp_path, make):
+    from pyclvp.config import ClvpConfig, ConfigError
+
+    if make == "fifo":
+        path = tmp_path / "config.json"
+        os.mkfifo(path)
+    elif make == "dev_zero":
+        path = "/dev/zero"
+    else:
+        path = tmp_path / "d.safetensors"
+        path.mkdir()
+    with pytest.raises((ValueError, IsADirectoryError), match="not a regular file|Is a directory"):
+        sf.safe_open(path)
+    if make != "folder":
+        with pytest.raises(ConfigError, match="not a regular file"):
+            ClvpConfig.from_pretrained(path)

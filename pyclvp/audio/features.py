@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.files import write_atomic
+from ..io.files import read_json, write_atomic
 from .stft import hann_window, stft
 
 __all__ = [
@@ -196,7 +196,8 @@ def check_return_tensors(return_tensors) -> None:
 
 def as_clips(raw_speech) -> list[np.ndarray]:
     """One float32 (T,) array per clip, with transformers' rules for telling one clip from a batch; real-valued,
-    mono and finite (as float32) checked, naming the clip. generate.py's voices go through it too."""
+    mono and finite (as float32) checked, naming the clip. Integer samples are refused (transformers would take
+    int16 PCM as amplitudes up to 32767, silently changing the features). generate.py's voices go through it too."""
     is_batched_numpy = isinstance(raw_speech, np.ndarray) and raw_speech.ndim > 1
     if is_batched_numpy and raw_speech.ndim > 2:
         raise ValueError(f"Only mono-channel audio is supported: got an array of shape {raw_speech.shape}")
@@ -208,6 +209,9 @@ def as_clips(raw_speech) -> list[np.ndarray]:
         clip = np.asarray(clip)
         if clip.dtype.kind not in "fiu":
             raise TypeError(f"clip {i}: expected real-valued samples, got dtype {clip.dtype}")
+        if clip.dtype.kind in "iu" and clip.size:  # transformers takes them as amplitudes, 32768 times too loud
+            raise TypeError(f"clip {i}: {clip.dtype} samples look like PCM integers; pass floats in [-1, 1] "
+                            f"(e.g. x / 32768 for int16) or read the file with pyclvp.load_audio")
         with np.errstate(over="ignore"):  # too large for float32: inf, reported below
             clip = clip.astype(np.float32, copy=False)
         if clip.ndim != 1:
@@ -285,10 +289,7 @@ class ClvpFeatureExtractor:
                 raise FileNotFoundError(f"no such file or directory: {path}")
         if config_file is None or not config_file.is_file():
             return cls(mel_norms=tortoise_mel_norms().tolist())
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{config_file} is not valid JSON: {e}") from None
+        config = read_json(config_file)
         if not isinstance(config, dict):
             raise ValueError(f"{config_file}: expected a JSON object")
         for key in ("feature_extractor_type", "processor_class"):

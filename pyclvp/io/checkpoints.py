@@ -19,12 +19,12 @@ decides what the model keeps.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from . import torch_pickle
+from .files import read_json
 from .half import as_bf16, to_dtype
 from .safetensors import SafetensorsError, safe_open
 
@@ -60,8 +60,8 @@ def check_folder(folder) -> Path:
 def read_shard_index(index_path: Path) -> dict[str, str]:
     """{tensor name: shard file name} of a safetensors or .bin index; every shard a file in the index's folder."""
     try:
-        weight_map = json.loads(Path(index_path).read_text(encoding="utf-8"))["weight_map"]
-    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        weight_map = read_json(index_path)["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index_path} is not a valid index (it needs a 'weight_map' object): "
                               f"{type(e).__name__}: {e}") from None
     if not isinstance(weight_map, dict):

@@ -1,4 +1,6 @@
-"""Writing a file so that no reader ever sees half of it: a temporary file beside the target, renamed into place.
+"""Files, safely: writing so that no reader ever sees half a file; reading small files with a bound.
+
+Writing (write_atomic): a temporary file beside the target, renamed into place.
 
 os.replace is atomic within one file system (POSIX rename, Windows MoveFileEx), so a reader sees the old
 file or the new one, never a mix, and an interrupted writer leaves at worst a hidden `.NAME.<random>.tmp`,
@@ -9,12 +11,14 @@ any new file gets (0o666 less the umask).
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Iterable, Union
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "open_regular", "read_small", "read_json", "MAX_SMALL_FILE"]
 
 
 def write_atomic(path, data: Union[bytes, Iterable[bytes]]) -> Path:
@@ -35,3 +39,35 @@ def write_atomic(path, data: Union[bytes, Iterable[bytes]]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+MAX_SMALL_FILE = 64 << 20  # configs, vocabularies, indexes: a few MB at most (Tortoise's vocab.json: ~5 kB)
+
+
+def open_regular(path):
+    """A regular file opened for binary reading. A FIFO, a device (/dev/zero) or a folder is refused before
+    anything is read: opening a FIFO would block until a writer came, /dev/zero reads until memory runs out.
+    (O_NONBLOCK makes the open of a FIFO return at once; it changes nothing for a regular file.)"""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_small(path, limit: int = MAX_SMALL_FILE) -> bytes:
+    """A regular file's bytes (open_regular), at most `limit` of them: a larger file is refused."""
+    path = Path(path)
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is over {limit} bytes: not a config, vocabulary or index")
+    return data
+
+
+def read_json(path, limit: int = MAX_SMALL_FILE):
+    """A small JSON file's value; malformed or absurdly nested JSON is a ValueError naming the file."""
+    try:
+        return json.loads(read_small(path, limit).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON: {type(e).__name__}: {str(e)[:200]}") from None

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import check_choice, is_int
-from .files import write_atomic
+from .files import open_regular, write_atomic
 
 __all__ = ["SafetensorsError", "load_file", "load", "save_file", "save", "safe_open",
            "bfloat16_to_float32", "float32_to_bfloat16"]
@@ -199,7 +199,7 @@ class safe_open:
             raise ValueError(f"framework must be 'np', got {framework!r}")
         check_choice("bf16", bf16, BF16_CHOICES)
         self.path, self._bf16 = os.fspath(path), bf16
-        self._file = open(self.path, "rb")
+        self._file = open_regular(self.path)
         try:
             size = os.fstat(self._file.fileno()).st_size
             head = self._file.read(8)

@@ -189,6 +189,10 @@ class ClvpModelForConditionalGeneration:
 
     def similarity(self, text_out: EncoderOutput, speech_out: EncoderOutput, return_loss=False) -> ClvpOutput:
         """Normalized embeddings, scaled cosine similarities and (optionally) the contrastive loss."""
+        for side, out in (("text", text_out), ("speech", speech_out)):
+            if not np.isfinite(out.embeds).all():  # a score from NaN would be NaN, and rank order meaningless
+                raise ValueError(f"the {side} encoder's embeddings hold NaN or infinity: the checkpoint has "
+                                 "non-finite weights, or the inputs overflowed")
         t = _l2_normalize(text_out.embeds)  # (Bt, P)
         s = _l2_normalize(speech_out.embeds)  # (Bs, P)
         logits_per_text = (t @ s.T) * np.float32(np.exp(np.float32(self.logit_scale)))  # (Bt, Bs)

@@ -56,7 +56,7 @@ import numpy as np
 import regex
 
 from ..checks import check_choice
-from ..io.files import write_atomic
+from ..io.files import read_json, read_small, write_atomic
 from . import cleaners, normalizer
 
 __all__ = ["ClvpTokenizer", "bytes_to_unicode", "bpe", "DATA_DIR"]
@@ -121,10 +121,7 @@ def _merge_pair(parts: list[str], pair: tuple[str, str]) -> list[str]:
 
 
 def read_vocab(path: Path) -> dict[str, int]:
-    try:
-        vocab = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    vocab = read_json(path)
     if not isinstance(vocab, dict) or not all(isinstance(i, int) and i >= 0 for i in vocab.values()):
         raise ValueError(f"{path}: expected a JSON object mapping tokens to non-negative integer ids")
     return vocab
@@ -133,7 +130,10 @@ def read_vocab(path: Path) -> dict[str, int]:
 def read_merges(path: Path) -> dict[tuple[str, str], int]:
     """merges.txt -> {(a, b): rank}. Like transformers: the first line (the "#version" header) and
     everything after the last newline are skipped. ref: ClvpTokenizer.__init__"""
-    lines = Path(path).read_text(encoding="utf-8").split("\n")[1:-1]
+    try:
+        lines = read_small(path).decode("utf-8").split("\n")[1:-1]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: {e}") from None
     return {tuple(line.split()): rank for rank, line in enumerate(lines)}
 
 
