@@ -4,7 +4,8 @@
     python tools/make_reference.py        # every part
     python tools/make_reference.py model  # one part
 
-The "cleaners" part needs no torch, only inflect and unidecode (see tools/ref_cleaners.py).
+The "cleaners" part needs no torch, only inflect and unidecode (see tools/ref_cleaners.py). The "univnet" part
+needs torch and the tortoise-tts sdist only (tools/ref_univnet.py; its --full writes an opt-in full-size case).
 
 Each part lives in tools/ref_<part>.py and exposes `make(data_dir: Path) -> None`. Parts write only
 under tests/data/, deterministically (fixed seeds), and stamp FIXTURE_VERSION into what they write so
@@ -21,7 +22,8 @@ from pathlib import Path
 FIXTURE_VERSION = 1
 TOOLS = Path(__file__).resolve().parent
 DATA = TOOLS.parent / "tests" / "data"
-PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech", "cleaners", "univnet"]
+PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech", "cleaners",
+         "univnet"]
 
 
 def main(argv=None) -> int:

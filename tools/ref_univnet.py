@@ -4,7 +4,8 @@
                                       vocoder.pth), config.json (the constructor's arguments), expected.npz
                                       (UnivNetGenerator.inference on two cases, the noise it drew, and stages)
   bench/checkpoints/univnet_full/     (opt-in, gitignored: `python tools/ref_univnet.py --full`) the same at
-                                      Tortoise's full size (UnivNetGenerator(), ~14M parameters, ~57 MB)
+                                      Tortoise's full size (UnivNetGenerator(), 14.8M parameters, ~60 MB), and
+                                      the same draw through a float64 copy (wav_float64)
 
 Runs Tortoise's own code, under the reference environment (torch 2.13 CPU; vocoder.py imports only torch).
 What this tool changes around it, and nothing else:
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import shutil
 import sys
 from pathlib import Path
@@ -130,7 +132,7 @@ def _stages(gen, mel, z) -> dict:
 
 
 def _write_case(folder: Path, gen, constructor: dict, kpnet_hidden: int, cases: dict, seed: int,
-                stages: bool = True) -> None:
+                stages: bool = True, float64: bool = False) -> None:
     import torch
 
     from ref_speech import _savez
@@ -151,6 +153,10 @@ def _write_case(folder: Path, gen, constructor: dict, kpnet_hidden: int, cases: 
         assert len(drawn) == 1
         arrays.update({f"{case}.norm_mel": _np(norm_mel), f"{case}.mel": _np(mel), f"{case}.noise": _np(drawn[0]),
                        f"{case}.wav": _np(wav)})
+        if float64:  # the same draw through a float64 copy: how far float32 itself is from the exact answer
+            with torch.no_grad():
+                exact = copy.deepcopy(gen).double().inference(mel.double(), drawn[0].double())
+            arrays[f"{case}.wav_float64"] = _np(exact)
         if stages and case == "b2":
             with torch.no_grad():
                 arrays.update({f"{case}.{k}": v for k, v in _stages(gen, mel, drawn[0]).items()})
@@ -178,7 +184,7 @@ def make_full(folder: Path) -> None:
     vocoder = _import_vocoder()
     shutil.rmtree(folder, ignore_errors=True)
     gen = _generator(vocoder, UNIVNET_FULL, None, seed=40)
-    _write_case(folder, gen, UNIVNET_FULL, 64, {"b1": (1, 24)}, seed=41, stages=False)
+    _write_case(folder, gen, UNIVNET_FULL, 64, {"b1": (1, 24)}, seed=41, stages=False, float64=True)
 
 
 if __name__ == "__main__":
