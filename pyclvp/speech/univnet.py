@@ -1,7 +1,8 @@
 """UnivNet: a (denormalized) 100-bin log-mel -> a 24 kHz waveform (the vocoder of Tortoise's quality path).
 
 Shape legend: B batch, M mel bins, T mel frames, C channels (channel_size), K kernel taps, L kernel windows
-(= mel frames: the kernels change once per frame), W waveform samples, N noise channels (noise_dim).
+(= mel frames: the kernels change once per frame), W waveform samples, N noise channels (noise_dim),
+H the kernel predictor's hidden channels (kpnet_hidden_channels, 64).
 
 UnivNetGenerator.inference(mel), with the configuration tortoise/api.py builds (UnivNetGenerator(): noise 64,
 32 channels, strides 8, 8, 4, dilations 1, 3, 9, 27, hop 256, 100 mel bins):
@@ -92,8 +93,8 @@ class UnivNetConfig(_Config):
 
 def univnet_spec(cfg: UnivNetConfig) -> dict[str, tuple]:
     """Every tensor of the generator (weight norm folded) -> its shape."""
-    C, H, M, K, kp = cfg.channel_size, cfg.kpnet_hidden_channels, cfg.n_mel_channels, cfg.conv_kernel_size, \
-        cfg.kpnet_conv_size
+    C, H, M, K = cfg.channel_size, cfg.kpnet_hidden_channels, cfg.n_mel_channels, cfg.conv_kernel_size
+    kp = cfg.kpnet_conv_size
     layers = len(cfg.dilations)
     spec = {"conv_pre.weight": (C, cfg.noise_dim, PRE_POST_KERNEL), "conv_pre.bias": (C,)}
     for i, s in enumerate(cfg.strides):
