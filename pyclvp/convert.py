@@ -3,6 +3,7 @@
     convert_bin(src, out)                   a transformers folder saved as pytorch_model.bin (or shards)
     convert_tortoise(ar, clvp, out)         Tortoise's autoregressive.pth (UnifiedVoice) + clvp2.pth (CLVP)
     convert_hifigan(pth, out)               Tortoise's hifidecoder.pth (HifiganGenerator) -> out/hifigan/
+    convert_univnet(pth, out)               Tortoise's vocoder.pth (UnivNetGenerator) -> out/univnet/
 
 Both read the PyTorch pickles with pyclvp.io.torch_pickle (allow-listed, nothing executed) and write with
 pyclvp.io.safetensors. The result loads in pyclvp and in transformers' ClvpModelForConditionalGeneration.
@@ -32,6 +33,10 @@ HifiganGenerator (hifidecoder.pth) -> hifigan/{config.json, model.safetensors}, 
   - tensors the generator does not use are dropped (Tortoise loads the file with strict=False); a
     missing one is an error. Strides are not in the weights: the config is api_fast.py's unless given.
 
+UnivNetGenerator (vocoder.pth) -> univnet/{config.json, model.safetensors}, the same names: the file is a dict whose
+"model_g" holds the generator's state dict (Tortoise loads torch.load(...)["model_g"]); weight norm is folded as
+above (the ConvTranspose1d's too: dim=0 is its input channels, and the fold's norm is over every axis but the first).
+
 The config is read off the tensor shapes (sizes, layer counts, vocabularies). Two things shapes do
 not show: the CLVP encoders' head count comes from x-transformers' fixed head size of 64, and the
 decoder's from Tortoise's recommended model_dim // 64 (16 for the released model), overridable.
@@ -46,12 +51,13 @@ import numpy as np
 
 from .config import ClvpConfig
 from .io import torch_pickle
-from .io.checkpoints import check_shapes, load_bin_folder
+from .io.checkpoints import CheckpointError, check_shapes, load_bin_folder
 from .io.safetensors import save_file
 from .speech.hifigan import HifiganConfig, hifigan_spec
+from .speech.univnet import UnivNetConfig, univnet_spec
 
 __all__ = ["convert_bin", "convert_tortoise", "convert_clvp_weights", "convert_autoregressive_weights",
-           "tortoise_config", "convert_hifigan", "fold_weight_norm", "CLVP_ENCODERS_MAPPING", "CLVP_DECODER_MAPPING"]
+           "tortoise_config", "convert_hifigan", "convert_univnet", "fold_weight_norm", "CLVP_ENCODERS_MAPPING", "CLVP_DECODER_MAPPING"]
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 XTRANSFORMERS_DIM_HEAD = 64  # x-transformers' DEFAULT_DIM_HEAD: Tortoise's CLVP never changes it
@@ -291,7 +297,7 @@ def fold_weight_norm(sd: dict) -> dict:
         if key.endswith(".weight_v"):
             base = key[:-len(".weight_v")]
             v = np.asarray(sd[key], np.float32)
-            g = np.asarray(_need(sd, base + ".weight_g", "the HiFi-GAN checkpoint"), np.float32)
+            g = np.asarray(_need(sd, base + ".weight_g", "the weight-normed checkpoint"), np.float32)
             norm = np.sqrt((v.astype(np.float64) ** 2).sum(axis=tuple(range(1, v.ndim)), keepdims=True))  # (O, 1, ..)
             out[base + ".weight"] = (v * (g.reshape(norm.shape) / norm.astype(np.float32))).astype(np.float32)
     return out
@@ -302,16 +308,34 @@ def convert_hifigan(hifidecoder, out_dir, config: dict | None = None) -> dict:
     constructor arguments (HifiganConfig fields). Returns the config written."""
     cfg = HifiganConfig.from_dict(dict(config or {}))
     sd = torch_pickle.load(hifidecoder)
-    tensors = fold_weight_norm(sd)
-    spec = hifigan_spec(cfg)
+    return _write_vocoder(os.path.join(out_dir, "hifigan"), fold_weight_norm(sd), hifigan_spec(cfg), cfg, hifidecoder)
+
+
+def _write_vocoder(folder, tensors: dict, spec: dict, cfg, source) -> dict:
+    """Keep the spec's tensors, check their shapes, write folder/{config.json, model.safetensors}."""
     tensors = {name: np.ascontiguousarray(arr, dtype=np.float32) for name, arr in tensors.items() if name in spec}
-    check_shapes({k: v.shape for k, v in tensors.items()}, spec, hifidecoder)
-    folder = os.path.join(out_dir, "hifigan")
+    check_shapes({k: v.shape for k, v in tensors.items()}, spec, source)
     os.makedirs(folder, exist_ok=True)
     save_file(tensors, os.path.join(folder, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
     cfg.save_pretrained(folder)
     return cfg.to_dict()
 
+
+# ----------------------------------------------------------------------------------------------
+# UnivNet (the quality path's vocoder)
+
+
+def convert_univnet(vocoder_pth, out_dir, config: dict | None = None) -> dict:
+    """vocoder.pth -> out_dir/univnet/{config.json, model.safetensors}; `config` overrides UnivNetGenerator()'s
+    arguments (UnivNetConfig fields). Returns the config written."""
+    cfg = UnivNetConfig.from_dict(dict(config or {}))
+    obj = torch_pickle.load_object(vocoder_pth)
+    if not isinstance(obj, dict) or not isinstance(obj.get("model_g"), dict):
+        keys = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{vocoder_pth}: expected a dict with the generator's state dict under 'model_g' "
+                              f"(as Tortoise's vocoder.pth), got {keys}")
+    tensors = fold_weight_norm(obj["model_g"])
+    return _write_vocoder(os.path.join(out_dir, "univnet"), tensors, univnet_spec(cfg), cfg, vocoder_pth)
 
 def convert_bin(src_dir, out_dir) -> int:
     """A transformers folder with pytorch_model.bin (or its shards) -> out_dir/model.safetensors, with

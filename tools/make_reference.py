@@ -4,7 +4,8 @@
     python tools/make_reference.py        # every part
     python tools/make_reference.py model  # one part
 
-The "cleaners" part needs no torch, only inflect and unidecode (see tools/ref_cleaners.py).
+The "cleaners" part needs no torch, only inflect and unidecode (see tools/ref_cleaners.py). The "univnet" part
+needs torch and the tortoise-tts sdist only (tools/ref_univnet.py; its --full writes an opt-in full-size case).
 The speech part (tools/ref_speech.py: Tortoise's api_fast) runs Tortoise's own code, which needs the transformers
 4.31.0 it pins: build that venv with tools/tortoise_env.sh and run `VENV/bin/python tools/make_reference.py speech`.
 
@@ -23,7 +24,8 @@ from pathlib import Path
 FIXTURE_VERSION = 1
 TOOLS = Path(__file__).resolve().parent
 DATA = TOOLS.parent / "tests" / "data"
-PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech", "cleaners"]
+PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech", "cleaners",
+         "univnet"]
 
 
 def main(argv=None) -> int:

@@ -3,6 +3,7 @@
 Shape legend (used in every numeric file of pyclvp):
     B batch, T time (query positions), S key positions (cache length), C hidden, H heads,
     D head dim, F feed-forward width, V vocab, L layers, G groups, R rotary dim
+    (location_variable_conv: L kernel windows of `hop` samples each, K kernel taps)
 
 Every op takes and returns float32 arrays (weights may be stored in another float dtype; they are
 widened here). The model code (pyclvp/model) calls these through an Ops object and never knows
@@ -204,6 +205,35 @@ def interpolate_linear(x, scale_factor):  # (B, C, T) -> (B, C, To), To = floor(
 
 
 # ----------------------------------------------------------------------------------------------
+# Location-variable convolution (UnivNet's LVC): a convolution whose kernel changes every `hop` samples
+
+
+def location_variable_conv(x, kernels, bias, hop):
+    # (B, Cin, T), (B, Cin, Cout, K, L), (B, Cout, L), T = L * hop -> (B, Cout, T); K odd, stride 1, dilation 1
+    # ref: tortoise/models/vocoder.py, LVCBlock.location_variable_convolution (dilation=1, as LVCBlock calls it):
+    #   y[:, o, l * hop + s] = bias[:, o, l] + sum_{c, k} kernels[:, c, o, k, l] * x_padded[:, c, l * hop + s + k]
+    # where x_padded has (K - 1) / 2 zeros each side: window l sees the samples around its own hop, across the
+    # window's edges, but always with window l's kernel. Its unfold/einsum, as one GEMM per tap and window.
+    B, Cin, T = x.shape
+    _, _, Cout, K, L = kernels.shape
+    if kernels.shape[:2] != (B, Cin) or bias.shape != (B, Cout, L):
+        raise ValueError(f"kernels {kernels.shape} and bias {bias.shape} do not fit x {x.shape}: expected "
+                         f"(B, Cin, Cout, K, L) = ({B}, {Cin}, ...) and (B, Cout, L)")
+    if K % 2 == 0 or T != L * hop:
+        raise ValueError(f"location_variable_conv needs an odd kernel size (got K = {K}) and T = L * hop "
+                         f"(got T = {T}, L = {L}, hop = {hop})")
+    pad = (K - 1) // 2
+    xp = np.pad(_f32(x), ((0, 0), (0, 0), (pad, pad)))  # (B, Cin, T + 2 pad)
+    w = np.ascontiguousarray(_f32(kernels).transpose(0, 4, 3, 2, 1))  # (B, Cin, Cout, K, L) -> (B, L, K, Cout, Cin)
+    y = np.zeros((B, L, Cout, hop), f32)  # (B, L, Cout, hop): window l's outputs
+    for k in range(K):  # one batched GEMM per tap
+        xk = xp[:, :, k: k + T].reshape(B, Cin, L, hop).transpose(0, 2, 1, 3)  # (B, Cin, T) -> (B, L, Cin, hop)
+        y += w[:, :, k] @ xk  # (B, L, Cout, Cin) @ (B, L, Cin, hop) -> (B, L, Cout, hop)
+    y += _f32(bias).transpose(0, 2, 1)[..., None]  # + (B, L, Cout, 1)
+    return y.transpose(0, 2, 1, 3).reshape(B, Cout, T)  # (B, L, Cout, hop) -> (B, Cout, L, hop) -> (B, Cout, T)
+
+
+# ----------------------------------------------------------------------------------------------
 # The backend object
 
 
@@ -225,6 +255,7 @@ class NumpyOps:
     conv_transpose1d = staticmethod(conv_transpose1d)
     leaky_relu = staticmethod(leaky_relu)
     interpolate_linear = staticmethod(interpolate_linear)
+    location_variable_conv = staticmethod(location_variable_conv)
     prepare_weight = staticmethod(convert_weight)
 
     @staticmethod
