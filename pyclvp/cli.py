@@ -130,13 +130,15 @@ def _cmd_convert(args):
 
 @command("convert-tortoise")
 def _add_convert_tortoise(sub):
-    p = sub.add_parser("convert-tortoise", help="Tortoise autoregressive.pth + clvp2.pth (and hifidecoder.pth) -> a "
+    p = sub.add_parser("convert-tortoise", help="Tortoise autoregressive.pth + clvp2.pth (and hifidecoder.pth, diffusion_decoder.pth) -> a "
                                                 "transformers-layout CLVP folder (config.json + model.safetensors, "
-                                                "hifigan/), without torch")
+                                                "hifigan/, diffusion/), without torch")
     p.add_argument("--autoregressive", metavar="PTH", help="Tortoise's autoregressive.pth (UnifiedVoice)")
     p.add_argument("--clvp", metavar="PTH", help="Tortoise's clvp2.pth (CLVP)")
     p.add_argument("--hifigan", metavar="PTH", help="Tortoise's hifidecoder.pth (the fast path's HiFi-GAN decoder)")
     p.add_argument("--hifigan-config", metavar="JSON", help="HifiganGenerator's arguments, if not api_fast.py's")
+    p.add_argument("--diffusion", metavar="PTH", help="Tortoise's diffusion_decoder.pth (the quality path's DiffusionTts)")
+    p.add_argument("--diffusion-config", metavar="JSON", help="DiffusionTts's arguments, if not read off the shapes")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--decoder-heads", type=int, default=None,
                    help="the autoregressive model's attention heads (default: model_dim // 64, 16 for Tortoise)")
@@ -146,12 +148,12 @@ def _add_convert_tortoise(sub):
 def _cmd_convert_tortoise(args):
     import json
 
-    from pyclvp.convert import convert_hifigan, convert_tortoise
+    from pyclvp.convert import convert_diffusion, convert_hifigan, convert_tortoise
 
     if (args.autoregressive is None) != (args.clvp is None):
         raise ValueError("--autoregressive and --clvp go together (the CLVP folder needs both)")
-    if args.autoregressive is None and args.hifigan is None:
-        raise ValueError("nothing to convert: give --autoregressive and --clvp, --hifigan, or all three")
+    if args.autoregressive is None and args.hifigan is None and args.diffusion is None:
+        raise ValueError("nothing to convert: give --autoregressive and --clvp, --hifigan, --diffusion, or several")
     if args.autoregressive is not None:
         config = convert_tortoise(args.autoregressive, args.clvp, args.output, decoder_heads=args.decoder_heads)
         d = config["decoder_config"]
@@ -162,6 +164,11 @@ def _cmd_convert_tortoise(args):
         h = convert_hifigan(args.hifigan, args.output, overrides)
         print(f"wrote {args.output}/hifigan/config.json and model.safetensors (HiFi-GAN {h['in_channels']} -> "
               f"{h['upsample_initial_channel']} channels, upsampling {'x'.join(map(str, h['upsample_factors']))})")
+    if args.diffusion is not None:
+        overrides = json.loads(open(args.diffusion_config).read()) if args.diffusion_config else None
+        d = convert_diffusion(args.diffusion, args.output, overrides)
+        print(f"wrote {args.output}/diffusion/config.json and model.safetensors (DiffusionTts {d['num_layers']} layers "
+              f"x {d['model_channels']}, {d['num_heads']} heads)")
 
 
 @command("info")
