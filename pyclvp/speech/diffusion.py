@@ -46,6 +46,7 @@ code_embedding and code_converter, is never run by Tortoise's api and is not kep
 """
 from __future__ import annotations
 
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -205,12 +206,18 @@ def relative_position_bucket(relative_position, num_buckets: int = NUM_BUCKETS, 
     return ret + np.where(n < max_exact, n, large)
 
 
+@functools.lru_cache(maxsize=8)
+def _buckets(T: int):  # T -> (T, T) int64, read-only: every attention block of a pass shares it
+    pos = np.arange(T)
+    buckets = relative_position_bucket(pos[None, :] - pos[:, None])  # (T, T): bucket(k_pos - q_pos)
+    buckets.setflags(write=False)
+    return buckets
+
+
 def position_bias(table, T: int, scale: float):  # (NUM_BUCKETS, H), T -> (1, H, T, T) additive attention bias
     # ref: RelativePositionBias.forward: qk_dots + rearrange(table[bucket(k_pos - q_pos)], 'i j h -> () h i j') * scale
-    pos = np.arange(T)
-    buckets = relative_position_bucket(pos[None, :] - pos[:, None])  # (T, T)
-    bias = np.asarray(table, f32)[buckets]  # (T, T, H)
-    return (bias.transpose(2, 0, 1) * f32(scale))[None]  # (1, H, T, T)
+    bias = (np.asarray(table, f32).T * f32(scale))[:, _buckets(T)]  # (H, NUM_BUCKETS) -> (H, T, T)
+    return bias[None]  # (1, H, T, T)
 
 
 def interpolate_nearest(x, size: int):  # (B, C, S) -> (B, C, size)
