@@ -3,7 +3,8 @@
 Map of the package, in pipeline order (imports run downwards only):
   cli.py, png.py    the `pyclvp` command, and its pictures           demo.py  a random model + a voice clip
   rank.py           text + voice -> candidates ranked by CLVP (Tortoise's pipeline)
-  speech/           speech out: hifigan.py (latents -> audio), univnet.py (mel -> audio), tts.py (TextToSpeech)
+  speech/           speech out: hifigan.py (fast path: latents -> audio); diffusion.py + sampler.py (quality path: latents
+                    -> mel), univnet.py (mel -> audio); tts.py (TextToSpeech)
   model/            the CLVP model written once against ops: conditioning, decoder, encoders, ClvpModel...
                     (model/clvp.py: forward, generate; model/weights.py: the checkpoint spec)
   decoding.py       generation options, logits processors, sampling, the KV-cached decode loop

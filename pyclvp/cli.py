@@ -131,14 +131,17 @@ def _cmd_convert(args):
 @command("convert-tortoise")
 def _add_convert_tortoise(sub):
     p = sub.add_parser("convert-tortoise", help="Tortoise autoregressive.pth + clvp2.pth (and hifidecoder.pth, "
-                                                "vocoder.pth) -> a transformers-layout CLVP folder (config.json + "
-                                                "model.safetensors, hifigan/, univnet/), without torch")
+                                                "diffusion_decoder.pth, vocoder.pth) -> a transformers-layout CLVP folder "
+                                                "(config.json + model.safetensors, hifigan/, diffusion/, univnet/), "
+                                                "without torch")
     p.add_argument("--autoregressive", metavar="PTH", help="Tortoise's autoregressive.pth (UnifiedVoice)")
     p.add_argument("--clvp", metavar="PTH", help="Tortoise's clvp2.pth (CLVP)")
     p.add_argument("--hifigan", metavar="PTH", help="Tortoise's hifidecoder.pth (the fast path's HiFi-GAN decoder)")
     p.add_argument("--hifigan-config", metavar="JSON", help="HifiganGenerator's arguments, if not api_fast.py's")
     p.add_argument("--vocoder", metavar="PTH", help="Tortoise's vocoder.pth (the quality path's UnivNet vocoder)")
     p.add_argument("--vocoder-config", metavar="JSON", help="UnivNetGenerator's arguments, if not api.py's defaults")
+    p.add_argument("--diffusion", metavar="PTH", help="Tortoise's diffusion_decoder.pth (the quality path's DiffusionTts)")
+    p.add_argument("--diffusion-config", metavar="JSON", help="DiffusionTts's arguments, if not read off the shapes")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--decoder-heads", type=int, default=None,
                    help="the autoregressive model's attention heads (default: model_dim // 64, 16 for Tortoise)")
@@ -146,29 +149,33 @@ def _add_convert_tortoise(sub):
 
 
 def _cmd_convert_tortoise(args):
-    import json
-
-    from pyclvp.convert import convert_hifigan, convert_tortoise, convert_univnet
+    from pyclvp.convert import convert_diffusion, convert_hifigan, convert_tortoise, convert_univnet
+    from pyclvp.io.files import read_json
 
     if (args.autoregressive is None) != (args.clvp is None):
         raise ValueError("--autoregressive and --clvp go together (the CLVP folder needs both)")
-    if args.autoregressive is None and args.hifigan is None and args.vocoder is None:
-        raise ValueError("nothing to convert: give --autoregressive and --clvp, --hifigan, --vocoder, or several")
+    if args.autoregressive is None and args.hifigan is None and args.vocoder is None and args.diffusion is None:
+        raise ValueError("nothing to convert: give --autoregressive and --clvp, --hifigan, --diffusion, --vocoder, "
+                         "or several")
     if args.autoregressive is not None:
         config = convert_tortoise(args.autoregressive, args.clvp, args.output, decoder_heads=args.decoder_heads)
         d = config["decoder_config"]
         print(f"wrote {args.output}/config.json and model.safetensors (decoder {d['num_hidden_layers']} layers x "
               f"{d['hidden_size']}, {d['num_attention_heads']} heads)")
-    if args.hifigan is not None:
-        overrides = json.loads(open(args.hifigan_config).read()) if args.hifigan_config else None
-        h = convert_hifigan(args.hifigan, args.output, overrides)
-        print(f"wrote {args.output}/hifigan/config.json and model.safetensors (HiFi-GAN {h['in_channels']} -> "
-              f"{h['upsample_initial_channel']} channels, upsampling {'x'.join(map(str, h['upsample_factors']))})")
-    if args.vocoder is not None:
-        overrides = json.loads(open(args.vocoder_config).read()) if args.vocoder_config else None
-        u = convert_univnet(args.vocoder, args.output, overrides)
-        print(f"wrote {args.output}/univnet/config.json and model.safetensors (UnivNet {u['n_mel_channels']} mel bins "
-              f"-> {u['channel_size']} channels, strides {'x'.join(map(str, u['strides']))})")
+    vocoders = [  # (folder, converter, .pth, config overrides, what to say of the config written)
+        ("hifigan", convert_hifigan, args.hifigan, args.hifigan_config, lambda c: (
+            f"HiFi-GAN {c['in_channels']} -> {c['upsample_initial_channel']} channels, upsampling "
+            + "x".join(map(str, c["upsample_factors"])))),
+        ("diffusion", convert_diffusion, args.diffusion, args.diffusion_config, lambda c: (
+            f"DiffusionTts {c['num_layers']} layers x {c['model_channels']}, {c['num_heads']} heads")),
+        ("univnet", convert_univnet, args.vocoder, args.vocoder_config, lambda c: (
+            f"UnivNet {c['n_mel_channels']} mel bins -> {c['channel_size']} channels, strides "
+            + "x".join(map(str, c["strides"])))),
+    ]
+    for folder, convert, pth, overrides, summary in vocoders:
+        if pth is not None:
+            config = convert(pth, args.output, read_json(overrides) if overrides else None)
+            print(f"wrote {args.output}/{folder}/config.json and model.safetensors ({summary(config)})")
 
 
 @command("info")

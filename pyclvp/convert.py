@@ -4,6 +4,7 @@
     convert_tortoise(ar, clvp, out)         Tortoise's autoregressive.pth (UnifiedVoice) + clvp2.pth (CLVP)
     convert_hifigan(pth, out)               Tortoise's hifidecoder.pth (HifiganGenerator) -> out/hifigan/
     convert_univnet(pth, out)               Tortoise's vocoder.pth (UnivNetGenerator) -> out/univnet/
+    convert_diffusion(pth, out)             Tortoise's diffusion_decoder.pth (DiffusionTts) -> out/diffusion/
 
 Both read the PyTorch pickles with pyclvp.io.torch_pickle (allow-listed, nothing executed) and write with
 pyclvp.io.safetensors. The result loads in pyclvp and in transformers' ClvpModelForConditionalGeneration.
@@ -37,6 +38,11 @@ UnivNetGenerator (vocoder.pth) -> univnet/{config.json, model.safetensors}, the 
 "model_g" holds the generator's state dict (Tortoise loads torch.load(...)["model_g"]); weight norm is folded as
 above (the ConvTranspose1d's too: dim=0 is its input channels, and the fold's norm is over every axis but the first).
 
+DiffusionTts (diffusion_decoder.pth) -> diffusion/{config.json, model.safetensors}, the same names:
+  - the token path (code_embedding, code_converter), which Tortoise's api never runs (it conditions on
+    latents), is dropped; every tensor of diffusion_spec must be there. The config is read off the shapes
+    (the head count from the relative position tables, (32, heads)) unless given.
+
 The config is read off the tensor shapes (sizes, layer counts, vocabularies). Two things shapes do
 not show: the CLVP encoders' head count comes from x-transformers' fixed head size of 64, and the
 decoder's from Tortoise's recommended model_dim // 64 (16 for the released model), overridable.
@@ -53,11 +59,13 @@ from .config import ClvpConfig
 from .io import torch_pickle
 from .io.checkpoints import CheckpointError, check_shapes, load_bin_folder
 from .io.safetensors import save_file
+from .speech.diffusion import DiffusionConfig, diffusion_spec
 from .speech.hifigan import HifiganConfig, hifigan_spec
 from .speech.univnet import UnivNetConfig, univnet_spec
 
 __all__ = ["convert_bin", "convert_tortoise", "convert_clvp_weights", "convert_autoregressive_weights",
-           "tortoise_config", "convert_hifigan", "convert_univnet", "fold_weight_norm", "CLVP_ENCODERS_MAPPING", "CLVP_DECODER_MAPPING"]
+           "tortoise_config", "convert_hifigan", "convert_univnet", "convert_diffusion", "diffusion_config",
+           "fold_weight_norm", "CLVP_ENCODERS_MAPPING", "CLVP_DECODER_MAPPING"]
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 XTRANSFORMERS_DIM_HEAD = 64  # x-transformers' DEFAULT_DIM_HEAD: Tortoise's CLVP never changes it
@@ -336,6 +344,37 @@ def convert_univnet(vocoder_pth, out_dir, config: dict | None = None) -> dict:
                               f"(as Tortoise's vocoder.pth), got {keys}")
     tensors = fold_weight_norm(obj["model_g"])
     return _write_vocoder(os.path.join(out_dir, "univnet"), tensors, univnet_spec(cfg), cfg, vocoder_pth)
+# The diffusion decoder (the quality path)
+
+
+def diffusion_config(sd: dict) -> dict:
+    """DiffusionTts's constructor arguments read off its state dict's shapes (ref: DiffusionTts.__init__)."""
+    src = "the diffusion checkpoint"
+    inp = _need(sd, "inp_block.weight", src)  # (C, M, 3)
+    table = _need(sd, "latent_conditioner.1.relative_pos_embeddings.relative_attention_bias.weight", src)  # (32, H)
+    config = dict(model_channels=int(inp.shape[0]), in_channels=int(inp.shape[1]),
+                  out_channels=int(_need(sd, "out.2.weight", src).shape[0]),
+                  in_latent_channels=int(_need(sd, "latent_conditioner.0.weight", src).shape[1]),
+                  num_heads=int(table.shape[1]), num_layers=_count(sd, r"layers\.(\d+)\.attn\."))
+    if "code_embedding.weight" in sd:
+        config["in_tokens"] = int(sd["code_embedding.weight"].shape[0])
+    return config
+
+
+def convert_diffusion(pth, out_dir, config: dict | None = None) -> dict:
+    """diffusion_decoder.pth -> out_dir/diffusion/{config.json, model.safetensors}; `config` overrides what the
+    shapes say (DiffusionConfig fields). Returns the config written."""
+    sd = torch_pickle.load(pth)
+    cfg = DiffusionConfig.from_dict({**diffusion_config(sd), **dict(config or {})})
+    spec = diffusion_spec(cfg)
+    tensors = {name: np.ascontiguousarray(arr, dtype=np.float32) for name, arr in sd.items() if name in spec}
+    check_shapes({k: v.shape for k, v in tensors.items()}, spec, pth)
+    folder = os.path.join(out_dir, "diffusion")
+    os.makedirs(folder, exist_ok=True)
+    save_file(tensors, os.path.join(folder, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
+    cfg.save_pretrained(folder)
+    return cfg.to_dict()
+
 
 def convert_bin(src_dir, out_dir) -> int:
     """A transformers folder with pytorch_model.bin (or its shards) -> out_dir/model.safetensors, with

@@ -167,6 +167,22 @@ def test_activations_literal():
             assert_close(ops.gated_gelu(np.array([2.0, 1.0], np.float32)), [1.6826895], atol=1e-6)
 
 
+@hyp
+@given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS, scale=st.sampled_from([0.01, 1.0, 30.0, 1e4]))
+def test_hyp_silu(shape, seed, scale):
+    # no kernel yet (the diffusion decoder's): the reference against x * sigmoid(x) in float64, and every backend
+    x = rand(np.random.default_rng(seed), *shape, scale=scale)
+    x64 = x.astype(np.float64)
+    want = x64 / (1 + np.exp(np.clip(-x64, -700, 700)))
+    assert_close(ref.silu(x), want, atol=1e-6, rtol=1e-6, name="silu")
+    assert_close(ops.silu(x), ref.silu(x), **TOL, name="silu")
+
+
+def test_silu_literal():
+    x = np.array([-100.0, -3.0, -1.0, 0.0, 0.5, 2.0, 100.0], np.float32)
+    assert_close(ref.silu(x), [-3.7200760e-42, -0.14227763, -0.26894142, 0.0, 0.31122968, 1.7615942, 100.0], atol=1e-6)
+
+
 @ISA
 @hyp
 @given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS, scale=st.sampled_from([1.0, 20.0, 1e4]),

@@ -92,6 +92,11 @@ def gated_gelu(x):  # (..., 2F) -> (..., F)
     return h * gelu(gate)
 
 
+def silu(x):  # (...) -> (...)
+    # ref: torch.nn.functional.silu: x * sigmoid(x); sigmoid(x) = (1 + tanh(x / 2)) / 2 never overflows
+    return x * (f32(0.5) + f32(0.5) * np.tanh(f32(0.5) * x))
+
+
 def softmax(x, axis=-1):  # (...) -> (...)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -248,6 +253,7 @@ class NumpyOps:
     gelu_new = staticmethod(gelu_new)
     gelu = staticmethod(gelu)
     gated_gelu = staticmethod(gated_gelu)
+    silu = staticmethod(silu)
     softmax = staticmethod(softmax)
     rotary = staticmethod(rotary)
     attention = staticmethod(attention)
