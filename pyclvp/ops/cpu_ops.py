@@ -44,6 +44,10 @@ def _vec(p):  # small parameters (norm weights, biases): float32, C order
     return None if p is None else np.ascontiguousarray(to_float32(p))
 
 
+def _conv_weight(w):  # a conv weight (Cout, Cin, K) / (Cin, Cout, K): float32, C order (kernels take f32 only)
+    return np.ascontiguousarray(to_float32(w)) if isinstance(w, (np.ndarray, Bf16Array)) else w
+
+
 def _weight(w):  # a (Cout, Cin) matrix as stored: f32 / f16 / uint16 bfloat16 bits, C or Fortran order
     if isinstance(w, Bf16Array):
         w = w.view(np.ndarray)
@@ -137,6 +141,20 @@ class CpuOps(NumpyOps):
             if mask.shape[0] not in (1, B) or mask.shape[2] not in (1, T):
                 mask = np.ascontiguousarray(np.broadcast_to(mask, (B, 1, T, S)))
         return self.core.attention(q, k, v, mask, float(scale))
+
+    # ------------------------------------------------------------------------------------------
+    # Convolutions (B, C, T); conv weights (3-D) are widened to float32 here, whatever the model's dtype
+
+    def conv1d(self, x, w, b=None, stride=1, padding=0, dilation=1):  # (B, Cin, T), (Cout, Cin, K) -> (B, Cout, To)
+        return self.core.conv1d(_act(x), _conv_weight(w), _vec(b), int(stride), int(padding), int(dilation))
+
+    def conv_transpose1d(self, x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
+        # (B, Cin, T), (Cin, Cout, K) -> (B, Cout, To)
+        return self.core.conv_transpose1d(_act(x), _conv_weight(w), _vec(b), int(stride), int(padding),
+                                          int(output_padding), int(dilation))
+
+    def leaky_relu(self, x, slope=0.01):  # (...) -> (...)
+        return self.core.leaky_relu(_act(x), float(slope))
 
     # ------------------------------------------------------------------------------------------
     # Hooks for the model
