@@ -175,7 +175,7 @@ void conv1d(const ConvArgs& a);
 template <CpuIsa ISA>
 void conv_transpose1d(const ConvArgs& a);
 
-// matches pyclvp/ops/numpy_ops.py::leaky_relu (elementwise): x if x > 0 else x * slope, exactly.
+// matches pyclvp/ops/numpy_ops.py::leaky_relu (elementwise): x if x > 0 else x * slope, bit for bit.
 //   y, x : (n,) f32, y may alias x
 template <CpuIsa ISA>
 void leaky_relu(float* y, const float* x, int64_t n, float slope);

@@ -232,16 +232,15 @@ void conv_transpose1d<ISA>(const ConvArgs& a) {
 
 template <>
 void leaky_relu<ISA>(float* y, const float* x, int64_t n, float slope) {
-  // max(x, 0) + slope * min(x, 0): x for x > 0, slope * x for x < 0, and (as x > 0 ? x : slope x) -0.0 for -0.0
-  // and NaN for NaN (Vec's max/min return their second operand when either is NaN, or when both are zeros).
+  // The reference's select, lane-wise: x > 0 ? x : x * slope (max/min arithmetic would lose -0.0 at slope 0).
   constexpr int64_t kGrain = 16384;
-  const V zero = V::zero(), k = V::set1(slope);
+  const V k = V::set1(slope);
   parallel_for(ceil_div(n, kGrain), [&](int64_t chunk) {
     const int64_t end = std::min(n, (chunk + 1) * kGrain);
     for (int64_t i = chunk * kGrain; i < end; i += W) {
       const int m = static_cast<int>(std::min<int64_t>(W, end - i));
       const V v = load_n<V>(x + i, m);
-      store_n(y + i, V::max(zero, v) + k * V::min(zero, v), m);
+      store_n(y + i, V::if_positive(v, v, v * k), m);
     }
   });
 }
