@@ -6,6 +6,8 @@ with the reference at TOLERANCE["cpu", dtype]. Half-precision weights are compar
 reference on the same weights widened to float32: the kernels widen on load and accumulate in
 float32, so only the summation order differs and float32's 1e-4 bound holds for them too.
 Every property has a sibling test with literal values; the bindings' argument checks have theirs.
+The convolution section also runs the NumPy reference itself against torch's values (tests/data/conv,
+tools/ref_conv.py) and checks that every backend refuses bad arguments with the same ValueError.
 """
 from pathlib import Path
 

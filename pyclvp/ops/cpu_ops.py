@@ -8,6 +8,8 @@ PYCLVP_ISA=scalar|avx2|avx512 forces one); csrc/bindings/ops.cc checks every arg
 The CUDA backend (pyclvp/ops/cuda_ops.py) is this class over another kernel module
 (pyclvp._core.cuda, the same names and arguments): `core` is where the kernels come from, and
 `_matrix` and `_max_head_dim` are the two places where the backends differ.
+interpolate_linear has no kernel: every backend runs the NumPy reference's. Conv weights are
+widened to float32 here (the conv kernels take float32 only).
 
 Beyond the reference ops, CpuOps overrides the two hooks every backend declares (pyclvp/ops/__init__.py):
 
