@@ -160,6 +160,13 @@ void conv1d<ISA>(const ConvArgs& a) {
     const int64_t r = pr / rows, row = pr % rows;
     const float* x = a.x + row * T;
     float* dst = xs + r * plane + row * Lp;
+    if (s == 1) {  // [p zeros, x, zeros], clipped to Lp
+      const int64_t u0 = std::min(p, Lp), u1 = std::min(p + T, Lp);
+      std::fill(dst, dst + u0, 0.0f);
+      std::copy(x, x + (u1 - u0), dst + u0);
+      std::fill(dst + u1, dst + Lp, 0.0f);
+      return;
+    }
     for (int64_t u = 0; u < Lp; ++u) {
       const int64_t t = u * s + r - p;
       dst[u] = t >= 0 && t < T ? x[t] : 0.0f;
