@@ -18,9 +18,11 @@
 //                     by stride, at shift e_k = (ph + padding - k d) / stride into x padded on both
 //                     sides. No scatter, no zero-stuffed input; the phases' outputs are interleaved last.
 //
-// The correlation is BLIS-like. The weights are packed per call into tiles of MR output channels
-// (wp[tile][c][i][0:MR], contiguous along the (c, i) loop); a register tile of MR channels x NR = NV*W
-// times does, per (c, i), NV vector loads of the shifted source row, MR broadcasts and MR*NV FMAs.
+// The correlation is BLIS-like. A register tile of MR output channels x NR = NV*W times does, per
+// (c, i), NV vector loads of the shifted source row, MR broadcasts of weights and MR*NV FMAs. conv1d
+// reads its weights in place: row o of (Cout, Cin, K) is already contiguous along the (c, k) loop.
+// conv_transpose1d's phases take every stride-th tap of (Cin, Cout, K): those weights are packed per
+// call into tiles of MR output channels (wp[tile][c][i][0:MR], contiguous along the (c, i) loop).
 // A task owns (batch, MC channels, NC times) and walks the channels in chunks of KC, sized so one
 // weight tile's chunk stays in L1 while the chunk's source rows (KC x (NC + the taps' span)) stay in L2;
 // partial sums wait in y between chunks. Ragged edges: weight tiles are zero-padded to MR rows, the
@@ -55,7 +57,10 @@ std::unique_ptr<float[]> scratch(int64_t n) { return std::unique_ptr<float[]>(ne
 
 // One correlation (see the top of the file). Rows of batch b: src + b * src_sb + c * src_sc, out + b * out_sb + o * out_so.
 struct Corr {
-  const float* wp = nullptr;   // (ceil(Cout / MR), Cin, ntaps, MR), zero rows past Cout
+  // weight(o, c, i) = w[o * w_row + (c * ntaps + i) * w_step]: packed (ceil(Cout / MR) * MR, Cin, ntaps) tiles,
+  // w_row 1 and w_step MR within a tile of MR rows (zero rows past Cout), or conv1d's (Cout, Cin, K): w_row Cin K, w_step 1
+  const float* w = nullptr;
+  int64_t w_tile = 0, w_row = 0, w_step = 0;  // w_tile: from one tile of MR rows to the next
   std::vector<int64_t> off;    // (ntaps,) shifts into a source row (may reach into other planes, see conv1d)
   const float* src = nullptr;  // >= max(off) + round_up(M, NR) readable floats from every row start
   int64_t src_sb = 0, src_sc = 0;
@@ -64,7 +69,7 @@ struct Corr {
   int64_t M = 0;
 };
 
-// Packs w into Corr::wp's layout: wp[t][c][i][r] = weight(o = t MR + r, c, tap i), 0 for o >= Cout.
+// Packs weights into Corr's packed layout: wp[t][c][i][r] = weight(o = t MR + r, c, tap i), 0 for o >= Cout.
 template <class F>
 void pack_weights(float* wp, int64_t Cout, int64_t Cin, int64_t ntaps, F weight) {
   parallel_for(ceil_div(Cout, MR), [&](int64_t t) {
@@ -80,6 +85,7 @@ void pack_weights(float* wp, int64_t Cout, int64_t Cin, int64_t ntaps, F weight)
 
 // The register tile: out[o0 : o0 + rows, m0 : m0 + NR) (clipped at M) over channels [c0, c1).
 // first: start from the bias (or 0), else from the partial sums in out.
+template <int STEP>  // Corr::w_step: 1 (weights in place) or MR (packed)
 void tile(const Corr& j, const float* wt, int64_t ntaps, const float* src, float* out, const float* bias, int64_t o0,
           int rows, int64_t m0, int64_t c0, int64_t c1, bool first) {
   int lanes[NV];
@@ -93,15 +99,17 @@ void tile(const Corr& j, const float* wt, int64_t ntaps, const float* src, float
     }
   }
   const int64_t* off = j.off.data();
-  const float* w = wt + c0 * ntaps * MR;
+  const float* wr[MR];  // rows past Cout read the last row (their sums are not stored)
+  for (int r = 0; r < MR; ++r) wr[r] = wt + std::min(r, rows - 1) * j.w_row + c0 * ntaps * STEP;
+  int64_t idx = 0;
   for (int64_t c = c0; c < c1; ++c) {
     const float* xc = src + c * j.src_sc + m0;
-    for (int64_t i = 0; i < ntaps; ++i, w += MR) {
+    for (int64_t i = 0; i < ntaps; ++i, idx += STEP) {
       const float* xs = xc + off[i];
       V xv[NV];
       for (int v = 0; v < NV; ++v) xv[v] = V::load(xs + v * W);
       for (int r = 0; r < MR; ++r) {
-        const V wv = V::set1(w[r]);
+        const V wv = V::set1(wr[r][idx]);
         for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wv, xv[v], acc[r][v]);
       }
     }
@@ -136,9 +144,12 @@ void run(const std::vector<Corr>& jobs, int64_t B, int64_t Cin, int64_t Cout, co
     do {
       const int64_t c1 = std::min(Ceff, c0 + KC);
       for (int64_t o = t.o0; o < o1; o += MR) {
-        const float* wt = j.wp + (o / MR) * Cin * ntaps * MR;
+        const float* wt = j.w + (o / MR) * j.w_tile;
         const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
-        for (int64_t m = t.m0; m < m1; m += NR) tile(j, wt, ntaps, src, out, bias, o, rows, m, c0, c1, c0 == 0);
+        for (int64_t m = t.m0; m < m1; m += NR) {
+          if (j.w_step == 1) tile<1>(j, wt, ntaps, src, out, bias, o, rows, m, c0, c1, c0 == 0);
+          else tile<MR>(j, wt, ntaps, src, out, bias, o, rows, m, c0, c1, c0 == 0);
+        }
       }
       c0 = c1;
     } while (c0 < Ceff);
@@ -172,10 +183,8 @@ void conv1d<ISA>(const ConvArgs& a) {
       dst[u] = t >= 0 && t < T ? x[t] : 0.0f;
     }
   });
-  auto wp = scratch(round_up(a.Cout, MR) * a.Cin * K);
-  pack_weights(wp.get(), a.Cout, a.Cin, K, [&](int64_t o, int64_t c, int64_t k) { return a.w[(o * a.Cin + c) * K + k]; });
-  Corr j;
-  j.wp = wp.get();
+  Corr j;  // the weights in place: row o of (Cout, Cin, K) runs along (c, k)
+  j.w = a.w, j.w_row = a.Cin * K, j.w_tile = MR * j.w_row, j.w_step = 1;
   for (int64_t k = 0; k < K; ++k) j.off.push_back((k * d) % s * plane + k * d / s);
   j.src = xs, j.src_sb = a.Cin * Lp, j.src_sc = Lp;
   j.out = a.y, j.out_sb = a.Cout * a.To, j.out_so = a.To, j.M = a.To;
@@ -217,7 +226,7 @@ void conv_transpose1d<ISA>(const ConvArgs& a) {
     const int64_t nt = static_cast<int64_t>(tk.size());
     pack_weights(w, Cout, a.Cin, nt, [&](int64_t o, int64_t c, int64_t i) { return a.w[(c * Cout + o) * K + tk[i]]; });
     Corr j;
-    j.wp = w;
+    j.w = w, j.w_row = 1, j.w_tile = a.Cin * nt * MR, j.w_step = MR;
     for (int64_t e : shifts[ph]) j.off.push_back(e + padL);
     j.src = xpad.get(), j.src_sb = a.Cin * Lx, j.src_sc = Lx;
     j.M = ceil_div(a.To - ph, s);
