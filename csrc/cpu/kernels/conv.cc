@@ -69,20 +69,6 @@ struct Corr {
   int64_t M = 0;
 };
 
-// Packs weights into Corr's packed layout: wp[t][c][i][r] = weight(o = t MR + r, c, tap i), 0 for o >= Cout.
-template <class F>
-void pack_weights(float* wp, int64_t Cout, int64_t Cin, int64_t ntaps, F weight) {
-  parallel_for(ceil_div(Cout, MR), [&](int64_t t) {
-    float* p = wp + t * Cin * ntaps * MR;
-    for (int64_t c = 0; c < Cin; ++c)
-      for (int64_t i = 0; i < ntaps; ++i, p += MR)
-        for (int r = 0; r < MR; ++r) {
-          const int64_t o = t * MR + r;
-          p[r] = o < Cout ? weight(o, c, i) : 0.0f;
-        }
-  });
-}
-
 // The register tile: out[o0 : o0 + rows, m0 : m0 + NR) (clipped at M) over channels [c0, c1).
 // first: start from the bias (or 0), else from the partial sums in out.
 template <int STEP>  // Corr::w_step: 1 (weights in place) or MR (packed)
@@ -219,21 +205,33 @@ void conv_transpose1d<ISA>(const ConvArgs& a) {
   auto wp = scratch(packed);
   // With stride 1 the only phase is the output itself; else each phase has its own (B, Cout, M0) plane.
   std::unique_ptr<float[]> yph = s > 1 ? scratch(s * a.B * Cout * M0) : nullptr;
+  // Phase ph's packed tiles: wph[ph][t][c][i][r] = w[c, t MR + r, taps[ph][i]] (0 past Cout). One pass over w:
+  // a tile's block w[c, t MR : t MR + MR, :] is MR K contiguous floats, read once for every phase.
+  std::vector<float*> wph(s);
+  for (int64_t ph = 0, at = 0; ph < s; at += round_up(Cout, MR) * a.Cin * static_cast<int64_t>(taps[ph].size()), ++ph)
+    wph[ph] = wp.get() + at;
+  parallel_for(ceil_div(Cout, MR), [&](int64_t t) {
+    for (int64_t c = 0; c < a.Cin; ++c) {
+      const float* blk = a.w + (c * Cout + t * MR) * K;
+      for (int64_t ph = 0; ph < s; ++ph) {
+        const int64_t nt = static_cast<int64_t>(taps[ph].size());
+        float* dst = wph[ph] + (t * a.Cin + c) * nt * MR;
+        for (int64_t i = 0; i < nt; ++i)
+          for (int r = 0; r < MR; ++r) dst[i * MR + r] = t * MR + r < Cout ? blk[r * K + taps[ph][i]] : 0.0f;
+      }
+    }
+  });
   std::vector<Corr> jobs;
-  float* w = wp.get();
   for (int64_t ph = 0; ph < s && ph < a.To; ++ph) {
-    const std::vector<int64_t>& tk = taps[ph];
-    const int64_t nt = static_cast<int64_t>(tk.size());
-    pack_weights(w, Cout, a.Cin, nt, [&](int64_t o, int64_t c, int64_t i) { return a.w[(c * Cout + o) * K + tk[i]]; });
+    const int64_t nt = static_cast<int64_t>(taps[ph].size());
     Corr j;
-    j.w = w, j.w_row = 1, j.w_tile = a.Cin * nt * MR, j.w_step = MR;
+    j.w = wph[ph], j.w_row = 1, j.w_tile = a.Cin * nt * MR, j.w_step = MR;
     for (int64_t e : shifts[ph]) j.off.push_back(e + padL);
     j.src = xpad.get(), j.src_sb = a.Cin * Lx, j.src_sc = Lx;
     j.M = ceil_div(a.To - ph, s);
     if (s > 1) j.out = yph.get() + ph * a.B * Cout * M0, j.out_sb = Cout * M0, j.out_so = M0;
     else j.out = a.y, j.out_sb = Cout * a.To, j.out_so = a.To;
     jobs.push_back(std::move(j));
-    w += round_up(Cout, MR) * a.Cin * nt;
   }
   run(jobs, a.B, a.Cin, Cout, a.b);
   if (s == 1) return;
