@@ -57,12 +57,12 @@ def _time_interleaved(fns, min_time, min_reps):
             f()
             times[k].append(time.perf_counter() - t)
         rounds += 1
-        if rounds >= 30:
+        if rounds >= 100:
             break
     return {k: (min(v) * 1e3, sorted(v)[len(v) // 2] * 1e3) for k, v in times.items()}
 
 
-def child(impls, quick):
+def child(impls, quick, min_time):
     import numpy as np
 
     from pyclvp.ops import get_ops
@@ -87,17 +87,17 @@ def child(impls, quick):
                 fns[impl] = lambda fn=fn: fn(x, w, b, **kw)
         if torch is not None:
             with torch.inference_mode():
-                res[name] = _time_interleaved(fns, 0.05 if quick else 0.4, 1 if quick else 5)
+                res[name] = _time_interleaved(fns, 0.05 if quick else min_time, 1 if quick else 5)
         else:
-            res[name] = _time_interleaved(fns, 0.05 if quick else 0.4, 1 if quick else 5)
+            res[name] = _time_interleaved(fns, 0.05 if quick else min_time, 1 if quick else 5)
     return res
 
 
-def run_child(impls, threads, quick, site):
+def run_child(impls, threads, quick, site, min_time):
     env = dict(os.environ, PYCLVP_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     args = [sys.executable, __file__, "--child", ",".join(impls), "--nthreads", str(threads)]
-    args += (["--quick"] if quick else []) + (["--site", site] if site else [])
+    args += (["--quick"] if quick else []) + (["--site", site] if site else []) + ["--min-time", str(min_time)]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[1]))
     if proc.returncode != 0:
         sys.exit(f"[x{threads}] child failed:\n{proc.stderr[-3000:]}")
@@ -111,6 +111,7 @@ def main():
                                                  "e.g. the build venv's when running under torch's venv")
     ap.add_argument("--no-numpy", action="store_true", help="skip the NumPy reference's column")
     ap.add_argument("--quick", action="store_true", help="one round per shape")
+    ap.add_argument("--min-time", type=float, default=0.5, help="seconds of rounds per shape (at most 100 rounds)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--nthreads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -124,7 +125,7 @@ def main():
             import torch
 
             torch.set_num_threads(args.nthreads)
-        print(json.dumps(child(impls, args.quick)))
+        print(json.dumps(child(impls, args.quick, args.min_time)))
         return 0
 
     impls = ["pyclvp"]
@@ -147,7 +148,7 @@ def main():
     L = layers()
     cols = ["pyclvp", "torch", "numpy"]
     for n in args.threads:
-        res = run_child(impls, n, args.quick, args.site)
+        res = run_child(impls, n, args.quick, args.site, args.min_time)
         print(f"\n## {n} thread(s); total = sum over the generator's {sum(l[-1] for l in L)} convs (n = count)")
         print("| layer | Cin | Cout | T | K | n | pyclvp | torch | numpy | torch / pyclvp |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
