@@ -94,6 +94,14 @@ def _bad_calls():
         (lambda: c.attention(z((1, 1, 2, 4), np.float32), z((1, 1, 3, 4), np.float32), z((1, 1, 3, 4), np.float32),
                              z((1, 2, 2, 3), np.float32)), r"mask has shape"),
         (lambda: c.attention(*(z((1, 1, 2, 129), np.float32),) * 3), "exceeds the CUDA attention kernel's limit"),
+        (lambda: c.conv1d(z((3, 5), np.float32), z((4, 3, 2), np.float32)), "x must have 3 dimensions"),
+        (lambda: c.conv1d(z((1, 3, 5), np.float32), z((4, 5, 2), np.float32)), r"w has shape \(4, 5, 2\), expected dimension 1"),
+        (lambda: c.conv_transpose1d(z((1, 3, 5), np.float32), z((4, 5, 2), np.float32)), "expected dimension 0 = 3"),
+        (lambda: c.conv1d(z((1, 3, 2), np.float32), z((4, 3, 5), np.float32)), "output length To = -2 < 1"),
+        (lambda: c.conv1d(z((1, 3, 5), np.float32), z((4, 3, 2), np.float32), z(5, np.float32)), r"b has shape \(5,\)"),
+        (lambda: c.conv_transpose1d(z((1, 3, 5), np.float32), z((3, 4, 2), np.float32), None, 2, 0, 2),
+         "output_padding = 2 must be"),
+        (lambda: c.leaky_relu([1.0], 0.1), "x must be a numpy array"),
         (lambda: c.DecoderSession(dict(L=1, C=4, H=2, F=8, V=5, P=6, eps=1e-5), {}), "weights is missing"),
         (lambda: c.DecoderSession(dict(L=1, C=4, H=3, F=8, V=5, P=6, eps=1e-5), {}), "must be divisible"),
         (lambda: c.DecoderSession(dict(C=4), {}), "config is missing 'L'"),
@@ -296,6 +304,75 @@ def test_attention_literal(ops):
     drop_last = np.array([0, 0, MASK_MIN], np.float32).reshape(1, 1, 1, 3)
     assert_close(ops.attention(q, v, v, drop_last), [[[[1.0, 2.0]]]], atol=1e-6)
     assert MAX_HEAD_DIM == 128
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutions (on a GPU): tests/test_ops.py's conv tests, on the CUDA backend
+
+
+def _conv_draw(draw, transposed):  # as tests/test_ops.py conv_shapes: valid sizes only (To >= 1)
+    B, Cin, Cout = draw(st.integers(1, 3)), draw(SIZES), draw(SIZES)
+    K, stride, dilation = draw(st.integers(1, 12)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    extra = draw(st.one_of(st.integers(0, 40), st.sampled_from([0, 1, 127, 128, 129, 300])))
+    if transposed:
+        T = 1 + extra
+        op = draw(st.integers(0, max(stride, dilation) - 1))
+        padding = min(draw(st.integers(0, 20)), ((T - 1) * stride + dilation * (K - 1) + op) // 2)
+        return B, Cin, Cout, T, K, dict(stride=stride, padding=padding, output_padding=op, dilation=dilation)
+    padding = draw(st.integers(0, 12))
+    T = max(1, dilation * (K - 1) + 1 - 2 * padding) + extra
+    return B, Cin, Cout, T, K, dict(stride=stride, padding=padding, dilation=dilation)
+
+
+@gpu
+@hyp
+@given(data=st.data(), seed=SEEDS, bias=st.booleans(), transposed=st.booleans())
+def test_hyp_conv1d_and_conv_transpose1d(data, seed, bias, transposed):
+    ops = get_ops("cuda")
+    B, Cin, Cout, T, K, kw = _conv_draw(data.draw, transposed)
+    rng = np.random.default_rng(seed)
+    x, b = rand(rng, B, Cin, T), rand(rng, Cout) if bias else None
+    op = "conv_transpose1d" if transposed else "conv1d"
+    w = rand(rng, *((Cin, Cout, K) if transposed else (Cout, Cin, K)), scale=0.3)
+    assert_close(getattr(ops, op)(x, w, b, **kw), getattr(ref, op)(x, w, b, **kw), **TOL, name=f"{op} {x.shape} {kw}")
+
+
+@gpu
+@hyp
+@given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS, slope=st.sampled_from([0.1, 0.01, 0.0]))
+def test_hyp_leaky_relu(shape, seed, slope):
+    x = rand(np.random.default_rng(seed), *shape, scale=3.0)
+    x.flat[: min(x.size, 3)] = [0.0, -0.0, np.nan][: min(x.size, 3)]
+    got = get_ops("cuda").leaky_relu(x, slope)
+    np.testing.assert_array_equal(got, ref.leaky_relu(x, slope))
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(ref.leaky_relu(x, slope)))
+
+
+@gpu
+@pytest.mark.parametrize("op", ["conv1d", "conv_transpose1d"])
+def test_conv_matches_torch_fixtures_and_literal(ops, op):
+    z = np.load(Path(__file__).parent / "data" / "conv" / f"{op}.npz")
+    i = 0
+    while f"c{i}_x" in z:
+        got = getattr(ops, op)(z[f"c{i}_x"], z[f"c{i}_w"], z.get(f"c{i}_b"), *map(int, z[f"c{i}_args"]))
+        assert_close(got, z[f"c{i}_y"], **TOL, name=f"{op} case {i}")
+        i += 1
+    x, w = np.array([[[1.0, 2.0, 3.0, 4.0]]], np.float32), np.array([[[1.0, 10.0]]], np.float32)
+    want = [[[21.0, 32.0, 43.0]]] if op == "conv1d" else [[[1, 10, 2, 20, 3, 30, 4, 40]]]
+    assert getattr(ops, op)(x, w, **({} if op == "conv1d" else dict(stride=2))).tolist() == want
+
+
+@gpu
+@pytest.mark.parametrize("transposed", [False, True])
+def test_conv_hifigan_like_shapes(ops, transposed):
+    rng = np.random.default_rng(1)
+    if transposed:
+        x, w, kw = rand(rng, 1, 256, 90), rand(rng, 256, 128, 16, scale=0.05), dict(stride=8, padding=4)
+    else:
+        x, w, kw = rand(rng, 2, 128, 700), rand(rng, 128, 128, 11, scale=0.05), dict(padding=25, dilation=5)
+    b = rand(rng, w.shape[1] if transposed else w.shape[0])
+    op = "conv_transpose1d" if transposed else "conv1d"
+    assert_close(getattr(ops, op)(x, w, b, **kw), getattr(ref, op)(x, w, b, **kw), **TOL, name=op)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,11 +6,14 @@ with the reference at TOLERANCE["cpu", dtype]. Half-precision weights are compar
 reference on the same weights widened to float32: the kernels widen on load and accumulate in
 float32, so only the summation order differs and float32's 1e-4 bound holds for them too.
 Every property has a sibling test with literal values; the bindings' argument checks have theirs.
+The convolution section also runs the NumPy reference itself against torch's values (tests/data/conv,
+tools/ref_conv.py) and checks that every backend refuses bad arguments with the same ValueError.
 """
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume as hypothesis_assume
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -351,3 +354,179 @@ def test_unusable_pyclvp_isa_falls_back_with_a_warning(tmp_path):
     # cwd: not the checkout, whose pyclvp/ (no built _core) `python -c` would import first
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0 and "PYCLVP_ISA='sse9' is not usable here" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# convolutions (B, C, T): conv1d, conv_transpose1d, leaky_relu, interpolate_linear
+
+
+def conv_backend_params():  # the NumPy reference, then the C++ kernels on every ISA (skipped with the reason)
+    return [pytest.param("numpy", id="numpy")] + [pytest.param(f"cpu-{p.values[0]}", id=f"cpu-{p.values[0]}",
+                                                                marks=p.marks) for p in isa_params()]
+
+
+CONV_BACKENDS = pytest.mark.parametrize("backend", conv_backend_params())
+KERNEL_BACKENDS = pytest.mark.parametrize("backend", conv_backend_params()[1:])  # compared with the reference
+
+
+def run_op(backend, name, *args, **kwargs):
+    if backend == "numpy":
+        return getattr(ref, name)(*args, **kwargs)
+    with using(backend.split("-", 1)[1]):
+        return getattr(ops, name)(*args, **kwargs)
+
+
+def fixture_cases(op):  # tests/data/conv/<op>.npz (tools/ref_conv.py): [(x, w, b, args, y)]
+    z = np.load(Path(__file__).parent / "data" / "conv" / f"{op}.npz")
+    assert int(z["version"]) == 1
+    cases, i = [], 0
+    while f"c{i}_x" in z:
+        cases.append((z[f"c{i}_x"], z.get(f"c{i}_w"), z.get(f"c{i}_b"), z[f"c{i}_args"].tolist(), z[f"c{i}_y"]))
+        i += 1
+    return cases
+
+
+@CONV_BACKENDS
+@pytest.mark.parametrize("op", ["conv1d", "conv_transpose1d", "leaky_relu", "interpolate_linear"])
+def test_conv_ops_match_torch_fixtures(backend, op):
+    cases = fixture_cases(op)
+    assert len(cases) >= 3
+    for i, (x, w, b, args, want) in enumerate(cases):
+        if op in ("conv1d", "conv_transpose1d"):
+            got = run_op(backend, op, x, w, b, *map(int, args))
+        else:
+            got = run_op(backend, op, x, *args)
+        if op == "leaky_relu":  # exact, signed zeros and infinities included
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+        else:
+            assert_close(got, want, **TOL, name=f"{op} case {i} {args}")
+
+
+def conv_shapes(draw, transposed):
+    B, Cin, Cout = draw(st.integers(1, 3)), draw(SIZES), draw(SIZES)
+    K, stride, dilation = draw(st.integers(1, 12)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    extra = draw(st.one_of(st.integers(0, 40), st.sampled_from([0, 1, 23, 24, 25, 47, 48, 49, 200])))
+    if transposed:
+        T = 1 + extra
+        output_padding = draw(st.integers(0, max(stride, dilation) - 1))
+        full = (T - 1) * stride + dilation * (K - 1) + output_padding  # To + 2 padding - 1
+        padding = min(draw(st.integers(0, 20)), full // 2)
+        return B, Cin, Cout, T, K, dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    padding = draw(st.integers(0, 12))
+    T = max(1, dilation * (K - 1) + 1 - 2 * padding) + extra  # To >= 1
+    return B, Cin, Cout, T, K, dict(stride=stride, padding=padding, dilation=dilation)
+
+
+@KERNEL_BACKENDS
+@hyp
+@given(data=st.data(), seed=SEEDS, bias=st.booleans())
+def test_hyp_conv1d(backend, data, seed, bias):
+    B, Cin, Cout, T, K, kw = conv_shapes(data.draw, transposed=False)
+    rng = np.random.default_rng(seed)
+    x, w, b = rand(rng, B, Cin, T), rand(rng, Cout, Cin, K, scale=0.3), rand(rng, Cout) if bias else None
+    got = run_op(backend, "conv1d", x, w, b, **kw)
+    assert_close(got, ref.conv1d(x, w, b, **kw), **TOL, name=f"conv1d {x.shape} {w.shape} {kw}")
+
+
+@KERNEL_BACKENDS
+@hyp
+@given(data=st.data(), seed=SEEDS, bias=st.booleans())
+def test_hyp_conv_transpose1d(backend, data, seed, bias):
+    B, Cin, Cout, T, K, kw = conv_shapes(data.draw, transposed=True)
+    rng = np.random.default_rng(seed)
+    x, w, b = rand(rng, B, Cin, T), rand(rng, Cin, Cout, K, scale=0.3), rand(rng, Cout) if bias else None
+    got = run_op(backend, "conv_transpose1d", x, w, b, **kw)
+    assert_close(got, ref.conv_transpose1d(x, w, b, **kw), **TOL, name=f"conv_transpose1d {x.shape} {w.shape} {kw}")
+
+
+@KERNEL_BACKENDS
+@hyp
+@given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS, slope=st.sampled_from([0.1, 0.01, 0.0, 0.5, 1.0]))
+def test_hyp_leaky_relu(backend, shape, seed, slope):
+    x = rand(np.random.default_rng(seed), *shape, scale=3.0)
+    x.flat[: min(x.size, 3)] = [0.0, -0.0, np.nan][: min(x.size, 3)]
+    got = run_op(backend, "leaky_relu", x, slope)
+    np.testing.assert_array_equal(got, ref.leaky_relu(x, slope))
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(ref.leaky_relu(x, slope)))
+
+
+@hyp
+@given(C=st.integers(1, 3), T=st.integers(1, 60), s=st.floats(0.3, 6.0), seed=SEEDS)
+def test_hyp_interpolate_linear(C, T, s, seed):
+    """Linear interpolation keeps constants, stays inside each neighbour pair's range, and has torch's length."""
+    hypothesis_assume(int(np.floor(T * s)) >= 1)
+    x = rand(np.random.default_rng(seed), 2, C, T)
+    y = ref.interpolate_linear(x, s)
+    assert y.shape == (2, C, int(np.floor(T * s)))
+    assert np.all(y <= x.max(-1, keepdims=True) + 1e-6) and np.all(y >= x.min(-1, keepdims=True) - 1e-6)
+    assert_close(ref.interpolate_linear(np.full((1, C, T), 0.75, np.float32), s), np.full((1, C, y.shape[-1]), 0.75),
+                 atol=1e-7)
+
+
+def test_conv_literal():
+    x = np.array([[[1.0, 2.0, 3.0, 4.0]]], np.float32)  # (1, 1, 4)
+    w = np.array([[[1.0, 10.0]]], np.float32)  # (1, 1, 2)
+    for backend in ["numpy"] + [f"cpu-{i}" for i in _core.build_info()["isas_supported"]]:
+        # y[t] = x[t] + 10 x[t + 1] (no flip: torch's conv1d is a correlation)
+        assert run_op(backend, "conv1d", x, w).tolist() == [[[21.0, 32.0, 43.0]]]
+        assert run_op(backend, "conv1d", x, w, np.array([0.5], np.float32), stride=2, padding=1).tolist() == \
+            [[[10.5, 32.5, 4.5]]]  # x padded: [0, 1, 2, 3, 4, 0]
+        # every x[t] scatters (x[t], 10 x[t]) to t * 2 + (0, 1): the stride-2 interleave
+        assert run_op(backend, "conv_transpose1d", x, w, stride=2).tolist() == [[[1, 10, 2, 20, 3, 30, 4, 40]]]
+        assert run_op(backend, "leaky_relu", np.array([-2.0, 3.0], np.float32), 0.1).tolist() == \
+            [np.float32(-0.2), 3.0]
+    assert ref.interpolate_linear(x, 2.0).tolist() == [[[1.0, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75, 4.0]]]
+
+
+@ISA
+@pytest.mark.parametrize("transposed", [False, True])
+def test_conv_tiles_and_channel_chunks(isa, transposed):
+    """Sizes past one task (MC channels, NC times) and one channel chunk (KC = 1024 / taps on AVX2)."""
+    rng = np.random.default_rng(1)
+    if transposed:
+        x, w, b, kw = rand(rng, 2, 300, 90), rand(rng, 300, 150, 16, scale=0.05), rand(rng, 150), dict(stride=8, padding=4)
+    else:
+        x, w, b, kw = rand(rng, 2, 200, 500), rand(rng, 150, 200, 11, scale=0.05), rand(rng, 150), dict(padding=15, dilation=3)
+    op = "conv_transpose1d" if transposed else "conv1d"
+    with using(isa):
+        got = getattr(ops, op)(x, w, b, **kw)
+    assert_close(got, getattr(ref, op)(x, w, b, **kw), **TOL, name=op)
+
+
+def test_conv_same_result_for_any_thread_count():
+    rng = np.random.default_rng(0)
+    x, w = rand(rng, 1, 70, 400), rand(rng, 90, 70, 7)
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1)
+        one = ops.conv1d(x, w, None, 1, 3, 1), ops.conv_transpose1d(x, w.transpose(1, 0, 2).copy(), None, 4, 2)
+        _core.set_num_threads(3)
+        three = ops.conv1d(x, w, None, 1, 3, 1), ops.conv_transpose1d(x, w.transpose(1, 0, 2).copy(), None, 4, 2)
+    finally:
+        _core.set_num_threads(before)
+    assert all(np.array_equal(a, b) for a, b in zip(one, three))
+
+
+def _conv_bad_calls(z=np.zeros, f=np.float32):
+    return [
+        ("conv1d", (z((3, 5), f), z((4, 3, 2), f)), "x must have 3 dimensions"),
+        ("conv1d", (z((1, 3, 5), f), z((4, 3), f)), "w must have 3 dimensions"),
+        ("conv1d", (z((1, 3, 5), f), z((4, 5, 2), f)), r"w has shape \(4, 5, 2\), expected dimension 1 = 3"),
+        ("conv_transpose1d", (z((1, 3, 5), f), z((4, 5, 2), f)), r"w has shape \(4, 5, 2\), expected dimension 0 = 3"),
+        ("conv1d", (z((1, 3, 5), f), z((4, 3, 0), f)), "no taps"),
+        ("conv1d", (z((1, 3, 5), f), z((4, 3, 2), f), z(5, f)), r"b has shape \(5,\)"),
+        ("conv1d", (z((1, 3, 2), f), z((4, 3, 5), f)), "output length To = -2 < 1"),
+        ("conv1d", (z((1, 3, 2), f), z((4, 3, 2), f), None, 1, 0, 3), "output length To = -1 < 1"),
+        ("conv_transpose1d", (z((1, 3, 1), f), z((3, 4, 1), f), None, 1, 1), "output length To = -1 < 1"),
+        ("conv1d", (z((1, 3, 5), f), z((4, 3, 2), f), None, 0), "stride = 0 and dilation = 1 must be >= 1"),
+        ("conv1d", (z((1, 3, 5), f), z((4, 3, 2), f), None, 1, -1), "padding = -1 >= 0"),
+        ("conv_transpose1d", (z((1, 3, 5), f), z((3, 4, 2), f), None, 2, 0, 2), "output_padding = 2 must be"),
+    ]
+
+
+@CONV_BACKENDS
+@pytest.mark.parametrize("op,args,match", _conv_bad_calls())
+def test_conv_rejects_bad_arguments(backend, op, args, match):
+    with pytest.raises(ValueError, match=match):
+        run_op(backend, op, *args)

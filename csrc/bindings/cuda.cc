@@ -5,7 +5,8 @@
 //                                  order a transposed Conv1D weight (transposed on upload); f32 / f16 / uint16
 //                                  (bfloat16 bits). pyclvp/ops/cuda_ops.py keeps one per weight array.
 //   linear(x, weight, b), layer_norm, rms_norm, group_norm, gelu_new, gelu, gated_gelu, softmax, rotary,
-//   attention                      the ops of pyclvp/ops/numpy_ops.py with the arguments of pyclvp._core's CPU
+//   attention, conv1d, conv_transpose1d, leaky_relu
+//                                  the ops of pyclvp/ops/numpy_ops.py with the arguments of pyclvp._core's CPU
 //                                  ops (csrc/bindings/ops.cc): host arrays in, a new host array out
 //   DecoderSession(config, weights, use_graph)  the fused decoder (csrc/cuda/decoder_step.h), weights uploaded once;
 //                                  use_graph: replay each state's step as a CUDA graph (else eager launches)
@@ -245,6 +246,49 @@ py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const p
   return o;
 }
 
+// conv1d(x (B, Cin, T), w (Cout, Cin, K), b | None, stride, padding, dilation) -> (B, Cout, To)
+// conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b | None, stride, padding, output_padding, dilation) -> (B, Cout, To)
+template <bool Transposed>
+py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
+                        int64_t padding, int64_t output_padding, int64_t dilation) {
+  const ConvInputs in = conv_args(x_, w_, b_, stride, padding, dilation, output_padding, Transposed);
+  const cpu::ConvArgs& c = in.a;
+  auto y = empty({c.B, c.Cout, c.To});
+  const Host hx = host(in.x), hw = host(in.w), hb = in.biased ? host(in.b) : Host{};
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dw = upload(hw, "w"), db = upload(hb, "b"), dy(oy.bytes, "y");
+  cuda::ConvArgs a;
+  a.y = dy.as<float>(), a.x = dx.as<float>(), a.w = dw.as<float>(), a.b = in.biased ? db.as<float>() : nullptr;
+  a.B = c.B, a.Cin = c.Cin, a.Cout = c.Cout, a.T = c.T, a.K = c.K, a.To = c.To;
+  a.stride = c.stride, a.padding = c.padding, a.dilation = c.dilation, a.output_padding = c.output_padding;
+  if constexpr (Transposed) cuda::conv_transpose1d(a, kOps);
+  else cuda::conv1d(a, kOps);
+  download(oy, dy);
+  return y;
+}
+
+py::array_t<float> conv1d(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
+                          int64_t padding, int64_t dilation) {
+  return conv<false>(x_, w_, b_, stride, padding, 0, dilation);
+}
+
+// leaky_relu(x, slope): elementwise, any shape
+py::array_t<float> leaky_relu(const py::handle& x_, float slope) {
+  py::array x = f32(x_, "x");
+  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const int64_t n = x.size();
+  const Host hx = host(x);
+  const Out oy = out(y);
+  cuda::require_device();
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
+  cuda::leaky_relu(dy.as<float>(), dx.as<float>(), n, slope, kOps);
+  download(oy, dy);
+  return y;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The fused decoder
 
@@ -442,6 +486,13 @@ void register_cuda(py::module_& m) {
   c.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
         py::arg("scale") = 1.0f, py::arg("causal") = false,
         "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,1,T|1,S) -> (B,H,T,D); D <= 128");
+  c.def("conv1d", &conv1d, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("dilation") = 1,
+        "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1");
+  c.def("conv_transpose1d", &conv<true>, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("dilation") = 1,
+        "x (B, Cin, T), w (Cin, Cout, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv_transpose1d, groups=1");
+  c.def("leaky_relu", &leaky_relu, py::arg("x"), py::arg("slope") = 0.01f, "elementwise x > 0 ? x : x * slope, any shape");
 
   py::class_<cuda::CudaDecoderState>(c, "DecoderState", "a batch's KV cache on the device (see DecoderSession)")
       .def_property_readonly("batch", &cuda::CudaDecoderState::batch)

@@ -5,6 +5,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+
 #include "bindings/arrays.h"
 
 namespace pyclvp::bind {
@@ -104,6 +106,49 @@ inline AttentionInputs attention_args(const py::handle& q_, const py::handle& k_
                  "mask has shape ", shape_str(m), ", expected (", a.B, " or 1, 1, ", a.T, " or 1, ", a.S, ")");
   }
   return a;
+}
+
+// conv1d / conv_transpose1d: x (B, Cin, T), w (Cout, Cin, K) or, transposed, (Cin, Cout, K), b (Cout,) or none.
+// Returns the checked arrays and sizes (ConvArgs' pointers unset: the caller sets them, y included).
+struct ConvInputs {
+  py::array x, w, b;
+  bool biased = false;
+  cpu::ConvArgs a;  // sizes and hyperparameters
+};
+
+inline ConvInputs conv_args(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
+                            int64_t padding, int64_t dilation, int64_t output_padding, bool transposed) {
+  ConvInputs in;
+  cpu::ConvArgs& a = in.a;
+  in.x = f32(x_, "x", {}, 3);
+  a.B = in.x.shape(0), a.Cin = in.x.shape(1), a.T = in.x.shape(2);
+  in.w = f32(w_, "w", {}, 3);
+  const int cin_axis = transposed ? 0 : 1;
+  PYCLVP_CHECK(in.w.shape(cin_axis) == a.Cin, "w has shape ", shape_str(in.w), ", expected dimension ", cin_axis, " = ",
+               a.Cin, " (x's channels)");
+  a.Cout = in.w.shape(1 - cin_axis), a.K = in.w.shape(2);
+  PYCLVP_CHECK(a.K >= 1, "w has shape ", shape_str(in.w), ": no taps");
+  in.biased = !b_.is_none();
+  if (in.biased) in.b = f32(b_, "b", {a.Cout});
+  PYCLVP_CHECK(stride >= 1 && dilation >= 1 && padding >= 0, "stride = ", stride, " and dilation = ", dilation,
+               " must be >= 1, padding = ", padding, " >= 0");
+  // Sizes past 2^40 would overflow the products below; no real input comes near.
+  constexpr int64_t kBig = int64_t(1) << 40;
+  PYCLVP_CHECK(stride < kBig && padding < kBig && dilation < kBig && a.T < kBig && a.K < kBig && output_padding < kBig,
+               "stride, padding, dilation, output_padding and the sizes must be < 2^40");
+  a.stride = stride, a.padding = padding, a.dilation = dilation;
+  if (transposed) {
+    PYCLVP_CHECK(output_padding >= 0 && output_padding < std::max(stride, dilation), "output_padding = ", output_padding,
+                 " must be >= 0 and smaller than stride (", stride, ") or dilation (", dilation, ")");
+    a.output_padding = output_padding;
+    a.To = (a.T - 1) * stride - 2 * padding + dilation * (a.K - 1) + output_padding + 1;
+  } else {
+    const int64_t span = a.T + 2 * padding - dilation * (a.K - 1) - 1;  // floor division: span may be negative
+    a.To = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
+  }
+  PYCLVP_CHECK(a.To >= 1, "output length To = ", a.To, " < 1 (T = ", a.T, ", K = ", a.K, ", padding = ", padding,
+               ", dilation = ", dilation, ", stride = ", stride, ")");
+  return in;
 }
 
 // The kernel's AttentionArgs (cpu:: or cuda::, which share these fields) for contiguous q, k, v, out

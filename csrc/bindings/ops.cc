@@ -134,6 +134,39 @@ py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const p
   return out;
 }
 
+// conv1d(x (B, Cin, T), w (Cout, Cin, K), b (Cout,) | None, stride, padding, dilation) -> (B, Cout, To)
+// conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b, stride, padding, output_padding, dilation) -> (B, Cout, To)
+template <bool Transposed>
+py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
+                        int64_t padding, int64_t output_padding, int64_t dilation) {
+  ConvInputs in = conv_args(x_, w_, b_, stride, padding, dilation, output_padding, Transposed);
+  cpu::ConvArgs& a = in.a;
+  auto y = empty({a.B, a.Cout, a.To});
+  a.y = out_ptr(y), a.x = f32_ptr(in.x), a.w = f32_ptr(in.w), a.b = in.biased ? f32_ptr(in.b) : nullptr;
+  py::gil_scoped_release nogil;
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) {
+    if constexpr (Transposed) cpu::conv_transpose1d<isa.value>(a);
+    else cpu::conv1d<isa.value>(a);
+  });
+  return y;
+}
+
+py::array_t<float> conv1d(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
+                          int64_t padding, int64_t dilation) {
+  return conv<false>(x_, w_, b_, stride, padding, 0, dilation);
+}
+
+// leaky_relu(x, slope): elementwise, any shape
+py::array_t<float> leaky_relu(const py::handle& x_, float slope) {
+  py::array x = f32(x_, "x");
+  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  float* yp = out_ptr(y);
+  const int64_t n = x.size();
+  py::gil_scoped_release nogil;
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::leaky_relu<isa.value>(yp, f32_ptr(x), n, slope); });
+  return y;
+}
+
 }  // namespace
 
 void register_ops(py::module_& m) {
@@ -151,6 +184,13 @@ void register_ops(py::module_& m) {
   m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
         py::arg("scale") = 1.0f, py::arg("causal") = false,
         "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,1,T|1,S) -> (B,H,T,D); online softmax, never (T, S) at once");
+  m.def("conv1d", &conv1d, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("dilation") = 1,
+        "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1");
+  m.def("conv_transpose1d", &conv<true>, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("dilation") = 1,
+        "x (B, Cin, T), w (Cin, Cout, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv_transpose1d, groups=1");
+  m.def("leaky_relu", &leaky_relu, py::arg("x"), py::arg("slope") = 0.01f, "elementwise x > 0 ? x : x * slope, any shape");
   m.def("get_num_threads", &num_threads, "threads the kernels use (PYCLVP_NUM_THREADS or the CPU count)");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "use n threads (>= 1) from the next kernel call on");
 }

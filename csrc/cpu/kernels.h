@@ -146,6 +146,41 @@ template <CpuIsa ISA>
 void attention(const AttentionArgs& a);
 
 // ---------------------------------------------------------------------------------------------
+// convolutions (csrc/cpu/kernels/conv.cc): torch's (B, C, T) layout, groups = 1, zero padding
+
+// One convolution's arrays and sizes; the bindings (csrc/bindings/op_args.h conv_args) check them.
+//   y : (B, Cout, To) f32 contiguous, written (must not overlap x, w, b)
+//   x : (B, Cin, T) f32 contiguous
+//   w : conv1d (Cout, Cin, K), conv_transpose1d (Cin, Cout, K) as nn.ConvTranspose1d stores it; f32 contiguous
+//   b : (Cout,) f32 or nullptr
+//   stride, dilation >= 1, padding >= 0; output_padding (conv_transpose1d only) in [0, max(stride, dilation))
+//   To : conv1d (T + 2 padding - dilation (K - 1) - 1) / stride + 1, conv_transpose1d
+//        (T - 1) stride - 2 padding + dilation (K - 1) + output_padding + 1; >= 1
+// Accumulation is float32, over (channel, tap) pairs in channel-major order, in chunks of channels.
+struct ConvArgs {
+  float* y = nullptr;
+  const float* x = nullptr;
+  const float* w = nullptr;
+  const float* b = nullptr;
+  int64_t B = 0, Cin = 0, Cout = 0, T = 0, K = 0, To = 0;
+  int64_t stride = 1, padding = 0, dilation = 1, output_padding = 0;
+};
+
+// matches pyclvp/ops/numpy_ops.py::conv1d: y[:, o, t] = b[o] + sum_{c,k} w[o, c, k] x_padded[:, c, t stride + k dilation]
+template <CpuIsa ISA>
+void conv1d(const ConvArgs& a);
+
+// matches pyclvp/ops/numpy_ops.py::conv_transpose1d, as stride phases: output j = m stride + ph gathers
+// only the taps k with (ph + padding - k dilation) divisible by stride (no scatter, no zero-stuffing).
+template <CpuIsa ISA>
+void conv_transpose1d(const ConvArgs& a);
+
+// matches pyclvp/ops/numpy_ops.py::leaky_relu (elementwise): x if x > 0 else x * slope, bit for bit.
+//   y, x : (n,) f32, y may alias x
+template <CpuIsa ISA>
+void leaky_relu(float* y, const float* x, int64_t n, float slope);
+
+// ---------------------------------------------------------------------------------------------
 // helpers for the decoder step (csrc/cpu/kernels/activations.cc)
 
 // dst[i] = src[i] rounded to the storage type (the KV cache write).   dst : (n,) in dtype; src : (n,) f32

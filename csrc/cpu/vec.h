@@ -12,6 +12,7 @@
 //   load_partial(p, n), store_partial  the first n < W float lanes (the rest read as 0 / left untouched)
 //   + - * /, fma(a, b, c) = a*b + c    arithmetic (fma may be fused or not: it is a*b+c within 1 ulp)
 //   max(a, b), min(a, b)               lane-wise; b where either is NaN (as x86's maxps / minps)
+//   if_positive(c, a, b)               lane-wise c > 0 ? a : b (a NaN c picks b)
 //   abs, copysign(m, s)                lane-wise
 //   round(x)                           to nearest integer, ties to even
 //   exp2i(n)                           2^n for integer-valued n in [-126, 127] (builds the exponent bits)
@@ -60,6 +61,7 @@ struct Vec<CpuIsa::SCALAR> {
   static Vec fma(Vec a, Vec b, Vec c) { return {a.v * b.v + c.v}; }
   static Vec max(Vec a, Vec b) { return {a.v > b.v ? a.v : b.v}; }
   static Vec min(Vec a, Vec b) { return {a.v < b.v ? a.v : b.v}; }
+  static Vec if_positive(Vec c, Vec a, Vec b) { return {c.v > 0.0f ? a.v : b.v}; }
   static Vec abs(Vec a) { return {std::fabs(a.v)}; }
   static Vec copysign(Vec mag, Vec sign) { return {std::copysign(mag.v, sign.v)}; }
   static Vec round(Vec a) { return {std::nearbyint(a.v)}; }

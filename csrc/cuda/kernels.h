@@ -195,4 +195,29 @@ struct SampleArgs {
 };
 void sample(const SampleArgs& a, StreamHandle stream);
 
+// ---------------------------------------------------------------------------------------------
+// convolutions (csrc/cuda/conv.cu): the CPU kernels' twins (csrc/cpu/kernels.h ConvArgs, same fields)
+
+// One convolution, torch's (B, C, T) layout, groups = 1, zero padding; the bindings checked the sizes.
+//   y : (B, Cout, To) f32 contiguous, written       x : (B, Cin, T) f32 contiguous
+//   w : conv1d (Cout, Cin, K), conv_transpose1d (Cin, Cout, K); f32 contiguous      b : (Cout,) f32 or nullptr
+//   To : as csrc/cpu/kernels.h ConvArgs says, >= 1
+struct ConvArgs {
+  float* y = nullptr;
+  const float* x = nullptr;
+  const float* w = nullptr;
+  const float* b = nullptr;
+  int64_t B = 0, Cin = 0, Cout = 0, T = 0, K = 0, To = 0;
+  int64_t stride = 1, padding = 0, dilation = 1, output_padding = 0;
+};
+
+// matches pyclvp/ops/numpy_ops.py::conv1d
+void conv1d(const ConvArgs& a, StreamHandle stream);
+
+// matches pyclvp/ops/numpy_ops.py::conv_transpose1d (gathered per output: no atomics)
+void conv_transpose1d(const ConvArgs& a, StreamHandle stream);
+
+// matches pyclvp/ops/numpy_ops.py::leaky_relu, elementwise.   y, x : (n,) f32 (may alias)
+void leaky_relu(float* y, const float* x, int64_t n, float slope, StreamHandle stream);
+
 }  // namespace pyclvp::cuda

@@ -8,6 +8,8 @@ PYCLVP_ISA=scalar|avx2|avx512 forces one); csrc/bindings/ops.cc checks every arg
 The CUDA backend (pyclvp/ops/cuda_ops.py) is this class over another kernel module
 (pyclvp._core.cuda, the same names and arguments): `core` is where the kernels come from, and
 `_matrix` and `_max_head_dim` are the two places where the backends differ.
+interpolate_linear has no kernel: every backend runs the NumPy reference's. Conv weights are
+widened to float32 here (the conv kernels take float32 only).
 
 Beyond the reference ops, CpuOps overrides the two hooks every backend declares (pyclvp/ops/__init__.py):
 
@@ -43,6 +45,10 @@ def _act(x):  # activations: float32, C order
 
 def _vec(p):  # small parameters (norm weights, biases): float32, C order
     return None if p is None else np.ascontiguousarray(to_float32(p))
+
+
+def _conv_weight(w):  # a conv weight (Cout, Cin, K) / (Cin, Cout, K): float32, C order (kernels take f32 only)
+    return np.ascontiguousarray(to_float32(w)) if isinstance(w, (np.ndarray, Bf16Array)) else w
 
 
 def _weight(w):  # a (Cout, Cin) matrix as stored: f32 / f16 / uint16 bfloat16 bits, C or Fortran order
@@ -138,6 +144,20 @@ class CpuOps(NumpyOps):
             if mask.shape[0] not in (1, B) or mask.shape[2] not in (1, T):
                 mask = np.ascontiguousarray(np.broadcast_to(mask, (B, 1, T, S)))
         return self.core.attention(q, k, v, mask, float(scale))
+
+    # ------------------------------------------------------------------------------------------
+    # Convolutions (B, C, T); conv weights (3-D) are widened to float32 here, whatever the model's dtype
+
+    def conv1d(self, x, w, b=None, stride=1, padding=0, dilation=1):  # (B, Cin, T), (Cout, Cin, K) -> (B, Cout, To)
+        return self.core.conv1d(_act(x), _conv_weight(w), _vec(b), int(stride), int(padding), int(dilation))
+
+    def conv_transpose1d(self, x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
+        # (B, Cin, T), (Cin, Cout, K) -> (B, Cout, To)
+        return self.core.conv_transpose1d(_act(x), _conv_weight(w), _vec(b), int(stride), int(padding),
+                                          int(output_padding), int(dilation))
+
+    def leaky_relu(self, x, slope=0.01):  # (...) -> (...)
+        return self.core.leaky_relu(_act(x), float(slope))
 
     # ------------------------------------------------------------------------------------------
     # Hooks for the model

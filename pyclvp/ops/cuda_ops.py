@@ -17,6 +17,8 @@ The model's hooks, as CpuOps has them:
     make_decoder(params, cfg)           CudaDecoder (pyclvp/ops/cuda_decoder.py): the whole decode
                                         step on the device, replayed as one CUDA graph
 
+Convolution weights are not cached: conv1d / conv_transpose1d upload theirs on every call (with x).
+
 Outside the kernels' contract, these run through the NumPy reference: attention with a head dim
 above 128 (_core.cuda's limit), broadcast q/k/v or a per-head mask; rotary with per-batch tables.
 

@@ -128,14 +128,16 @@ def attention(q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D)
 # Extra letters in this section: Cin/Cout a convolution's input/output channels, K its taps, To its output length.
 
 
-def _conv_check(x, w, b, stride, padding, dilation, wname_cin_axis):  # the arguments' checks, as the C++ bindings'
+def _conv_check(x, w, b, stride, padding, dilation, cin_axis):  # the arguments' checks, as the C++ bindings'
     if x.ndim != 3:
         raise ValueError(f"x must have 3 dimensions, got shape {x.shape}")
-    if w.ndim != 3 or w.shape[wname_cin_axis] != x.shape[1]:
-        raise ValueError(f"w has shape {w.shape}, expected dimension {wname_cin_axis} = {x.shape[1]} (x's channels)")
+    if w.ndim != 3:
+        raise ValueError(f"w must have 3 dimensions, got shape {w.shape}")
+    if w.shape[cin_axis] != x.shape[1]:
+        raise ValueError(f"w has shape {w.shape}, expected dimension {cin_axis} = {x.shape[1]} (x's channels)")
     if w.shape[2] < 1:
         raise ValueError(f"w has shape {w.shape}: no taps")
-    cout = w.shape[1 - wname_cin_axis]
+    cout = w.shape[1 - cin_axis]
     if b is not None and np.shape(b) != (cout,):
         raise ValueError(f"b has shape {np.shape(b)}, expected ({cout},)")
     if stride < 1 or dilation < 1 or padding < 0:
