@@ -158,3 +158,17 @@ def test_missing_and_invalid_files(tmp_path):
     (tmp_path / "config.json").write_text("[1]")
     with pytest.raises(ConfigError, match="expected a dict"):
         ClvpConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"foo": 1}, "is not a ClvpConfig: none of its keys (foo)"),
+    ({}, "none of its keys (none)"),
+    ({"model_type": "gpt2", "n_embd": 768, "n_layer": 12}, "is a 'gpt2' configuration, not 'clvp'"),
+])
+def test_unrecognised_config_is_refused_not_defaulted(tmp_path, content, words):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(content))
+    with pytest.raises(ConfigError) as e:
+        ClvpConfig.from_pretrained(tmp_path)
+    assert words in str(e.value) and "\n" not in str(e.value)
