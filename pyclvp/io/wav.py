@@ -23,11 +23,12 @@ Shapes: T time (samples); frames of a multi-channel file are rows of a (T, chann
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import write_atomic
 
 __all__ = ["AudioError", "read_wav", "write_wav", "wav_header", "pcm16"]
 
@@ -188,17 +189,7 @@ def pcm16(samples) -> bytes:  # (W,) float in [-1, 1] -> little-endian int16 byt
 
 
 def write_wav(path, samples, rate: int) -> Path:
-    """A mono 16-bit PCM WAV, written atomically: a temporary file in the target folder, renamed into place
-    (a reader never sees half a file; a symlink at the target is replaced, not followed). Returns the path."""
-    path = Path(path)
+    """A mono 16-bit PCM WAV, written atomically (pyclvp/io/atomic.py: a reader never sees half a file). Returns
+    the path."""
     body = pcm16(samples)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(wav_header(rate, len(body) // 2) + body)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, wav_header(rate, len(body) // 2) + body)
