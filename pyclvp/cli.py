@@ -525,7 +525,7 @@ def _cmd_demo(args):
 
 # The Python parameter names an error may carry, as the flags the user typed (rank, tts, demo).
 FLAG_NAMES = {"num_candidates": "--candidates", "num_return_sequences": "--candidates",
-              "max_new_tokens": "--max-new-tokens", "preset": "--preset"}
+              "max_new_tokens": "--max-new-tokens"}
 ERROR_LINES = 6  # an error prints at most this many lines (its first lines, then how many more there were)
 
 
