@@ -484,7 +484,8 @@ def test_python_m_pyclvp_is_the_cli():
 def test_cli_demo_and_info(tmp_path, capsys):
     from pyclvp.cli import main
 
-    assert main(["demo", "--candidates", "2", "--max-new-tokens", "5", "--keep", str(tmp_path)]) == 0
+    assert main(["demo", "--candidates", "2", "--max-new-tokens", "5", "--keep", str(tmp_path),
+                 "--wav", str(tmp_path / "demo.wav")]) == 0
     out = capsys.readouterr().out
     assert "RANDOM weights" in out and "meaningless" in out and len(out.splitlines()[-2:]) == 2
     assert main(["info", str(tmp_path)]) == 0
