@@ -8,11 +8,14 @@
 
 Each sub-command is a pair: `_add_<name>(subparsers)` declares its arguments and `_cmd_<name>(args)`
 runs it. Errors that are the user's (a bad file, bad text, `--backend cuda` where CUDA cannot run)
-print one line and exit with status 2; `info` exits with status 1 when the tensors do not fit config.json.
+print a few lines at most, naming flags as typed (--candidates, not num_candidates), and exit with status 2;
+`info` exits with status 1 when the tensors do not fit config.json; Ctrl-C prints "interrupted" and exits 130.
+Python warnings print as one line each (no source paths) while a command runs.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 COMMANDS = []  # list of (name, add_fn): filled by the @command decorator below
@@ -82,8 +85,11 @@ def _cmd_tokenize(args):
 def _add_mel(sub):
     p = sub.add_parser("mel", help="write a WAV clip's CLVP log-mel features (.npy) and a picture of them (.png)")
     p.add_argument("clip", help="a WAV file (any rate, PCM or IEEE float; resampled to 22,050 Hz)")
-    p.add_argument("-o", "--output", required=True, help="the .npy file for the (80, frames) float32 features")
-    p.add_argument("--png", metavar="FILE", help="also write a picture of the spectrogram (low bins at the bottom)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the .npy file for the (80, frames) float32 features (written as named; .npy is added "
+                        "only to a name without a suffix)")
+    p.add_argument("--png", metavar="FILE.png", help="also write a picture of the spectrogram: time in seconds, "
+                                                     "mel bands, a colour bar")
     p.add_argument("--full", action="store_true", help="the whole clip (default: padded/truncated to 6 s, as CLVP)")
     p.add_argument("--no-norms", action="store_true", help="leave out the division by Tortoise's mel norms")
     p.add_argument("--config", metavar="DIR", help="folder with preprocessor_config.json (default: bundled)")
@@ -91,25 +97,45 @@ def _add_mel(sub):
 
 
 def _cmd_mel(args):
+    import io
+    from pathlib import Path
+
     import numpy as np
 
-    from pyclvp.audio import load_audio
     from pyclvp.audio.features import ClvpFeatureExtractor
-    from pyclvp.png import spectrogram_rgb, write_png
+    from pyclvp.io.files import write_atomic
+    from pyclvp.png import mel_figure, write_png
 
+    if args.png and Path(args.png).suffix.lower() != ".png":
+        raise ValueError(f"--png {args.png}: the picture is a PNG; give a name ending in .png")
+    output = Path(args.output)
+    added = not output.suffix
+    if added:
+        output = output.with_name(output.name + ".npy")
     extractor = ClvpFeatureExtractor.from_pretrained(args.config)
     if args.no_norms:
         extractor.mel_norms = None
-    audio = load_audio(args.clip, extractor.sampling_rate)                          # (T,)
+    audio = _load_clip(args.clip, "clip", extractor.sampling_rate)                   # (T,)
     max_length = max(len(audio), 1) if args.full else None
     features = extractor(audio, sampling_rate=extractor.sampling_rate, max_length=max_length,
                          return_tensors="np")["input_features"][0]                  # (M, frames)
-    np.save(args.output, features)
-    print(f"{args.clip}: {len(audio) / extractor.sampling_rate:.2f} s -> {args.output}: {features.shape} float32")
+    buf = io.BytesIO()
+    np.save(buf, features)
+    write_atomic(output, buf.getvalue())
+    rate, seconds = extractor.sampling_rate, len(audio) / extractor.sampling_rate
+    print(f"{args.clip}: {seconds:.2f} s -> {output}: {features.shape} float32"
+          + (" (.npy added: the name had no suffix)" if added else ""))
+    if not args.full:
+        fixed = extractor.default_audio_length
+        if len(audio) > fixed * rate:
+            print(f"cut to the first {fixed:.2f} s of {seconds:.2f} s, as CLVP does (--full keeps it all)")
+        elif len(audio) < fixed * rate:
+            print(f"padded with silence from {seconds:.2f} s to {fixed:.2f} s, as CLVP does (--full keeps its length)")
     if args.png:
         norms = extractor.mel_norms
         log_mel = features if norms is None else features * np.asarray(norms, dtype=np.float32)[:, None]
-        write_png(args.png, spectrogram_rgb(log_mel))
+        seconds_per_frame = extractor.hop_length / rate
+        write_png(args.png, mel_figure(log_mel, seconds_per_frame, title=f"log-mel of {Path(args.clip).name}"))
         print(f"picture: {args.png}")
 
 
@@ -191,15 +217,13 @@ PARTS = ("conditioning_encoder", "speech_decoder_model", "text_encoder_model", "
 def checkpoint_info(folder) -> dict:
     """What a safetensors checkpoint holds, from its headers only: files and sizes, parameter counts
     (in all and per part), stored dtypes, and whether the tensors fit config.json (problems: None or text)."""
-    from pathlib import Path
-
     import numpy as np
 
     from pyclvp.config import ClvpConfig
-    from pyclvp.io.checkpoints import CheckpointError, check_shapes, find_weight_files, tensor_headers
+    from pyclvp.io.checkpoints import CheckpointError, check_folder, check_shapes, find_weight_files, tensor_headers
     from pyclvp.model.weights import OPTIONAL, checkpoint_spec
 
-    folder = Path(folder)
+    folder = check_folder(folder)
     files = find_weight_files(folder)
     cfg = ClvpConfig.from_pretrained(folder)
     entries = tensor_headers(files)
@@ -255,6 +279,45 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
+BACKEND_CHOICES = ("auto", "numpy", "cpu", "cuda")  # matches pyclvp/ops/__init__.py BACKEND_CHOICES
+
+
+def _add_backend_arg(p):
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help="auto (the default): cuda when this machine can run it, else cpu, else numpy; "
+                        "cpu: the C++ core; cuda: the CUDA core (a GPU); numpy: the readable reference (slow)")
+
+
+def _positive(flag: str, value) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} must be at least 1, got {value}")
+
+
+def _load_clip(path, flag: str, sampling_rate: int = 22050):
+    """load_audio(path) with the file (and the flag that named it) in any error."""
+    from pathlib import Path
+
+    from pyclvp.audio import load_audio
+
+    label = f"{flag} {path}" if flag.startswith("-") else str(path)
+    if Path(path).is_dir():
+        raise ValueError(f"{label} is a folder, not a WAV file")
+    try:
+        return load_audio(path, sampling_rate)
+    except OSError as e:
+        raise ValueError(f"{label}: {(e.strerror or str(e)).lower()}") from None
+    except ValueError as e:
+        raise ValueError(f"{label}: {e}") from None
+
+
+def _name_voices(message: str, paths) -> str:
+    """rank's "voice clip 2 of 2 ..." as the file given: "--voice b.wav ..."."""
+    def name(m):
+        i = int(m.group(1))
+        return f"--voice {paths[i - 1]}" if 1 <= i <= len(paths) else m.group(0)
+    return re.sub(r"voice clip (\d+) of \d+", name, message)
+
+
 def _add_generation_args(p):
     p.add_argument("--text", required=True, help="the text to speak")
     p.add_argument("--voice", action="append", required=True, metavar="CLIP.wav",
@@ -264,7 +327,7 @@ def _add_generation_args(p):
     group.add_argument("--preset", help="Tortoise preset: ultra_fast (16), fast (96), standard / high_quality (256)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="speech tokens per candidate (default 500)")
     p.add_argument("--seed", type=_non_negative_int, help="random seed for sampling, >= 0 (default: fresh each run)")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
+    _add_backend_arg(p)
     p.add_argument("--json", action="store_true", help="print the ranking as JSON (with each candidate's speech ids)")
 
 
@@ -273,24 +336,33 @@ def _add_rank(sub):
     p = sub.add_parser("rank", help="generate speech-token candidates for a text in a voice, ranked by CLVP")
     p.add_argument("--model", required=True, metavar="DIR", help="folder with config.json and model.safetensors")
     _add_generation_args(p)
+    p.add_argument("--top", type=_non_negative_int, default=10, metavar="N",
+                   help="rows of the table to print, best first (default 10; 0 for all; --json has all)")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the candidates' scores against their lengths")
     p.set_defaults(func=_cmd_rank)
+
+
+RANK_LEGEND = ("score: CLVP's text-voice match, higher is better; tokens: speech tokens before the stop token; "
+               "seconds: tokens / 20 (about 20 tokens a second of speech)")
 
 
 def _cmd_rank(args):
     import json
     from pathlib import Path
 
-    from pyclvp.audio import load_audio
+    from pyclvp.io.checkpoints import check_folder
     from pyclvp.model import ClvpModelForConditionalGeneration
     from pyclvp.rank import rank
 
     if not args.text.strip():
         raise ValueError("the text is empty")
-    if not Path(args.model).is_dir():
-        raise ValueError(f"model folder {args.model} does not exist (download config.json + model.safetensors, "
-                         f"or try `pyclvp demo`)")
+    _positive("--candidates", args.candidates)
+    _positive("--max-new-tokens", args.max_new_tokens)
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise ValueError(f"--plot {args.plot}: the picture is a PNG; give a name ending in .png")
+    check_folder(args.model)
+    clips = [_load_clip(path, "--voice") for path in args.voice]  # (T,) float32 at 22,050 Hz each
     model = ClvpModelForConditionalGeneration.from_pretrained(args.model, backend=args.backend)
-    clips = [load_audio(path) for path in args.voice]  # (T,) float32 at 22,050 Hz each
     count = 16 if args.candidates is None else args.candidates
     kwargs = dict(preset=args.preset) if args.preset else dict(num_candidates=count)
     if args.max_new_tokens is not None:
@@ -298,13 +370,22 @@ def _cmd_rank(args):
     candidates = rank(model, args.text, clips, seed=args.seed, progress=sys.stderr.isatty(), **kwargs)
     rows = [dict(rank=i + 1, score=round(c.score, 4), tokens=c.length, seconds=round(c.seconds, 2),
                  speech_ids=c.speech_ids.tolist()) for i, c in enumerate(candidates)]
+    if args.plot:
+        from pyclvp.png import scores_figure, write_png
+
+        write_png(args.plot, scores_figure([r["tokens"] for r in rows], [c.score for c in candidates]))
     if args.json:
         print(json.dumps(dict(text=args.text, voices=args.voice, candidates=rows)))
         return
-    print(f"text: {args.text!r}; voice: {', '.join(args.voice)}; {len(rows)} candidates, best first")
+    shown = rows if args.top == 0 else rows[:args.top]
+    print(f"text: {args.text!r}; voice: {', '.join(args.voice)}; backend {model.ops.name}; {len(rows)} candidates, "
+          f"best first" + (f" (the top {len(shown)}; --top 0 for all)" if len(shown) < len(rows) else ""))
+    print(RANK_LEGEND)
     print(f"{'rank':>4}  {'score':>8}  {'tokens':>6}  {'seconds':>7}")
-    for r in rows:
+    for r in shown:
         print(f"{r['rank']:>4}  {r['score']:>8.3f}  {r['tokens']:>6}  {r['seconds']:>7.2f}")
+    if args.plot:
+        print(f"picture: {args.plot}")
 
 
 @command("tts")
@@ -320,24 +401,27 @@ def _add_tts(sub):
                    help="sample N candidates and speak the one CLVP ranks best (default 1, as Tortoise's api_fast)")
     p.add_argument("--max-new-tokens", type=int, default=500, metavar="N", help="speech tokens at most (default 500)")
     p.add_argument("--seed", type=_non_negative_int, help="random seed for sampling, >= 0 (default: fresh each run)")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
+    _add_backend_arg(p)
     p.add_argument("--stream", action="store_true", help="write the audio chunk by chunk as the tokens come "
                                                          "(with -o -, a player can start before the end)")
     p.set_defaults(func=_cmd_tts)
 
 
 def _cmd_tts(args):
-    from pyclvp.audio import load_audio
+    from pyclvp.io.checkpoints import check_folder
     from pyclvp.io.wav import pcm16, wav_header, write_wav
     from pyclvp.speech.tts import TextToSpeech
 
     if not args.text.strip():
         raise ValueError("the text is empty")
+    _positive("--candidates", args.candidates)
+    _positive("--max-new-tokens", args.max_new_tokens)
     if args.stream and args.candidates != 1:
         raise ValueError("--stream speaks one candidate as it is sampled; it cannot rank --candidates")
+    check_folder(args.model)
+    clips = [_load_clip(path, "--voice") for path in args.voice]  # (T,) float32 at 22,050 Hz each
     tts = TextToSpeech.from_pretrained(args.model, backend=args.backend)
     tts.check_ready()
-    clips = [load_audio(path) for path in args.voice]  # (T,) float32 at 22,050 Hz each
     kwargs = dict(seed=args.seed, max_new_tokens=args.max_new_tokens)
     if args.stream:
         out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
@@ -366,51 +450,117 @@ def _add_demo(sub):
     p = sub.add_parser("demo", help="run `rank` end to end on a small model with RANDOM weights (no download)")
     p.add_argument("--candidates", type=int, default=4, metavar="N", help="candidates to generate (default 4)")
     p.add_argument("--max-new-tokens", type=int, default=60, metavar="N", help="tokens per candidate (default 60)")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
-    p.add_argument("--keep", metavar="DIR", help="write the demo model and clip to DIR (default: a temporary folder)")
+    _add_backend_arg(p)
+    p.add_argument("--keep", metavar="DIR", help="the folder for the demo model and clip (default: the per-user "
+                                                 "cache, $XDG_CACHE_HOME/pyclvp/demo or ~/.cache/pyclvp/demo)")
     p.add_argument("--wav", default="pyclvp-demo.wav", metavar="OUT.wav",
                    help="where to write the demo's audio (default pyclvp-demo.wav)")
     p.set_defaults(func=_cmd_demo)
 
 
-def _cmd_demo(args):
+def demo_cache_folder():
+    """Where the demo keeps its model between runs: $XDG_CACHE_HOME/pyclvp/demo, else ~/.cache/pyclvp/demo."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(root) / "pyclvp" / "demo"
+
+
+DEMO_FILES = ("config.json", "model.safetensors", "hifigan/config.json", "hifigan/model.safetensors", "voice.wav")
+
+
+def _demo_model(folder, cached: bool):
+    """The demo model and clip in `folder`, reused when complete; (folder, clip, reused). The cache is built in a
+    sibling temporary folder and renamed into place, so an interrupted run leaves no half model behind."""
+    import shutil
     import tempfile
     from pathlib import Path
 
-    from pyclvp.audio import load_audio
     from pyclvp.demo import write_random_checkpoint, write_random_hifigan, write_voice_clip
+
+    folder = Path(folder)
+    if all((folder / name).is_file() for name in DEMO_FILES):
+        return folder, folder / "voice.wav", True
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".demo-", dir=folder.parent)) if cached else folder
+    build.mkdir(parents=True, exist_ok=True)
+    try:
+        config = write_random_checkpoint(build, seed=0)
+        write_random_hifigan(build, config.decoder_config.hidden_size, seed=0)
+        write_voice_clip(build / "voice.wav")
+        if cached:
+            if folder.exists():  # an incomplete cache of ours
+                shutil.rmtree(folder)
+            build.rename(folder)
+    finally:
+        if cached and build.exists():
+            shutil.rmtree(build)
+    return folder, folder / "voice.wav", False
+
+
+def _cmd_demo(args):
+    from pathlib import Path
+
     from pyclvp.io.wav import write_wav
+    from pyclvp.ops import get_ops
     from pyclvp.speech.tts import TextToSpeech
 
+    _positive("--candidates", args.candidates)   # every check before the banner: an error is one line
+    _positive("--max-new-tokens", args.max_new_tokens)
+    if Path(args.wav).is_dir():
+        raise ValueError(f"--wav {args.wav} is a folder; give a file name")
+    ops = get_ops(args.backend)                  # `--backend cuda` where CUDA cannot run: one line, here
     print("pyclvp demo: a small CLVP model and HiFi-GAN with seeded RANDOM weights and a synthesized voice clip.\n"
           "The scores are meaningless and the audio is noise; this shows the pipeline: tokenizer -> WAV -> log-mel\n"
           "features -> conditioning -> KV-cached sampling of speech tokens -> CLVP ranking -> latents -> HiFi-GAN.\n"
           "For real weights, see the README.\n")
-    with tempfile.TemporaryDirectory(prefix="pyclvp-demo-") as tmp:
-        folder = Path(args.keep or tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        config = write_random_checkpoint(folder, seed=0)
-        write_random_hifigan(folder, config.decoder_config.hidden_size, seed=0)
-        clip = write_voice_clip(folder / "voice.wav")
-        print(f"$ pyclvp rank --model {folder} --text {DEMO_TEXT!r} --voice {clip} --candidates {args.candidates} "
-              f"--max-new-tokens {args.max_new_tokens} --seed 0 --backend {args.backend}")
-        rank_args = argparse.Namespace(model=str(folder), text=DEMO_TEXT, voice=[str(clip)], preset=None,
-                                       candidates=args.candidates, max_new_tokens=args.max_new_tokens, seed=0,
-                                       backend=args.backend, json=False)
-        _cmd_rank(rank_args)
-        out = Path(args.wav)
-        print(f"\nspeaking the best of {args.candidates} new candidates (at least {args.max_new_tokens // 2} tokens) "
-              f"with a random HiFi-GAN")
-        tts = TextToSpeech.from_pretrained(folder, backend=args.backend)
-        # min_new_tokens: the random model stops at random; a few seconds of its noise show the pipeline better
-        wav = tts.tts(DEMO_TEXT, [load_audio(clip)], candidates=args.candidates, seed=0,
-                      max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens // 2)
-        write_wav(out, wav, tts.sampling_rate)
-        print(f"wrote {out}: {len(wav) / tts.sampling_rate:.2f} s of noise from random weights (the pipeline runs "
-              "end to end; real weights speak)")
+    folder, clip, reused = _demo_model(args.keep or demo_cache_folder(), cached=args.keep is None)
+    print(f"{'reusing' if reused else 'wrote'} the demo model and voice clip in {folder}")
+    print(f"$ pyclvp rank --model {folder} --text {DEMO_TEXT!r} --voice {clip} --candidates {args.candidates} "
+          f"--max-new-tokens {args.max_new_tokens} --seed 0 --backend {args.backend}")
+    rank_args = argparse.Namespace(model=str(folder), text=DEMO_TEXT, voice=[str(clip)], preset=None,
+                                   candidates=args.candidates, max_new_tokens=args.max_new_tokens, seed=0,
+                                   backend=ops, json=False, top=10, plot=None)
+    _cmd_rank(rank_args)
+    out = Path(args.wav)
+    print(f"\nspeaking the best of {args.candidates} new candidates (at least {args.max_new_tokens // 2} tokens) "
+          f"with a random HiFi-GAN")
+    tts = TextToSpeech.from_pretrained(folder, backend=ops)
+    # min_new_tokens: the random model stops at random; a few seconds of its noise show the pipeline better
+    wav = tts.tts(DEMO_TEXT, [_load_clip(clip, "clip")], candidates=args.candidates, seed=0,
+                  max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens // 2)
+    write_wav(out, wav, tts.sampling_rate)
+    print(f"wrote {out}: {len(wav) / tts.sampling_rate:.2f} s of noise from random weights (the pipeline runs "
+          "end to end; real weights speak)")
+
+
+# The Python parameter names an error may carry, as the flags the user typed (rank, tts, demo).
+FLAG_NAMES = {"num_candidates": "--candidates", "num_return_sequences": "--candidates",
+              "max_new_tokens": "--max-new-tokens"}
+ERROR_LINES = 6  # an error prints at most this many lines (its first lines, then how many more there were)
+
+
+def _as_typed(message: str, args) -> str:
+    """An error message in the CLI's words: parameter names as flags, voice clips as their files, a few lines."""
+    message = re.sub(r"\b(" + "|".join(FLAG_NAMES) + r")\b", lambda m: FLAG_NAMES[m.group(1)], message)
+    if getattr(args, "voice", None):
+        message = _name_voices(message, args.voice)
+    lines = message.splitlines() or [""]
+    if len(lines) > ERROR_LINES:
+        lines = lines[:ERROR_LINES - 1] + [f"  ... and {len(lines) - ERROR_LINES + 1} more lines"]
+    return "\n".join(line if len(line) <= 400 else line[:397] + "..." for line in lines)
+
+
+def _one_line_warning(prog):
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr if file is None else file)
+    return show
 
 
 def main(argv=None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -418,11 +568,19 @@ def main(argv=None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    prog = f"pyclvp {args.command}" if args.command else "pyclvp"
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning(prog)  # the CLI's own: `import pyclvp` leaves warnings alone
     try:
         return args.func(args) or 0
-    except _user_errors() as e:  # one clear line, no traceback
-        print(f"pyclvp {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as e:  # a few clear lines, no traceback
+        print(f"{prog}: error: {_as_typed(str(e), args)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
 
 
 def _user_errors() -> tuple:

@@ -98,7 +98,23 @@ class _Config:
             raise ConfigError(f"no config file at {file}") from None
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        cls._check_recognised(d, file)
         return cls.from_dict(d)
+
+    @classmethod
+    def _check_recognised(cls, d, file) -> None:
+        """Refuse a file that is not this kind of configuration (another model's, or none of its keys) instead
+        of running on defaults: from_dict would keep unknown keys in `extra` and fill in every known one."""
+        if not isinstance(d, dict):
+            return  # from_dict says "expected a dict"
+        names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
+        other = d.get("model_type")
+        if isinstance(other, str) and other != cls.model_type:
+            raise ConfigError(f"{file} is a {other!r} configuration, not {cls.model_type!r} ({cls.__name__})")
+        if not names & d.keys():
+            keys = ", ".join(list(d)[:5]) + (f" and {len(d) - 5} more" if len(d) > 5 else "") if d else "none"
+            raise ConfigError(f"{file} is not a {cls.__name__}: none of its keys ({keys}) is one "
+                              f"(expected e.g. {', '.join(sorted(names)[:3])})")
 
     def save_pretrained(self, directory) -> Path:
         directory = Path(directory)

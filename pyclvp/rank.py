@@ -114,7 +114,7 @@ def _voice_features(model, voice, feature_extractor):  # -> (N, M, T) float32
     clips = as_clips(clips)  # real-valued, mono, finite: the feature extractor's checks
     for i, clip in enumerate(clips):
         if clip.size == 0 or np.abs(clip).max() < 1e-4:
-            raise ValueError(f"voice clip {i} is empty or silent (peak below -80 dBFS); use a recording of the voice")
+            raise ValueError(f"voice clip {i + 1} of {len(clips)} is empty or silent (peak below -80 dBFS); use a recording of the voice")
     if feature_extractor is None:
         feature_extractor = ClvpFeatureExtractor.from_pretrained(getattr(model, "name_or_path", None))
     feats = feature_extractor(clips, sampling_rate=feature_extractor.sampling_rate,

@@ -177,4 +177,18 @@ def test_a_checkpoint_error_lists_a_few_names_and_counts_the_rest(tmp_path):
     spec = {f"layer.{i}.weight": (2,) for i in range(1000)}
     with pytest.raises(CheckpointError) as e:
         check_shapes({}, spec, tmp_path)
-    assert "1000 missing" in str(e.value) and "(992 more)" in str(e.value) and len(str(e.value)) < 2000
+    assert "1000 missing" in str(e.value) and "and 995 more" in str(e.value) and len(str(e.value)) < 2000
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"foo": 1}, "is not a ClvpConfig: none of its keys (foo)"),
+    ({}, "none of its keys (none)"),
+    ({"model_type": "gpt2", "n_embd": 768, "n_layer": 12}, "is a 'gpt2' configuration, not 'clvp'"),
+])
+def test_unrecognised_config_is_refused_not_defaulted(tmp_path, content, words):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(content))
+    with pytest.raises(ConfigError) as e:
+        ClvpConfig.from_pretrained(tmp_path)
+    assert words in str(e.value) and "\n" not in str(e.value)

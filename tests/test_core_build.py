@@ -36,3 +36,48 @@ def test_set_isa_roundtrip():
 def test_public_api_resolves():
     for name in pyclvp.__all__:
         assert getattr(pyclvp, name) is not None, name
+
+
+# ---------------------------------------------------------------------------------------------
+# PYCLVP_CUDA=AUTO: CUDA only when nvcc is found AND nvidia-smi lists a GPU (CMakeLists.txt)
+
+def _configure(tmp_path, mode, smi_output):
+    """CMake's configure step only (no compile), with a fake nvidia-smi first on PATH; its pyclvp lines."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    pybind11 = pytest.importorskip("pybind11")
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not on PATH")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n" + (f"echo '{smi_output}'\n" if smi_output else "exit 9\n"))
+    smi.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(["cmake", "-S", str(root), "-B", str(tmp_path / "build"), f"-DPYCLVP_CUDA={mode}",
+                          f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={__import__('sys').executable}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return [line for line in run.stdout.splitlines() if "pyclvp:" in line]
+
+
+def test_cuda_auto_without_a_gpu_builds_cpu_only(tmp_path):
+    import shutil
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("the rule is about a machine with nvcc but no GPU; this one has no nvcc")
+    lines = "\n".join(_configure(tmp_path, "AUTO", None))
+    assert "nvcc found but no GPU" in lines and "for the CPU only" in lines and "CUDA kernels too" not in lines
+
+
+def test_cuda_auto_with_a_gpu_builds_cuda(tmp_path):
+    import shutil
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc here")
+    lines = "\n".join(_configure(tmp_path, "AUTO", "GPU 0: NVIDIA H200 (UUID: GPU-0)"))
+    assert "building the CUDA kernels too" in lines and "no GPU" not in lines

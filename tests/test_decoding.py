@@ -426,7 +426,8 @@ def test_cli_rank_table_and_json(tmp_path, capsys):
             str(clip), "--candidates", "3", "--max-new-tokens", "6", "--seed", "4"]
     assert main(argv) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[1].split() == ["rank", "score", "tokens", "seconds"] and len(table) == 5
+    assert table[2].split() == ["rank", "score", "tokens", "seconds"] and len(table) == 6
+    assert table[1].startswith("score: ") and "before the stop token" in table[1] and "20 tokens" in table[1]
     assert main(argv + ["--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     scores = [c["score"] for c in got["candidates"]]
@@ -438,7 +439,7 @@ def test_cli_rank_table_and_json(tmp_path, capsys):
     (["--model", "/no/such/model", "--text", "Hi.", "--voice", "v.wav"], "model folder /no/such/model does not exist"),
     (["--model", str(DATA / "tiny_a"), "--text", "  ", "--voice", "v.wav"], "the text is empty"),
     (["--model", str(DATA / "tiny_a"), "--text", "Hi.", "--voice", "v.wav", "--preset", "x"], "unknown preset"),
-    (["--model", str(DATA / "tiny_a"), "--text", "Hi.", "--voice", "v.wav", "--candidates", "0"], "num_candidates"),
+    (["--model", str(DATA / "tiny_a"), "--text", "Hi.", "--voice", "v.wav", "--candidates", "0"], "--candidates must be at least 1, got 0"),
 ])
 def test_cli_rank_errors(tmp_path, capsys, argv, match):
     from pyclvp.cli import main

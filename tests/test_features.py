@@ -419,8 +419,10 @@ def test_cli_mel_writes_features_and_png(tmp_path, capsys):
     features = np.load(out)
     want = ClvpFeatureExtractor.from_pretrained()(load_audio(clip), sampling_rate=22050, return_tensors="np")
     assert np.array_equal(features, want["input_features"][0])
-    width, height, _ = _read_png(png)
-    assert (width, height) == (517, 240)
+    from pyclvp.png import BAR_GAP, BAR_RIGHT, BAR_WIDTH, MEL_BOTTOM, MEL_LEFT, MEL_TOP
+
+    width, height, _ = _read_png(png)  # the 517-frame, 240-row spectrogram inside its axes and colour bar
+    assert (width, height) == (MEL_LEFT + 517 + BAR_GAP + BAR_WIDTH + BAR_RIGHT, MEL_TOP + 240 + MEL_BOTTOM)
     assert cli.main(["mel", str(clip), "-o", str(out), "--full", "--no-norms"]) == 0
     assert np.load(out).shape == (80, 1 + len(load_audio(clip)) // 256)
     assert "float32" in capsys.readouterr().out
@@ -428,4 +430,5 @@ def test_cli_mel_writes_features_and_png(tmp_path, capsys):
 
 def test_cli_mel_bad_file(tmp_path, capsys):
     assert cli.main(["mel", str(DATA / "malformed_wav" / "mulaw.wav"), "-o", str(tmp_path / "x.npy")]) == 2
-    assert "mu-law" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "mu-law" in err and "mulaw.wav" in err and len(err.splitlines()) == 1

@@ -36,7 +36,6 @@ SAFETENSORS_NAME, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.in
 BIN_NAME, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 _FLOAT_STORED = {"F64", "F32", "F16", "BF16"}
-SHOWN = 8  # names listed per kind of problem in an error message; the rest are counted
 
 
 class CheckpointError(ValueError):
@@ -138,17 +137,20 @@ def check_shapes(shapes: dict, spec: dict, where, optional=()) -> None:
                  if n in shapes and tuple(shapes[n]) != spec[n]]
     problems = [(f"{len(missing)} missing", missing), (f"{len(unexpected)} unexpected", unexpected),
                 (f"{len(misshaped)} with the wrong shape", misshaped)]
-    lines = [f"  {title}: " + ", ".join(names[:SHOWN]) + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN
-                                                            else "") for title, names in problems if names]
+    lines = [f"  {title}: " + _first(names) for title, names in problems if names]
     if lines:
         raise CheckpointError(f"checkpoint {where} does not match its config:\n" + "\n".join(lines))
+
+
+def _first(names, shown: int = 5) -> str:
+    """The first few names and a count of the rest: an error stays a few lines when 916 tensors are missing."""
+    return ", ".join(names[:shown]) + (f", ... and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _check_float(stored: dict) -> None:  # {name: stored dtype name}
     bad = [f"{n} ({s})" for n, s in stored.items() if s not in _FLOAT_STORED]
     if bad:
-        more = f", ... ({len(bad) - SHOWN} more)" if len(bad) > SHOWN else ""
-        raise CheckpointError(f"tensors that are not floating point: {', '.join(bad[:SHOWN])}{more}")
+        raise CheckpointError(f"tensors that are not floating point: {_first(bad)}")
 
 
 def _as_stored(f, name, stored):

@@ -39,7 +39,7 @@ from ..checks import as_ids, keep_mask
 from ..config import ClvpConfig
 from ..decoding import DEFAULT_BATCH_SIZE, GenerationOptions, chunks, decode
 from ..io.checkpoints import check_folder, check_shapes
-from ..ops import BACKENDS, get_ops
+from ..ops import BACKEND_CHOICES, get_ops
 from .conditioning import conditioning_encoder, pad_extra_bos_eos_tokens
 from .decoder import Decoder
 from .encoder import Encoder, EncoderOutput
@@ -270,7 +270,7 @@ def _ops(backend):
     if isinstance(backend, str):
         return get_ops(backend)
     if not callable(getattr(backend, "linear", None)):
-        raise TypeError(f"backend must be a backend's name ({', '.join(BACKENDS)}) or an Ops object, got {backend!r}")
+        raise TypeError(f"backend must be a backend's name ({', '.join(BACKEND_CHOICES)}) or an Ops object, got {backend!r}")
     return backend
 
 

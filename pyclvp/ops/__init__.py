@@ -3,6 +3,7 @@
     ops = get_ops("numpy")   # the readable reference (pyclvp/ops/numpy_ops.py)
     ops = get_ops("cpu")     # the C++ core (pyclvp/ops/cpu_ops.py over pyclvp._core)
     ops = get_ops("cuda")    # the CUDA core (pyclvp/ops/cuda_ops.py)
+    ops = get_ops("auto")    # the fastest that runs here: cuda, else cpu, else numpy (resolve_backend)
 
 Every backend is an Ops object with the same method names and shapes as numpy_ops. A backend
 subclasses NumpyOps and overrides what its core implements, so an op it does not (yet) accelerate
@@ -21,10 +22,24 @@ from __future__ import annotations
 from .numpy_ops import NumpyOps
 
 BACKENDS = ("numpy", "cpu", "cuda")
+BACKEND_CHOICES = ("auto", *BACKENDS)  # what get_ops and from_pretrained accept (pyclvp/cli.py lists the same)
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """The backend's name, with "auto" resolved (the one place it is): "cuda" when the CUDA backend can run
+    here (built with CUDA and a GPU visible), else "cpu" when the C++ core imports, else "numpy"."""
+    if backend != "auto":
+        return backend
+    try:
+        from .cuda_ops import cuda_unavailable_reason
+    except ImportError:  # no pyclvp._core at all: the reference is all there is
+        return "numpy"
+    return "cuda" if cuda_unavailable_reason() is None else "cpu"
 
 
 def get_ops(backend: str = "numpy"):
-    """The Ops object for `backend` ("numpy", "cpu" or "cuda"); a clear error if it is unavailable here."""
+    """The Ops object for `backend` ("auto", "numpy", "cpu" or "cuda"); a clear error if it is unavailable here."""
+    backend = resolve_backend(backend)
     if backend == "numpy":
         return NumpyOps()
     if backend == "cpu":
@@ -35,4 +50,4 @@ def get_ops(backend: str = "numpy"):
         from .cuda_ops import CudaOps
 
         return CudaOps()
-    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")

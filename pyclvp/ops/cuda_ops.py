@@ -43,8 +43,8 @@ class CudaUnavailableError(RuntimeError):
 def cuda_unavailable_reason() -> str | None:
     """None when the CUDA backend can run here, else why it cannot."""
     if not _core.build_info()["cuda_compiled"]:
-        return ("pyclvp._core was built without CUDA (nvcc was not found at build time, or PYCLVP_CUDA=OFF); "
-                "rebuild with nvcc on PATH, or with PYCLVP_CUDA=ON to make a missing nvcc an error")
+        return ("pyclvp._core was built without CUDA (PYCLVP_CUDA=AUTO builds it only where nvcc >= 12 and a GPU "
+                "were both found; OFF never); rebuild with `PYCLVP_CUDA=ON pip install .`")
     if _core.cuda_device_count() < 1:
         return ("pyclvp._core was built with CUDA, but the CUDA runtime reports no GPU "
                 "(no device, no driver, or CUDA_VISIBLE_DEVICES hides them)")
