@@ -224,10 +224,17 @@ class ClvpModelForConditionalGeneration:
 
         options: pyclvp.decoding.GenerationOptions, with transformers' names and defaults: max_new_tokens=500,
         min_new_tokens=0, do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-        num_return_sequences=1, seed=None, pad_to_max_mel_tokens=None, batch_size=None, progress=False.
-        preset ("ultra_fast", "fast", "standard", "high_quality"): Tortoise's candidate count with sampling
-        at temperature 0.8, top_p 0.8, repetition_penalty 2.0, 500 tokens, for the settings left at their
-        defaults. See pyclvp/decoding.py for the decoding rules.
+        num_return_sequences=1, seed=None, pad_to_max_mel_tokens=None, prompt_token_ids=(), positions="cached",
+        batch_size=None, progress=False.
+        preset ("ultra_fast", "fast", "standard", "high_quality"): Tortoise's candidate count with tts()'s own
+        arguments (temperature 0.8, top_p 0.8, repetition_penalty 2.0, 500 tokens; decoding.PRESET_SAMPLING) for
+        the settings left at their defaults. See pyclvp/decoding.py for the decoding rules.
+
+        This keeps transformers' semantics; Tortoise's tts() (and pyclvp.rank.rank) differs in four ways, each
+        an option here: top_k=50 (the transformers default tts() inherits), prompt_token_ids=(1,) (the fake
+        prompt's code 1 penalized from the start), positions="uncached" (token k at mel position k, kv_cache=False;
+        "cached" is token k at k + 1), and pad_to_max_mel_tokens=max_new_tokens + 1 (every candidate padded with
+        the stop token to max_new_tokens speech tokens before CLVP scores it).
         """
         opts = GenerationOptions.resolve(preset, **options)
         ids, mask = self.generation_text(input_ids, attention_mask)
