@@ -21,7 +21,8 @@ from pathlib import Path
 FIXTURE_VERSION = 1
 TOOLS = Path(__file__).resolve().parent
 DATA = TOOLS.parent / "tests" / "data"
-PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech", "cleaners"]
+PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech", "cleaners",
+         "tortoise_rank"]
 
 
 def main(argv=None) -> int:

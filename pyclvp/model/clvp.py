@@ -253,19 +253,27 @@ class ClvpModelForConditionalGeneration:
         """Steps 2-4 of generate() from conditioning embeddings (B, P-1, C) and the generation text ids."""
         d = self.config.decoder_config
         tokens = decode(self.decoder, self.decoder_prompt(cond), opts, d.bos_token_id, d.eos_token_id)  # (R, N)
+        return self.score(ids, mask, tokens, opts.pad_to_max_mel_tokens, opts.batch_size), tokens
+
+    def score(self, ids, mask, tokens, pad_to_max_mel_tokens=None, batch_size=None) -> ClvpOutput:
+        """CLVP's scores of generated tokens (R, N) (no start token) for the text ids (B, T): the start token put
+        in front, padded with the stop token to pad_to_max_mel_tokens (or cropped), fixed, then embedded.
+        Tortoise's tts() scores F.pad(codes, (0, max_mel_tokens - N), value=stop): pad_to_max_mel_tokens =
+        max_mel_tokens + 1, the start token counted (fix_speech_decoder_output drops it)."""
+        d = self.config.decoder_config
         seqs = np.concatenate([np.full((len(tokens), 1), d.bos_token_id), tokens], axis=1)  # (R, 1+N)
-        if opts.pad_to_max_mel_tokens is not None:  # ref: transformers generate: F.pad(..., value=eos), which crops
-            extra = opts.pad_to_max_mel_tokens - seqs.shape[1]
+        if pad_to_max_mel_tokens is not None:  # ref: transformers generate: F.pad(..., value=eos), which crops
+            extra = pad_to_max_mel_tokens - seqs.shape[1]
             seqs = (np.pad(seqs, ((0, 0), (0, extra)), constant_values=d.eos_token_id) if extra >= 0
                     else seqs[:, :extra])
         speech_ids = self.fix_speech_decoder_output(seqs)  # (R, N')
-        size = opts.batch_size or DEFAULT_BATCH_SIZE
+        size = batch_size or DEFAULT_BATCH_SIZE
         parts = [self.speech_encoder(speech_ids[rows]) for rows in chunks(len(speech_ids), size)]
         speech_out = EncoderOutput(*(np.concatenate([getattr(p, f.name) for p in parts])
                                      for f in dataclasses.fields(EncoderOutput)))
         out = self.similarity(self.text_encoder(ids, mask), speech_out)
         out.speech_ids = speech_ids
-        return out, tokens
+        return out
 
 
 def _ops(backend):
