@@ -128,3 +128,17 @@ def test_rank_uses_tortoises_settings(folder, ref, monkeypatch):
     with pytest.raises(StopIteration):
         rank_module.rank(model, ref["text_tokens"][:, :-1], ref["cond_mels"][0], 2, pad_to=None, positions="cached")
     assert seen["opts"].pad_to_max_mel_tokens is None and seen["opts"].positions == "cached"
+
+
+def test_cli_rank_pad_to_and_positions(tmp_path, capsys):
+    from pyclvp.cli import main
+    from pyclvp.demo import write_voice_clip
+
+    clip = write_voice_clip(tmp_path / "v.wav", seconds=0.5)
+    base = ["rank", "--model", str(DATA / "tiny_a"), "--text", "Hi.", "--voice", str(clip), "--candidates", "2",
+            "--max-new-tokens", "4", "--seed", "1", "--json"]
+    for extra in (["--pad-to", "none", "--positions", "cached"], ["--pad-to", "9"], []):
+        assert main(base + extra) == 0
+        assert len(capsys.readouterr().out.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(base + ["--pad-to", "0"])
