@@ -142,3 +142,17 @@ def test_cli_rank_pad_to_and_positions(tmp_path, capsys):
         assert len(capsys.readouterr().out.strip().splitlines()) == 1
     with pytest.raises(SystemExit):
         main(base + ["--pad-to", "0"])
+
+
+def test_voice_files_give_tortoises_conditioning(folder, ref):
+    """WAV files -> load_voice -> features -> the averaged conditioning vector, as get_conditioning_latents."""
+    from pyclvp.audio.features import ClvpFeatureExtractor
+    from pyclvp.rank import conditioning
+
+    clips = [load_voice(HERE / f"{name}.wav") for name in ("voice_stereo_44k", "voice_mono_48k")]
+    fe = ClvpFeatureExtractor.from_pretrained(folder)  # what rank() uses: Tortoise's mel_norms when no config
+    feats = fe(clips, sampling_rate=22050, return_tensors="np")["input_features"]  # (2, 80, frames)
+    assert_close(feats, ref["voices.auto_conds"][0], atol=1e-4, rtol=0, name="conditioning mels")
+    model = _model(folder, ref)
+    cond, _, _ = conditioning(model, ref["text_tokens"][:, :-1], clips)
+    assert_close(cond[:, 0], ref["voices.auto_conditioning"], atol=1e-4, rtol=0, name="auto_conditioning")

@@ -15,14 +15,20 @@
     (the token-1 probe): the fake prompt's penalty is what keeps it from winning there; the stop code's by
     STOP_BIAS, so that candidates stop at different lengths and tts()'s padding matters.
       mel_head_bias (V,)            the decoder's mel_head bias after both changes (for pyclvp's copy)
-  tests/data/tortoise_rank/voice_stereo_44k.wav, voice_mono_48k.wav + voices.npz: WAVs and Tortoise's load_audio
-      (channel 0, torchaudio.functional.resample to 22.05 kHz, clip to [-1, 1]) + format_conditioning's padding
+  tests/data/tortoise_rank/voice_stereo_44k.wav, voice_mono_48k.wav: two voice clips (a 1 s stereo clip at 44.1 kHz
+      whose channels differ, a 0.5 s mono clip at 48 kHz), and in expected.npz:
+      <name>.loaded                 Tortoise's load_audio (channel 0, torchaudio.functional.resample to 22.05 kHz,
+                                    clip to [-1, 1])
+      voices.auto_conds, voices.auto_conditioning   get_conditioning_latents' autoregressive half on both clips:
+                                    format_conditioning (zero-padded to 132300 samples, TorchMelSpectrogram) and
+                                    UnifiedVoice.get_conditioning (the tiny model, without the probe's bias changes)
 
 Models: the tiny UnifiedVoice + CLVP of tests/data/torch_pickle/tortoise (tools/ref_torch_pickle.py), run by the
 sdist's own classes under transformers 4.31 (the version tortoise-tts 3.0.0 pins; tools/ref_speech.py's venv).
 torchaudio is not installable for torch 2.13 (the registry stops at 2.11.1): torchaudio.functional.resample
 is reproduced below from torchaudio 2.11.1's source (functional.py: _get_sinc_resample_kernel,
-_apply_sinc_resample_kernel), line for line, and installed as the stub's torchaudio.functional.resample.
+_apply_sinc_resample_kernel), line for line, and installed as the stub's torchaudio.functional.resample; so is
+torchaudio.transforms.MelSpectrogram for TorchMelSpectrogram's arguments (class MelSpectrogram below).
 """
 from __future__ import annotations
 
@@ -86,6 +92,48 @@ def torchaudio_resample(waveform, orig_freq, new_freq):
     resampled = resampled.transpose(1, 2).reshape(num_wavs, -1)
     target_length = torch.ceil(torch.as_tensor(new * length / orig)).long()
     return resampled[..., :target_length].view(shape[:-1] + resampled[..., :target_length].shape[-1:])
+
+
+class MelSpectrogram:
+    """torchaudio.transforms.MelSpectrogram (2.11.1) for the arguments TorchMelSpectrogram passes: Spectrogram
+    (torch.stft, Hann window, center=True, reflect padding, onesided, |.|^2) then MelScale (melscale_fbanks with
+    norm="slaney", mel_scale="htk"), copied from torchaudio's _transforms.py / functional.py."""
+
+    def __init__(self, n_fft, hop_length, win_length, power, normalized, sample_rate, f_min, f_max, n_mels, norm):
+        import torch
+
+        assert power == 2 and not normalized and norm == "slaney"
+        self.n_fft, self.hop, self.win = n_fft, hop_length, win_length
+        self.window = torch.hann_window(win_length)
+
+        def hz_to_mel(f):
+            return 2595.0 * math.log10(1.0 + (f / 700.0))
+
+        def mel_to_hz(m):
+            return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+        n_freqs = n_fft // 2 + 1
+        all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)
+        m_pts = torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2)
+        f_pts = mel_to_hz(m_pts)
+        f_diff = f_pts[1:] - f_pts[:-1]
+        slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
+        down_slopes = (-1.0 * slopes[:, :-2]) / f_diff[:-1]
+        up_slopes = slopes[:, 2:] / f_diff[1:]
+        fb = torch.max(torch.zeros(1), torch.min(down_slopes, up_slopes))
+        fb *= (2.0 / (f_pts[2:n_mels + 2] - f_pts[:n_mels])).unsqueeze(0)
+        self.fb = fb  # (n_freqs, n_mels)
+
+    def to(self, device):
+        return self
+
+    def __call__(self, waveform):  # (B, T) -> (B, n_mels, frames)
+        import torch
+
+        spec = torch.stft(waveform, self.n_fft, hop_length=self.hop, win_length=self.win, window=self.window,
+                          center=True, pad_mode="reflect", normalized=False, onesided=True,
+                          return_complex=True).abs().pow(2.0)
+        return torch.matmul(spec.transpose(-1, -2), self.fb).transpose(-1, -2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,7 +224,7 @@ def _voices(out: Path) -> dict:
     from tortoise.utils.audio import load_audio
 
     rng = np.random.default_rng(42)
-    arrays = {}
+    arrays, clips = {}, []
     for name, rate, channels, seconds in [("voice_stereo_44k", 44100, 2, 1.0), ("voice_mono_48k", 48000, 1, 0.5)]:
         t = np.arange(int(rate * seconds)) / rate
         left = 0.4 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.shape)  # a tone and noise
@@ -188,6 +236,15 @@ def _voices(out: Path) -> dict:
         cond = torch.nn.functional.pad(audio, (0, 132300 - audio.shape[-1]))
         arrays[f"{name}.loaded"] = _np(audio[0])
         arrays[f"{name}.conditioning_window_nonzero"] = np.array(int((_np(cond[0]) != 0).sum()))
+        clips.append(audio)
+    # get_conditioning_latents' autoregressive half (api.py lines 263-269) on the two clips
+    from tortoise.api import format_conditioning
+
+    ar, _ = _models()
+    with torch.no_grad():
+        auto_conds = torch.stack([format_conditioning(c, device="cpu") for c in clips], dim=1)  # (1, 2, 80, F)
+        arrays["voices.auto_conds"] = _np(auto_conds)
+        arrays["voices.auto_conditioning"] = _np(ar.get_conditioning(auto_conds))  # (1, C)
     return arrays
 
 
@@ -201,6 +258,10 @@ def make(data_dir: Path) -> None:
     functional.resample = torchaudio_resample
     torchaudio.functional = functional
     sys.modules["torchaudio.functional"] = functional
+    transforms = types.ModuleType("torchaudio.transforms")
+    transforms.MelSpectrogram = MelSpectrogram
+    torchaudio.transforms = transforms
+    sys.modules["torchaudio.transforms"] = transforms
     sys.modules.setdefault("scipy.io.wavfile", __import__("scipy.io.wavfile").io.wavfile)
     from tortoise import api
 
