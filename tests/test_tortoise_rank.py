@@ -156,3 +156,30 @@ def test_voice_files_give_tortoises_conditioning(folder, ref):
     model = _model(folder, ref)
     cond, _, _ = conditioning(model, ref["text_tokens"][:, :-1], clips)
     assert_close(cond[:, 0], ref["voices.auto_conditioning"], atol=1e-4, rtol=0, name="auto_conditioning")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_decoder_logits_match_tts_at_uncached_positions(folder, ref, backend):
+    """pyclvp's logits for tts()'s sampled codes, fed at the uncached positions (token k at mel position k), are
+    the raw logits Tortoise sampled from (the probe's mel_head bias copied in)."""
+    from pyclvp.io.safetensors import load_file
+    from pyclvp.rank import conditioning
+
+    model = ClvpModelForConditionalGeneration(model_config(folder), dict(load_file(folder / "model.safetensors"),
+                                              **{"speech_decoder_model.lm_head.bias": ref["mel_head_bias"]}), backend)
+    cond, _, _ = conditioning(model, ref["text_tokens"][:, :-1], ref["cond_mels"][0])  # (1, P-1, C)
+    codes = ref["codes"]  # (R, N)
+    R, steps = codes.shape[0], ref["raw_logits"].shape[0]
+    prompt = np.repeat(model.decoder_prompt(cond), R, axis=0)  # (R, P, C)
+    dec = model.decoder
+    state = dec.new_state(R, prompt.shape[1] + steps)
+    got = [dec.prefill(prompt, None, state)]
+    for k in range(1, steps):  # token k (1-based) at mel position k
+        got.append(dec.step(codes[:, k - 1], np.full(R, k), state))
+    assert_close(np.stack(got), ref["raw_logits"], atol=1e-4, rtol=0, name="decoder logits")
+
+
+def model_config(folder):
+    from pyclvp.config import ClvpConfig
+
+    return ClvpConfig.from_pretrained(folder)

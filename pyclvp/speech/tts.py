@@ -111,6 +111,8 @@ class TextToSpeech:
         """The waveform in chunks as the speech tokens come; their concatenation is api_fast.tts_stream's output."""
         hifigan = self._decoder()
         opts = GenerationOptions.resolve(**dict(FAST_SAMPLING, **sampling))
+        if opts.positions != "cached":  # the chunks' latents are the KV-cached generation's
+            raise ValueError("tts_stream decodes at the KV-cached positions (positions='cached') only")
         cond, _, _ = conditioning(self.model, text, voice_samples)  # (1, P-1, C)
         d = self.model.config.decoder_config
         tokens, new, wav_prev, overlap = [], 0, None, None
