@@ -115,7 +115,7 @@ def _cmd_mel(args):
     extractor = ClvpFeatureExtractor.from_pretrained(args.config)
     if args.no_norms:
         extractor.mel_norms = None
-    audio = _load_clip(args.clip, "clip", extractor.sampling_rate)                   # (T,)
+    audio = _load_clip(args.clip, "clip", extractor.sampling_rate, tortoise=False)  # (T,): the whole clip
     max_length = max(len(audio), 1) if args.full else None
     features = extractor(audio, sampling_rate=extractor.sampling_rate, max_length=max_length,
                          return_tensors="np")["input_features"][0]                  # (M, frames)
@@ -293,17 +293,19 @@ def _positive(flag: str, value) -> None:
         raise ValueError(f"{flag} must be at least 1, got {value}")
 
 
-def _load_clip(path, flag: str, sampling_rate: int = 22050):
-    """load_audio(path) with the file (and the flag that named it) in any error."""
+def _load_clip(path, flag: str, sampling_rate: int = 22050, tortoise: bool = True):
+    """A voice clip as Tortoise reads it (load_voice: first channel, torchaudio's resampler, a 6 s window), or
+    with load_audio (tortoise=False: every channel averaged, the whole clip), naming the file and its flag in any
+    error."""
     from pathlib import Path
 
-    from pyclvp.audio import load_audio
+    from pyclvp.audio import load_audio, load_voice
 
     label = f"{flag} {path}" if flag.startswith("-") else str(path)
     if Path(path).is_dir():
         raise ValueError(f"{label} is a folder, not a WAV file")
     try:
-        return load_audio(path, sampling_rate)
+        return load_voice(path) if tortoise else load_audio(path, sampling_rate)
     except OSError as e:
         raise ValueError(f"{label}: {(e.strerror or str(e)).lower()}") from None
     except ValueError as e:
@@ -318,15 +320,33 @@ def _name_voices(message: str, paths) -> str:
     return re.sub(r"voice clip (\d+) of \d+", name, message)
 
 
+def _pad_to(text: str):
+    """argparse type for --pad-to: a count >= 1, none, or max_new_tokens (the default: --max-new-tokens)."""
+    if text.lower() == "none":
+        return None
+    if text == "max_new_tokens":
+        return text
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or none, got {text!r}")
+    return int(text)
+
+
 def _add_generation_args(p):
     p.add_argument("--text", required=True, help="the text to speak")
     p.add_argument("--voice", action="append", required=True, metavar="CLIP.wav",
-                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged)")
+                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged); read as "
+                        "Tortoise does: first channel, torchaudio's resampler, the first 6 s")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--candidates", type=int, metavar="N", help="candidates to generate (default 16)")
     group.add_argument("--preset", help="Tortoise preset: ultra_fast (16), fast (96), standard / high_quality (256)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="speech tokens per candidate (default 500)")
     p.add_argument("--seed", type=_non_negative_int, help="random seed for sampling, >= 0 (default: fresh each run)")
+    p.add_argument("--pad-to", type=_pad_to, default="max_new_tokens", metavar="N|none",
+                   help="speech tokens CLVP scores per candidate, the stop token padding the shorter ones "
+                        "(default: --max-new-tokens, as Tortoise's tts(); none: the longest candidate's length)")
+    p.add_argument("--positions", choices=["uncached", "cached"], default="uncached",
+                   help="mel position of generated token k: k (uncached, Tortoise's default kv_cache=False) or k + 1 "
+                        "(cached, kv_cache=True and transformers' CLVP)")
     _add_backend_arg(p)
     p.add_argument("--json", action="store_true", help="print the ranking as JSON (with each candidate's speech ids)")
 
@@ -367,7 +387,9 @@ def _cmd_rank(args):
     kwargs = dict(preset=args.preset) if args.preset else dict(num_candidates=count)
     if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
-    candidates = rank(model, args.text, clips, seed=args.seed, progress=sys.stderr.isatty(), **kwargs)
+    candidates = rank(model, args.text, clips, seed=args.seed, progress=sys.stderr.isatty(),
+                      pad_to=getattr(args, "pad_to", "max_new_tokens"), positions=getattr(args, "positions", "uncached"),
+                      **kwargs)
     rows = [dict(rank=i + 1, score=round(c.score, 4), tokens=c.length, seconds=round(c.seconds, 2),
                  speech_ids=c.speech_ids.tolist()) for i, c in enumerate(candidates)]
     if args.plot:
@@ -395,7 +417,8 @@ def _add_tts(sub):
                                                                    "hifigan/ (pyclvp convert-tortoise --hifigan)")
     p.add_argument("--text", required=True, help="the text to speak")
     p.add_argument("--voice", action="append", required=True, metavar="CLIP.wav",
-                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged)")
+                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged); read as "
+                        "Tortoise does: first channel, torchaudio's resampler, the first 6 s")
     p.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="the WAV to write; - for standard output")
     p.add_argument("--candidates", type=int, default=1, metavar="N",
                    help="sample N candidates and speak the one CLVP ranks best (default 1, as Tortoise's api_fast)")
@@ -521,7 +544,8 @@ def _cmd_demo(args):
           f"--max-new-tokens {args.max_new_tokens} --seed 0 --backend {args.backend}")
     rank_args = argparse.Namespace(model=str(folder), text=DEMO_TEXT, voice=[str(clip)], preset=None,
                                    candidates=args.candidates, max_new_tokens=args.max_new_tokens, seed=0,
-                                   backend=ops, json=False, top=10, plot=None)
+                                   backend=ops, json=False, top=10, plot=None,
+                                   pad_to="max_new_tokens", positions="uncached")
     _cmd_rank(rank_args)
     out = Path(args.wav)
     print(f"\nspeaking the best of {args.candidates} new candidates (at least {args.max_new_tokens // 2} tokens) "
