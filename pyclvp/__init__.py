@@ -10,7 +10,7 @@ Map of the package, in pipeline order (imports run downwards only):
   decoding.py       generation options, logits processors, sampling, the KV-cached decode loop
   ops/              the backend seam: numpy (the reference), cpu (C++ core), cuda; state.py: the KV cache
   text/             normalizer.py (transformers) or cleaners.py (Tortoise) + tokenizer.py: text -> ids (ClvpTokenizer)
-  audio/            resample.py, voice.py (load_audio), stft.py, features.py (ClvpFeatureExtractor), processor.py
+  audio/            resample.py, voice.py (load_audio, load_voice), stft.py, features.py (ClvpFeatureExtractor), processor.py
   io/               safetensors.py, torch_pickle.py (.bin/.pth without torch), checkpoints.py, wav.py, half.py
   config.py         ClvpConfig and friends                           convert.py  .bin and Tortoise .pth -> safetensors
   checks.py         the shared input checks
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ClvpConfig": "config", "ClvpEncoderConfig": "config", "ClvpDecoderConfig": "config",
     "ClvpTokenizer": "text.tokenizer", "ClvpFeatureExtractor": "audio.features", "ClvpProcessor": "audio.processor",
-    "load_audio": "audio.voice", "ClvpModelForConditionalGeneration": "model", "ClvpOutput": "model",
+    "load_audio": "audio.voice", "load_voice": "audio.voice", "ClvpModelForConditionalGeneration": "model", "ClvpOutput": "model",
     "rank": "rank", "Candidate": "rank", "get_ops": "ops",
 }
 __all__ = ["__version__", *_PUBLIC]

@@ -255,15 +255,33 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
+def _pad_to(text: str):
+    """argparse type for --pad-to: a count >= 1, none, or max_new_tokens (the default: --max-new-tokens)."""
+    if text.lower() == "none":
+        return None
+    if text == "max_new_tokens":
+        return text
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or none, got {text!r}")
+    return int(text)
+
+
 def _add_generation_args(p):
     p.add_argument("--text", required=True, help="the text to speak")
     p.add_argument("--voice", action="append", required=True, metavar="CLIP.wav",
-                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged)")
+                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged); read as "
+                        "Tortoise does: first channel, torchaudio's resampler, the first 6 s")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--candidates", type=int, metavar="N", help="candidates to generate (default 16)")
     group.add_argument("--preset", help="Tortoise preset: ultra_fast (16), fast (96), standard / high_quality (256)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="speech tokens per candidate (default 500)")
     p.add_argument("--seed", type=_non_negative_int, help="random seed for sampling, >= 0 (default: fresh each run)")
+    p.add_argument("--pad-to", type=_pad_to, default="max_new_tokens", metavar="N|none",
+                   help="speech tokens CLVP scores per candidate, the stop token padding the shorter ones "
+                        "(default: --max-new-tokens, as Tortoise's tts(); none: the longest candidate's length)")
+    p.add_argument("--positions", choices=["uncached", "cached"], default="uncached",
+                   help="mel position of generated token k: k (uncached, Tortoise's default kv_cache=False) or k + 1 "
+                        "(cached, kv_cache=True and transformers' CLVP)")
     p.add_argument("--backend", default="numpy", choices=["numpy", "cpu", "cuda"], help="compute backend")
     p.add_argument("--json", action="store_true", help="print the ranking as JSON (with each candidate's speech ids)")
 
@@ -280,7 +298,7 @@ def _cmd_rank(args):
     import json
     from pathlib import Path
 
-    from pyclvp.audio import load_audio
+    from pyclvp.audio import load_voice
     from pyclvp.model import ClvpModelForConditionalGeneration
     from pyclvp.rank import rank
 
@@ -290,12 +308,14 @@ def _cmd_rank(args):
         raise ValueError(f"model folder {args.model} does not exist (download config.json + model.safetensors, "
                          f"or try `pyclvp demo`)")
     model = ClvpModelForConditionalGeneration.from_pretrained(args.model, backend=args.backend)
-    clips = [load_audio(path) for path in args.voice]  # (T,) float32 at 22,050 Hz each
+    clips = [load_voice(path) for path in args.voice]  # (132300,) float32 at 22,050 Hz each, as Tortoise reads them
     count = 16 if args.candidates is None else args.candidates
     kwargs = dict(preset=args.preset) if args.preset else dict(num_candidates=count)
     if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
-    candidates = rank(model, args.text, clips, seed=args.seed, progress=sys.stderr.isatty(), **kwargs)
+    candidates = rank(model, args.text, clips, seed=args.seed, progress=sys.stderr.isatty(),
+                      pad_to=getattr(args, "pad_to", "max_new_tokens"), positions=getattr(args, "positions", "uncached"),
+                      **kwargs)
     rows = [dict(rank=i + 1, score=round(c.score, 4), tokens=c.length, seconds=round(c.seconds, 2),
                  speech_ids=c.speech_ids.tolist()) for i, c in enumerate(candidates)]
     if args.json:
@@ -314,7 +334,8 @@ def _add_tts(sub):
                                                                    "hifigan/ (pyclvp convert-tortoise --hifigan)")
     p.add_argument("--text", required=True, help="the text to speak")
     p.add_argument("--voice", action="append", required=True, metavar="CLIP.wav",
-                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged)")
+                   help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged); read as "
+                        "Tortoise does: first channel, torchaudio's resampler, the first 6 s")
     p.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="the WAV to write; - for standard output")
     p.add_argument("--candidates", type=int, default=1, metavar="N",
                    help="sample N candidates and speak the one CLVP ranks best (default 1, as Tortoise's api_fast)")
@@ -327,7 +348,7 @@ def _add_tts(sub):
 
 
 def _cmd_tts(args):
-    from pyclvp.audio import load_audio
+    from pyclvp.audio import load_voice
     from pyclvp.io.wav import pcm16, wav_header, write_wav
     from pyclvp.speech.tts import TextToSpeech
 
@@ -337,7 +358,7 @@ def _cmd_tts(args):
         raise ValueError("--stream speaks one candidate as it is sampled; it cannot rank --candidates")
     tts = TextToSpeech.from_pretrained(args.model, backend=args.backend)
     tts.check_ready()
-    clips = [load_audio(path) for path in args.voice]  # (T,) float32 at 22,050 Hz each
+    clips = [load_voice(path) for path in args.voice]  # (132300,) float32 at 22,050 Hz each, as Tortoise reads them
     kwargs = dict(seed=args.seed, max_new_tokens=args.max_new_tokens)
     if args.stream:
         out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
@@ -377,7 +398,7 @@ def _cmd_demo(args):
     import tempfile
     from pathlib import Path
 
-    from pyclvp.audio import load_audio
+    from pyclvp.audio import load_voice
     from pyclvp.demo import write_random_checkpoint, write_random_hifigan, write_voice_clip
     from pyclvp.io.wav import write_wav
     from pyclvp.speech.tts import TextToSpeech
@@ -396,14 +417,14 @@ def _cmd_demo(args):
               f"--max-new-tokens {args.max_new_tokens} --seed 0 --backend {args.backend}")
         rank_args = argparse.Namespace(model=str(folder), text=DEMO_TEXT, voice=[str(clip)], preset=None,
                                        candidates=args.candidates, max_new_tokens=args.max_new_tokens, seed=0,
-                                       backend=args.backend, json=False)
+                                       backend=args.backend, json=False, pad_to="max_new_tokens", positions="uncached")
         _cmd_rank(rank_args)
         out = Path(args.wav)
         print(f"\nspeaking the best of {args.candidates} new candidates (at least {args.max_new_tokens // 2} tokens) "
               f"with a random HiFi-GAN")
         tts = TextToSpeech.from_pretrained(folder, backend=args.backend)
         # min_new_tokens: the random model stops at random; a few seconds of its noise show the pipeline better
-        wav = tts.tts(DEMO_TEXT, [load_audio(clip)], candidates=args.candidates, seed=0,
+        wav = tts.tts(DEMO_TEXT, [load_voice(clip)], candidates=args.candidates, seed=0,
                       max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens // 2)
         write_wav(out, wav, tts.sampling_rate)
         print(f"wrote {out}: {len(wav) / tts.sampling_rate:.2f} s of noise from random weights (the pipeline runs "

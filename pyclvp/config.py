@@ -53,6 +53,7 @@ class _Config:
     """from_dict / to_dict / from_pretrained / save_pretrained and the checks, shared by the three configs."""
 
     model_type: typing.ClassVar[str]
+    _PYCLVP_KEYS: typing.ClassVar[tuple] = ()  # keys transformers does not have (to_dict skips them at default)
 
     def __post_init__(self):
         self._check_types()
@@ -82,6 +83,8 @@ class _Config:
             if f.name == "extra":
                 continue
             value = getattr(self, f.name)
+            if f.name in self._PYCLVP_KEYS and value == f.default:
+                continue  # pyclvp's own keys are written only when set, so transformers' dicts round-trip
             out[f.name] = value.to_dict() if isinstance(value, _Config) else (
                 list(value) if isinstance(value, tuple) else value)
         out["model_type"] = self.model_type
@@ -165,6 +168,7 @@ class ClvpEncoderConfig(_Config):
     """The text or speech encoder (ClvpEncoder): rotary pre-RMSNorm transformer + summary + projection."""
 
     model_type: typing.ClassVar[str] = "clvp_encoder"
+    _PYCLVP_KEYS: typing.ClassVar[tuple] = ("rms_norm_style",)
     vocab_size: int = 256
     hidden_size: int = 768
     intermediate_size: int = 1536
@@ -182,9 +186,16 @@ class ClvpEncoderConfig(_Config):
     bos_token_id: typing.Optional[int] = 255
     eos_token_id: typing.Union[int, typing.List[int], None] = 0
     pad_token_id: typing.Optional[int] = None
+    # pyclvp's own key: "transformers" (ClvpRMSNorm: eps inside the square root, layer_norm_eps) or "tortoise"
+    # (x-transformers' RMSNorm, which Tortoise's CLVP was trained with: the RMS clamped at 1e-8); convert-tortoise
+    # writes "tortoise"; transformers ignores the key
+    rms_norm_style: str = "transformers"
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def _check_values(self) -> None:
+        if self.rms_norm_style not in ("transformers", "tortoise"):
+            raise ConfigError(f"{_key(self, 'rms_norm_style')}: expected 'transformers' or 'tortoise', "
+                              f"got {self.rms_norm_style!r}")
         # The token ids are checked by ClvpConfig: only the text encoder's are used (as text tokens), and
         # a Tortoise conversion gives the speech encoder the decoder's start/stop ids, outside its vocabulary.
         _check_positive(self, "vocab_size", "hidden_size", "intermediate_size", "projection_dim",

@@ -232,7 +232,8 @@ def _encoder_config(clvp: dict, side: str, bos: int, eos: int) -> dict:
     return dict(vocab_size=emb.shape[0], hidden_size=hidden, num_hidden_layers=blocks // 2,
                 num_attention_heads=heads, projection_dim=projection_dim,
                 intermediate_size=_need(clvp, f"{layers}.1.1.wrap.net.3.weight", "clvp checkpoint").shape[1],
-                use_attention_bias=f"{layers}.0.1.wrap.to_q.bias" in clvp, bos_token_id=bos, eos_token_id=eos)
+                use_attention_bias=f"{layers}.0.1.wrap.to_q.bias" in clvp, bos_token_id=bos, eos_token_id=eos,
+                rms_norm_style="tortoise")  # x-transformers' RMSNorm, not transformers' ClvpRMSNorm
 
 
 def tortoise_config(ar: dict, clvp: dict, decoder_heads: int | None = None) -> dict:

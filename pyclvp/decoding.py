@@ -7,8 +7,14 @@ decode(decoder, prompt, opts, bos, eos) runs any decoder with new_state / prefil
 reference in pyclvp/model/decoder.py, or a backend's fused one) and knows nothing of the model around it:
   1. prefill the B prompts (B, P, C) once; each chunk of at most batch_size candidate rows gets copies of
      its prompt's cache rows (state.select), in one preallocated (L, rows, H, S, D) cache
-  2. per step: logits (rows, V) -> processors -> next token; the k-th token is fed back with mel
-     position k + 1 (Tortoise's inference_speech positions), its K/V written into slot P + k - 1. A row
+  2. per step: logits (rows, V) -> processors -> next token; the k-th token (k = 1, 2, ...) is fed back
+     with its mel position, its K/V written into slot P + k - 1. Two position rules (opts.positions), both
+     Tortoise's UnifiedVoice.inference_speech (the start token is at mel position 0 in both):
+       "cached"   token k at k + 1: GPT2InferenceModel with kv_cache=True (get_fixed_embedding(len - mel_len),
+                  one past the token's index): transformers' CLVP generate, and pyclvp's generate() default
+       "uncached" token k at k: kv_cache=False (the default of api.py's TextToSpeech), where every step re-runs
+                  the whole sequence [start, t1 .. tk] with positions 0 .. k; causal attention makes that
+                  the same as caching K/V computed at those positions, which is what the loop does. A row
      stops at eos and then only emits eos; decoding stops when every row has, at max_new_tokens, or
      where the mel position table (max_position_embeddings) ends (with a warning, never indexing past it)
 
@@ -43,13 +49,22 @@ import numpy as np
 
 from .checks import check_choice, is_int, is_real
 
-__all__ = ["GenerationOptions", "PRESETS", "TORTOISE_SAMPLING", "DEFAULT_BATCH_SIZE", "process_logits", "sample",
+__all__ = ["GenerationOptions", "PRESETS", "PRESET_SAMPLING", "TORTOISE_SAMPLING", "POSITIONS", "DEFAULT_BATCH_SIZE", "process_logits", "sample",
            "decode", "stream", "chunks", "HostPicker", "ProgressBar"]
 
 # Tortoise's presets (tortoise/api.py, TextToSpeech.tts_with_preset): candidates per text, and the
 # sampling settings all of them share.
 PRESETS = {"ultra_fast": 16, "fast": 96, "standard": 256, "high_quality": 256}
-TORTOISE_SAMPLING = dict(do_sample=True, temperature=0.8, top_p=0.8, repetition_penalty=2.0, max_new_tokens=500)
+# What generate(preset=...) fills in: tts()'s own arguments, nothing transformers adds (transformers' semantics).
+PRESET_SAMPLING = dict(do_sample=True, temperature=0.8, top_p=0.8, repetition_penalty=2.0, max_new_tokens=500)
+# What Tortoise's tts() actually samples with (rank(), the CLI): PRESET_SAMPLING plus
+#   top_k=50                 tts() never passes top_k, so the transformers it pins (4.31) applies its default
+#                            GenerationConfig.top_k = 50 (warpers: temperature, top-k 50, top-p, after the penalty)
+#   prompt_token_ids=(1,)    inference_speech's fake prompt of 1s is in input_ids, so the repetition penalty
+#                            counts code 1 as seen from the first step
+#   positions="uncached"     TextToSpeech() builds the model with kv_cache=False: token k at mel position k
+TORTOISE_SAMPLING = dict(PRESET_SAMPLING, top_k=50, prompt_token_ids=(1,), positions="uncached")
+POSITIONS = ("cached", "uncached")
 DEFAULT_BATCH_SIZE = 16  # candidate rows decoded together (Tortoise's autoregressive_batch_size)
 
 
@@ -74,12 +89,15 @@ class GenerationOptions:
     # token ids the repetition penalty counts as seen from the first step, beside the start token: Tortoise's
     # inference_speech hands generate() a fake prompt of 1s, so code 1 is penalized from the start ((1,) there)
     prompt_token_ids: tuple = ()
+    # the mel position of generated token k: "cached" k + 1 (kv_cache=True), "uncached" k (kv_cache=False)
+    positions: str = "cached"
     batch_size: Optional[int] = None
     progress: Union[bool, Callable[[int, int], Any]] = False
 
     @classmethod
     def resolve(cls, preset: Optional[str] = None, **given) -> "GenerationOptions":
-        """The defaults, then the preset's settings for what was left at its default, then `given`."""
+        """The defaults, then the preset's settings (PRESET_SAMPLING and its candidate count) for what was left
+        at its default, then `given`."""
         unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
@@ -87,7 +105,7 @@ class GenerationOptions:
         if preset is not None:
             check_choice("preset", preset, PRESETS)
             defaults = cls()
-            for key, value in dict(TORTOISE_SAMPLING, num_return_sequences=PRESETS[preset]).items():
+            for key, value in dict(PRESET_SAMPLING, num_return_sequences=PRESETS[preset]).items():
                 if getattr(opts, key) == getattr(defaults, key):
                     setattr(opts, key, value)
         return opts.check()
@@ -113,6 +131,7 @@ class GenerationOptions:
             ("batch_size", self.batch_size is None or count(self.batch_size, 1), "be an integer >= 1"),
             ("prompt_token_ids", isinstance(self.prompt_token_ids, (tuple, list)) and
              all(is_int(t) and t >= 0 for t in self.prompt_token_ids), "be a tuple of token ids >= 0"),
+            ("positions", self.positions in POSITIONS, f"be one of {', '.join(map(repr, POSITIONS))}"),
             ("pad_to_max_mel_tokens", self.pad_to_max_mel_tokens is None or count(self.pad_to_max_mel_tokens, 2),
              "be an integer >= 2 (the start token and at least one speech token)"),
         ]
@@ -226,7 +245,8 @@ def chunks(R: int, size: int):  # -> row indices, `size` at a time
 def _start(decoder, prompt, opts: GenerationOptions, R: int):  # -> steps, state (B rows), logits (B, V), u
     """Prefill the B prompts (B, P, C) once, in a cache long enough for every step; the uniforms of R rows."""
     B, P, _ = prompt.shape
-    steps = min(opts.max_new_tokens, decoder.cfg.max_position_embeddings - 1)  # token k at mel position k + 1
+    # the last token fed is token steps-1, at mel position steps (cached) or steps-1 (uncached)
+    steps = min(opts.max_new_tokens, decoder.cfg.max_position_embeddings - (opts.positions == "cached"))
     state = decoder.new_state(B, P + steps - 1)
     logits = decoder.prefill(prompt, None, state)  # (B, V)
     u = np.random.default_rng(opts.seed).random((steps, R)) if opts.do_sample else None  # (steps, R)
@@ -334,4 +354,5 @@ def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos):
         if 2 * finished[live].sum() >= len(live):  # compact: keep only the rows still going
             keep = np.flatnonzero(~finished[live])
             state, live, nxt = picker.select(state, keep), live[keep], nxt[keep]
-        picker.feed(nxt, np.full(len(live), k + 2), state)  # token k+1 at mel position k+2
+        shift = 2 if opts.positions == "cached" else 1  # token k+1 at mel position k+2 (cached) or k+1 (uncached)
+        picker.feed(nxt, np.full(len(live), k + shift), state)

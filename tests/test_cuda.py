@@ -218,6 +218,25 @@ def test_hyp_norms(N, C, seed, offset):
 
 @gpu
 @hyp
+@given(N=SIZES, C=SIZES, seed=SEEDS)
+def test_hyp_rms_norm_tortoise(N, C, seed):
+    ops = get_ops("cuda")
+    rng = np.random.default_rng(seed)
+    x, g = rand(rng, N, C), rand(rng, C)
+    x[0] = 0.0  # an all-zero row: the clamp's case
+    assert_close(ops.rms_norm(x, g, 1e-8, clamp=True), ref.rms_norm(x, g, 1e-8, clamp=True), **TOL,
+                 name="rms_norm (tortoise)")
+
+
+@gpu
+def test_rms_norm_tortoise_literal(ops):
+    x, one = np.array([[3.0, 4.0], [0.0, 0.0], [3e-9, 4e-9]], np.float32), np.ones(2, np.float32)
+    assert_close(ops.rms_norm(x, one, 1e-8, clamp=True), [[0.8485281, 1.1313708], [0.0, 0.0], [0.3, 0.4]],
+                 atol=1e-6, name="rms_norm (tortoise)")
+
+
+@gpu
+@hyp
 @given(B=st.integers(1, 3), G=st.integers(1, 8), cpg=st.integers(1, 9), T=SIZES, seed=SEEDS)
 def test_hyp_group_norm(B, G, cpg, T, seed):
     ops = get_ops("cuda")

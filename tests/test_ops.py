@@ -114,11 +114,26 @@ def test_hyp_layer_norm(isa, N, C, seed, strided_x, offset):
 @ISA
 @hyp
 @given(N=SIZES, C=SIZES, seed=SEEDS)
-def test_hyp_rms_norm(isa, N, C, seed):
+@pytest.mark.parametrize("clamp, eps", [(False, 1e-6), (True, 1e-8)], ids=["transformers", "tortoise"])
+def test_hyp_rms_norm(isa, clamp, eps, N, C, seed):
     rng = np.random.default_rng(seed)
     x, g = rand(rng, 2, N, C), rand(rng, C)
+    x[0, 0] = 0.0  # an all-zero row: the clamp's (or the epsilon's) case
     with using(isa):
-        assert_close(ops.rms_norm(x, g, 1e-6), ref.rms_norm(x, g, 1e-6), **TOL, name="rms_norm")
+        assert_close(ops.rms_norm(x, g, eps, clamp=clamp), ref.rms_norm(x, g, eps, clamp=clamp), **TOL,
+                     name="rms_norm")
+
+
+def test_rms_norm_styles_literal():
+    # [3, 4]: |x| = 5, RMS = 5 / sqrt(2); transformers adds eps inside the root, Tortoise clamps the RMS at eps
+    x, one = np.array([[3.0, 4.0], [0.0, 0.0], [3e-9, 4e-9]], np.float32), np.ones(2, np.float32)
+    want_t = [[0.8485281, 1.1313708], [0.0, 0.0], [0.3, 0.4]]  # row 3: RMS 3.5e-9 < 1e-8, so x / 1e-8
+    for isa in _core.build_info()["isas_supported"]:
+        with using(isa):
+            assert_close(ops.rms_norm(x, one, 1e-8, clamp=True), want_t, atol=1e-6, name="tortoise rms_norm")
+            assert_close(ops.rms_norm(x[:1], one, 1.0), [[3 / np.sqrt(13.5), 4 / np.sqrt(13.5)]], atol=1e-6,
+                         name="transformers rms_norm")
+    assert_close(ref.rms_norm(x, one, 1e-8, clamp=True), want_t, atol=1e-6, name="reference tortoise rms_norm")
 
 
 @ISA

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import DATA, assert_close
 from conftest import tortoise_folder
+from pyclvp.decoding import GenerationOptions
 from pyclvp.model import ClvpModelForConditionalGeneration
 
 UV = DATA / "speech" / "unified_voice"
@@ -34,3 +35,33 @@ def test_latents_match_unified_voice(name, backend, tmp_path):
     prompt = np.concatenate([vector[:, None], cond[:, 0, 1:]], axis=1)  # (B, 1+T+2, C)
     latents = model.decoder_ref.speech_latents(prompt, ref["codes_after_set_mel_padding"])  # (B, N, C)
     assert_close(latents, ref["latents"], atol=1e-4, name="latents")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("name", [
+    pytest.param("tiny_ar", marks=pytest.mark.xfail(reason="isolated one-token mismatches (2-3 of 60) under both rules, "
+                                                           "each followed by identical tokens again: not explained yet; "
+                                                           "tiny_ar_b matches exactly", strict=False)),
+    "tiny_ar_b"])
+@pytest.mark.parametrize("kv_cache, positions", [(True, "cached"), (False, "uncached")])
+def test_greedy_tokens_match_inference_speech(name, backend, kv_cache, positions, tmp_path):
+    """generate(positions=...) against UnifiedVoice.inference_speech(do_sample=False) with kv_cache True / False:
+    token k at mel position k + 1 ("cached") or k ("uncached")."""
+    model = _model(name, tmp_path, backend)
+    with np.load(UV / name / "expected.npz") as f:
+        ref = dict(f)
+    want = ref[f"greedy_tokens.kv_cache_{kv_cache}"]  # (B, <=30), eos-padded after a row stops
+    B, N, M, frames = ref["cond_mels"].shape
+    ids, _ = model.generation_text(ref["text"])  # (B, T+1): inference_speech's extra stop text token
+    cond = model.encode_conditioning(ref["cond_mels"].reshape(B * N, M, frames), np.repeat(ids, N, axis=0), None)
+    cond = cond.reshape(B, N, *cond.shape[1:])
+    prompt = np.concatenate([cond[:, :, :1].mean(1), cond[:, 0, 1:]], axis=1)  # (B, P-1, C)
+    opts = GenerationOptions.resolve(max_new_tokens=30, positions=positions)
+    _, tokens = model.candidates(prompt, ids, None, opts)  # (B, N')
+    eos = model.config.decoder_config.eos_token_id
+    got = np.full(want.shape, eos)
+    n = min(tokens.shape[1], want.shape[1])
+    got[:, :n] = tokens[:, :n]
+    np.testing.assert_array_equal(got, want)
+    other = ref[f"greedy_tokens.kv_cache_{not kv_cache}"]
+    assert other.shape != want.shape or not np.array_equal(other, want), "the fixture does not tell the rules apart"

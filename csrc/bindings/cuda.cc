@@ -137,8 +137,8 @@ py::array_t<float> layer_norm(const py::handle& x_, const py::handle& g_, const 
   return y;
 }
 
-// rms_norm(x (N, C), g (C,), eps) -> (N, C)
-py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float eps) {
+// rms_norm(x (N, C), g (C,), eps, clamp) -> (N, C)
+py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float eps, bool clamp) {
   const NormArgs in = rms_norm_args(x_, g_);
   auto y = empty({in.N, in.C});
   const Host hx = host(in.x), hg = host(in.g);
@@ -146,7 +146,7 @@ py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float ep
   cuda::require_device();
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), dy(oy.bytes, "y");
-  cuda::rms_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), eps, in.N, in.C, kOps);
+  cuda::rms_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), eps, clamp, in.N, in.C, kOps);
   download(oy, dy);
   return y;
 }
@@ -475,7 +475,8 @@ void register_cuda(py::module_& m) {
   c.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("b") = py::none(),
         "x (N, Cin) f32, weight: a Weight (Cout, Cin), b (Cout,) | None -> (N, Cout)");
   c.def("layer_norm", &layer_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("eps"), "x (N, C), g (C,), b (C,) -> (N, C)");
-  c.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), "x (N, C), g (C,) -> (N, C)");
+  c.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), py::arg("clamp") = false,
+        "x (N, C), g (C,) -> (N, C); clamp: Tortoise's RMSNorm (norm clamped at eps) instead of transformers'");
   c.def("group_norm", &group_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("groups"), py::arg("eps"),
         "x (B, C, T), g (C,), b (C,) -> (B, C, T)");
   c.def("gelu_new", &elementwise<0>, py::arg("x"), "elementwise GPT-2 tanh GELU, any shape (C order)");

@@ -51,13 +51,13 @@ py::array_t<float> layer_norm(const py::handle& x_, const py::handle& g_, const 
   return y;
 }
 
-// rms_norm(x (N, C), g (C,), eps) -> (N, C)
-py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float eps) {
+// rms_norm(x (N, C), g (C,), eps, clamp) -> (N, C)
+py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float eps, bool clamp) {
   const NormArgs in = rms_norm_args(x_, g_);
   auto y = empty({in.N, in.C});
   float* yp = out_ptr(y);
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::rms_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), in.N, in.C, eps); });
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::rms_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), in.N, in.C, eps, clamp); });
   return y;
 }
 
@@ -173,7 +173,8 @@ void register_ops(py::module_& m) {
   m.def("linear", &linear, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
         "x (N, Cin) f32, w (Cout, Cin) f32/f16/u16=bf16 (C order: nn.Linear; F order: Conv1D transposed), b (Cout,) -> (N, Cout)");
   m.def("layer_norm", &layer_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("eps"), "x (N, C), g (C,), b (C,) -> (N, C)");
-  m.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), "x (N, C), g (C,) -> (N, C)");
+  m.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), py::arg("clamp") = false,
+        "x (N, C), g (C,) -> (N, C); clamp: Tortoise's RMSNorm (norm clamped at eps) instead of transformers'");
   m.def("group_norm", &group_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("groups"), py::arg("eps"),
         "x (B, C, T), g (C,), b (C,) -> (B, C, T)");
   m.def("gelu_new", &elementwise<0>, py::arg("x"), "elementwise GPT-2 tanh GELU, any shape (C order)");

@@ -67,10 +67,12 @@ void linear(const LinearJob* jobs, int njobs);
 template <CpuIsa ISA>
 void layer_norm(float* y, const float* x, const float* g, const float* b, int64_t N, int64_t C, float eps);
 
-// matches pyclvp/ops/numpy_ops.py::rms_norm: y = g * x / sqrt(mean(x^2) + eps) over the last axis.
+// matches pyclvp/ops/numpy_ops.py::rms_norm, over the last axis:
+//   clamp false (transformers): y = g * x / sqrt(mean(x^2) + eps)
+//   clamp true  (Tortoise's x-transformers RMSNorm): y = x / max(sqrt(sum(x^2)) * C^-1/2, eps) * g
 //   y : (N, C) f32 contiguous, written (may alias x)      x : (N, C) f32      g : (C,) f32
 template <CpuIsa ISA>
-void rms_norm(float* y, const float* x, const float* g, int64_t N, int64_t C, float eps);
+void rms_norm(float* y, const float* x, const float* g, int64_t N, int64_t C, float eps, bool clamp);
 
 // matches pyclvp/ops/numpy_ops.py::group_norm: per (batch, group) statistics over C/G channels x T,
 // then the per-channel affine.

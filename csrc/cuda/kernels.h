@@ -85,7 +85,9 @@ void layer_norm(float* y, const float* x, int64_t ldx, const float* g, const flo
                 StreamHandle stream, const float* g2 = nullptr, const float* b2 = nullptr, float eps2 = 0.0f);
 
 // matches pyclvp/ops/numpy_ops.py::rms_norm.   y, x : (N, C) f32 contiguous (may alias)   g : (C,) f32
-void rms_norm(float* y, const float* x, const float* g, float eps, int64_t N, int64_t C, StreamHandle stream);
+// clamp false: g * x / sqrt(mean(x^2) + eps) (transformers); true: x / max(|x| * C^-1/2, eps) * g (Tortoise)
+void rms_norm(float* y, const float* x, const float* g, float eps, bool clamp, int64_t N, int64_t C,
+              StreamHandle stream);
 
 // matches pyclvp/ops/numpy_ops.py::group_norm.   y, x : (B, C, T) f32 contiguous (may alias); g, b : (C,); C % G == 0
 void group_norm(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t B, int64_t C,

@@ -42,13 +42,16 @@ __global__ void __launch_bounds__(kNormThreads)
 }
 
 __global__ void __launch_bounds__(kNormThreads)
-    rms_norm_kernel(float* y, const float* x, const float* g, float eps, int64_t C) {
+    rms_norm_kernel(float* y, const float* x, const float* g, float eps, bool clamp, int64_t C) {
   wait_for_previous_kernel();
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * C;
   float* yr = y + static_cast<int64_t>(blockIdx.x) * C;
   float q = 0.0f;
   for (int64_t i = threadIdx.x; i < C; i += kNormThreads) q = fmaf(xr[i], xr[i], q);
-  const float denom = sqrtf(block_sum<kNormThreads>(q) / static_cast<float>(C) + eps);
+  const float sq = block_sum<kNormThreads>(q);
+  const float scale = static_cast<float>(1.0 / sqrt(static_cast<double>(C)));  // dim ** -0.5, rounded once
+  const float denom = clamp ? fmaxf(sqrtf(sq) * scale, eps)                  // Tortoise: norm * scale, clamped
+                            : sqrtf(sq / static_cast<float>(C) + eps);       // transformers: eps inside
   for (int64_t i = threadIdx.x; i < C; i += kNormThreads) yr[i] = g[i] * (xr[i] / denom);
 }
 
@@ -75,9 +78,9 @@ void layer_norm(float* y, const float* x, int64_t ldx, const float* g, const flo
   launch(layer_norm_kernel, grid_x(N, "layer_norm"), kNormThreads, s, y, x, ldx, g, b, eps, C, g2, b2, eps2);
 }
 
-void rms_norm(float* y, const float* x, const float* g, float eps, int64_t N, int64_t C, StreamHandle s) {
+void rms_norm(float* y, const float* x, const float* g, float eps, bool clamp, int64_t N, int64_t C, StreamHandle s) {
   if (N == 0 || C == 0) return;
-  launch(rms_norm_kernel, grid_x(N, "rms_norm"), kNormThreads, s, y, x, g, eps, C);
+  launch(rms_norm_kernel, grid_x(N, "rms_norm"), kNormThreads, s, y, x, g, eps, clamp, C);
 }
 
 void group_norm(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t B, int64_t C,

@@ -1,4 +1,5 @@
-"""Band-limited resampling in NumPy: `resample(x, orig_rate, new_rate)`.
+"""Band-limited resampling in NumPy: `resample(x, orig_rate, new_rate)` (pyclvp's own, Kaiser-windowed polyphase)
+and `sinc_resample(x, orig_rate, new_rate)` (torchaudio.functional.resample's sinc_interp_hann, as Tortoise loads voices).
 
 Resampling from rate r_in to r_out (`resample`): with g = gcd(r_in, r_out), the signal is conceptually
 upsampled by U = r_out / g (U - 1 zeros between samples), low-pass filtered, and kept one sample in
@@ -22,7 +23,7 @@ import math
 
 import numpy as np
 
-__all__ = ["resample", "kaiser_sinc_filter"]
+__all__ = ["resample", "kaiser_sinc_filter", "sinc_resample", "sinc_resample_kernel"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,3 +97,50 @@ def _polyphase(x: np.ndarray, h: np.ndarray, up: int, down: int) -> np.ndarray: 
         rows = windows[t0 // up::down][:count]                         # (count, taps), a strided view
         y[r::up] = rows @ branches[t0 % up]                            # (count, taps) @ (taps,) -> (count,)
     return y
+
+
+# ---------------------------------------------------------------------------------------------
+# torchaudio's resampler (Tortoise's load_audio)
+#
+# ref: torchaudio/functional/functional.py (2.x) _get_sinc_resample_kernel, _apply_sinc_resample_kernel, resample
+# with its defaults lowpass_filter_width=6, rolloff=0.99, resampling_method="sinc_interp_hann". With the rates
+# reduced by their gcd to o (in) and n (out), output sample y[j*n + c] (phase c of block j) is
+#     y[j*n + c] = sum_m kernel[c, m] * xpad[j*o + m],   xpad = [width zeros, x, width + o zeros]
+#     kernel[c, m] = sinc(pi t) * cos(pi t / (2 w))^2 * base / o,   t = clamp(((m - width)/o - c/n) * base, -w, w)
+# with base = min(o, n) * rolloff, w = lowpass_filter_width, width = ceil(w * o / base); then cut to
+# ceil(n * T / o) samples. Computed in the signal's dtype (float32 for Tortoise's tensors), as torch does.
+
+
+def sinc_resample_kernel(orig: int, new: int, lowpass_filter_width: int = 6, rolloff: float = 0.99,
+                         dtype=np.float32):  # -> kernel (n, 2*width + o), width
+    """torchaudio's _get_sinc_resample_kernel for rates already reduced by their gcd (orig=o, new=n)."""
+    base = min(orig, new) * rolloff
+    width = math.ceil(lowpass_filter_width * orig / base)
+    idx = np.arange(-width, width + orig, dtype=dtype)[None, :] / dtype(orig)       # (1, K)
+    t = np.arange(0, -new, -1, dtype=dtype)[:, None] / dtype(new) + idx              # (n, K)
+    t = t * dtype(base)
+    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width).astype(dtype)
+    window = np.cos(t * dtype(math.pi / lowpass_filter_width / 2)) ** 2             # (n, K)
+    t = t * dtype(math.pi)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kernel = np.where(t == 0, dtype(1.0), np.sin(t) / t).astype(dtype)           # (n, K)
+    return (kernel * (window * dtype(base / orig))).astype(dtype), width
+
+
+def sinc_resample(x: np.ndarray, orig_rate: int, new_rate: int, lowpass_filter_width: int = 6,
+                  rolloff: float = 0.99) -> np.ndarray:  # (T,) -> (ceil(T * new / orig),) float32
+    """torchaudio.functional.resample(x, orig_rate, new_rate) with its defaults (Hann-windowed sinc), in float32."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"sinc_resample expects a 1-D signal, got shape {x.shape}")
+    if int(orig_rate) != orig_rate or int(new_rate) != new_rate or orig_rate <= 0 or new_rate <= 0:
+        raise ValueError(f"sampling rates must be positive integers, got {orig_rate} and {new_rate}")
+    if orig_rate == new_rate:
+        return x.copy()
+    g = math.gcd(int(orig_rate), int(new_rate))
+    o, n = int(orig_rate) // g, int(new_rate) // g
+    kernel, width = sinc_resample_kernel(o, n, lowpass_filter_width, rolloff)         # (n, K)
+    padded = np.concatenate([np.zeros(width, np.float32), x, np.zeros(width + o, np.float32)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::o]  # (blocks, K), a view
+    y = (windows @ kernel.T).reshape(-1)                                               # (blocks, n) -> (blocks * n,)
+    return y[:math.ceil(n * x.shape[0] / o)].astype(np.float32)

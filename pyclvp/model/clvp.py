@@ -228,10 +228,17 @@ class ClvpModelForConditionalGeneration:
 
         options: pyclvp.decoding.GenerationOptions, with transformers' names and defaults: max_new_tokens=500,
         min_new_tokens=0, do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-        num_return_sequences=1, seed=None, pad_to_max_mel_tokens=None, batch_size=None, progress=False.
-        preset ("ultra_fast", "fast", "standard", "high_quality"): Tortoise's candidate count with sampling
-        at temperature 0.8, top_p 0.8, repetition_penalty 2.0, 500 tokens, for the settings left at their
-        defaults. See pyclvp/decoding.py for the decoding rules.
+        num_return_sequences=1, seed=None, pad_to_max_mel_tokens=None, prompt_token_ids=(), positions="cached",
+        batch_size=None, progress=False.
+        preset ("ultra_fast", "fast", "standard", "high_quality"): Tortoise's candidate count with tts()'s own
+        arguments (temperature 0.8, top_p 0.8, repetition_penalty 2.0, 500 tokens; decoding.PRESET_SAMPLING) for
+        the settings left at their defaults. See pyclvp/decoding.py for the decoding rules.
+
+        This keeps transformers' semantics; Tortoise's tts() (and pyclvp.rank.rank) differs in four ways, each
+        an option here: top_k=50 (the transformers default tts() inherits), prompt_token_ids=(1,) (the fake
+        prompt's code 1 penalized from the start), positions="uncached" (token k at mel position k, kv_cache=False;
+        "cached" is token k at k + 1), and pad_to_max_mel_tokens=max_new_tokens + 1 (every candidate padded with
+        the stop token to max_new_tokens speech tokens before CLVP scores it).
         """
         opts = GenerationOptions.resolve(preset, **options)
         ids, mask = self.generation_text(input_ids, attention_mask)
@@ -250,19 +257,27 @@ class ClvpModelForConditionalGeneration:
         """Steps 2-4 of generate() from conditioning embeddings (B, P-1, C) and the generation text ids."""
         d = self.config.decoder_config
         tokens = decode(self.decoder, self.decoder_prompt(cond), opts, d.bos_token_id, d.eos_token_id)  # (R, N)
+        return self.score(ids, mask, tokens, opts.pad_to_max_mel_tokens, opts.batch_size), tokens
+
+    def score(self, ids, mask, tokens, pad_to_max_mel_tokens=None, batch_size=None) -> ClvpOutput:
+        """CLVP's scores of generated tokens (R, N) (no start token) for the text ids (B, T): the start token put
+        in front, padded with the stop token to pad_to_max_mel_tokens (or cropped), fixed, then embedded.
+        Tortoise's tts() scores F.pad(codes, (0, max_mel_tokens - N), value=stop): pad_to_max_mel_tokens =
+        max_mel_tokens + 1, the start token counted (fix_speech_decoder_output drops it)."""
+        d = self.config.decoder_config
         seqs = np.concatenate([np.full((len(tokens), 1), d.bos_token_id), tokens], axis=1)  # (R, 1+N)
-        if opts.pad_to_max_mel_tokens is not None:  # ref: transformers generate: F.pad(..., value=eos), which crops
-            extra = opts.pad_to_max_mel_tokens - seqs.shape[1]
+        if pad_to_max_mel_tokens is not None:  # ref: transformers generate: F.pad(..., value=eos), which crops
+            extra = pad_to_max_mel_tokens - seqs.shape[1]
             seqs = (np.pad(seqs, ((0, 0), (0, extra)), constant_values=d.eos_token_id) if extra >= 0
                     else seqs[:, :extra])
         speech_ids = self.fix_speech_decoder_output(seqs)  # (R, N')
-        size = opts.batch_size or DEFAULT_BATCH_SIZE
+        size = batch_size or DEFAULT_BATCH_SIZE
         parts = [self.speech_encoder(speech_ids[rows]) for rows in chunks(len(speech_ids), size)]
         speech_out = EncoderOutput(*(np.concatenate([getattr(p, f.name) for p in parts])
                                      for f in dataclasses.fields(EncoderOutput)))
         out = self.similarity(self.text_encoder(ids, mask), speech_out)
         out.speech_ids = speech_ids
-        return out, tokens
+        return out
 
 
 def _ops(backend):

@@ -24,7 +24,9 @@ Three entry points over the same layers:
 Generation positions (Tortoise's UnifiedVoice.inference_speech, which transformers' decode steps
 reproduce): the prompt is [conditioning vector, text embeddings with their text positions,
 start-token embedding + mel position 0], and nothing more is added to it. The k-th generated token
-(k = 1, 2, ...) is embedded with mel position k + 1 (Tortoise's own off-by-one). Do not copy
+(k = 1, 2, ...) is embedded with mel position k + 1 with the KV cache (kv_cache=True: Tortoise's own
+off-by-one, transformers' rule), or k without it (kv_cache=False, api.py's default); the decode loop
+(pyclvp/decoding.py, GenerationOptions.positions "cached" | "uncached") passes them to step(). Do not copy
 transformers' generate() prefill, whose first call adds position 0 to every prompt entry.
 
 The KV cache layout (L, B, H, S, D), float32 (or float16 / bfloat16 with new_state(..., cache_dtype):

@@ -3,6 +3,8 @@
 Shape legend: B batch, T time, C hidden, F intermediate, R rotary dim, P projection dim.
 
     ids (B, T) --token embedding--> (B, T, C)
+    rms_norm: transformers' x / sqrt(mean(x^2) + eps) * g, or with config rms_norm_style="tortoise" (what
+    convert-tortoise writes) x-transformers' x / max(|x| / sqrt(C), 1e-8) * g, Tortoise's own CLVP
     num_hidden_layers x:
         x = x + attention(rms_norm(x))        rotary on the first R = max(P // (2 H), 32) channels
                                               of q, k and v; padded keys masked out
@@ -27,6 +29,9 @@ import numpy as np
 
 from .attention import additive_mask, self_attention
 from .weights import strip_prefix
+
+
+TORTOISE_RMS_NORM_EPS = 1e-8  # x-transformers RMSNorm's clamp (tortoise/models/xtransformers.py)
 
 
 @dataclass
@@ -86,11 +91,16 @@ class Encoder:
         stored = params.get("rotary_pos_emb.inv_freq")
         self.inv_freq = rotary_inv_freq(cfg.rotary_dim) if stored is None else stored.astype(np.float32)
 
+    def rms_norm(self, x, g):  # (B, T, C) -> (B, T, C): the config's RMSNorm
+        if self.cfg.rms_norm_style == "tortoise":  # ref: tortoise/models/xtransformers.py RMSNorm(dim, eps=1e-8)
+            return self.ops.rms_norm(x, g, TORTOISE_RMS_NORM_EPS, clamp=True)
+        return self.ops.rms_norm(x, g, self.cfg.layer_norm_eps)  # ref: transformers ClvpRMSNorm
+
     def layer(self, x, p, mask, rope):  # (B, T, C) -> (B, T, C)
-        ops, eps, H = self.ops, self.cfg.layer_norm_eps, self.cfg.num_attention_heads
-        h = ops.rms_norm(x, p["input_rmsnorm.weight"], eps)
+        ops, H = self.ops, self.cfg.num_attention_heads
+        h = self.rms_norm(x, p["input_rmsnorm.weight"])
         x = x + self_attention(h, strip_prefix(p, "self_attn."), H, ops, mask, rope)
-        h = ops.rms_norm(x, p["post_attention_rmsnorm.weight"], eps)
+        h = self.rms_norm(x, p["post_attention_rmsnorm.weight"])
         h = ops.gated_gelu(ops.linear(h, p["mlp.fc1.proj.weight"], p["mlp.fc1.proj.bias"]))  # (B, T, 2F) -> (B, T, F)
         return x + ops.linear(h, p["mlp.fc2.weight"], p["mlp.fc2.bias"])  # (B, T, C)
 

@@ -90,9 +90,9 @@ class CpuOps(NumpyOps):
         x = _act(x)
         return self.core.layer_norm(x.reshape(-1, x.shape[-1]), _vec(g), _vec(b), float(eps)).reshape(x.shape)
 
-    def rms_norm(self, x, g, eps):  # (..., C) -> (..., C)
+    def rms_norm(self, x, g, eps, clamp=False):  # (..., C) -> (..., C)
         x = _act(x)
-        return self.core.rms_norm(x.reshape(-1, x.shape[-1]), _vec(g), float(eps)).reshape(x.shape)
+        return self.core.rms_norm(x.reshape(-1, x.shape[-1]), _vec(g), float(eps), bool(clamp)).reshape(x.shape)
 
     def group_norm(self, x, g, b, groups, eps):  # (B, C, T) -> (B, C, T)
         return self.core.group_norm(_act(x), _vec(g), _vec(b), int(groups), float(eps))

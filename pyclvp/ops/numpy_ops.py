@@ -44,8 +44,13 @@ def layer_norm(x, g, b, eps):  # (..., C), (C,), (C,) -> (..., C)
     return xc / np.sqrt(var + f32(eps)) * _f32(g) + _f32(b)
 
 
-def rms_norm(x, g, eps):  # (..., C), (C,) -> (..., C)
-    # ref: transformers ClvpRMSNorm: x * rsqrt(mean(x^2) + eps) * g (no centring, no bias)
+def rms_norm(x, g, eps, clamp=False):  # (..., C), (C,) -> (..., C)
+    # clamp=False, ref: transformers ClvpRMSNorm: x * rsqrt(mean(x^2) + eps) * g (no centring, no bias)
+    # clamp=True,  ref: tortoise/models/xtransformers.py RMSNorm (Tortoise's CLVP, eps 1e-8):
+    #     norm = torch.norm(x, dim=-1, keepdim=True) * dim ** -0.5;  x / norm.clamp(min=eps) * g
+    if clamp:
+        rms = np.sqrt((x * x).sum(-1, keepdims=True)) * f32(x.shape[-1] ** -0.5)  # (..., 1)
+        return x / np.maximum(rms, f32(eps)) * _f32(g)
     ms = (x * x).mean(-1, keepdims=True)  # (..., 1)
     return _f32(g) * (x / np.sqrt(ms + f32(eps)))
 

@@ -7,8 +7,10 @@ tts(text, voice_samples) runs:
      them (pyclvp/rank.py conditioning)                                                 (1, P-1, C)
   2. candidates: `candidates` samples with api_fast's settings (top_k 50, top_p 0.8, temperature 0.8,
      repetition penalty 2.0 over the generated tokens, the start token and code 1, which inference_speech's
-     fake prompt of 1s puts in front); with more than one, CLVP ranks them and the best is spoken (api_fast
-     samples one and skips CLVP)
+     fake prompt of 1s puts in front), at the KV-cached positions (token k at k + 1; positions="uncached" for
+     kv_cache=False's); with more than one, CLVP ranks them, each padded with the stop token to max_new_tokens
+     as api.py's tts() pads them, and the best is spoken (api_fast samples one and skips CLVP)
+     The text is tokenized with Tortoise's normalizer and the CLI reads voices with load_voice (rank.py)
   3. latents: the chosen tokens, their stop token included as api_fast passes them, through the decoder
      at training positions (Decoder.speech_latents)                                    (1, N, C)
   4. waveform: HiFi-GAN on the latents and the voice's conditioning vector              (W,) at 24 kHz
@@ -25,6 +27,7 @@ A model folder holds the CLVP model (config.json, model.safetensors) and the dec
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +90,8 @@ class TextToSpeech:
         conditioning they were generated from."""
         self._decoder()  # no decoder: say so before any heavy work
         opts = GenerationOptions.resolve(**dict(FAST_SAMPLING, **sampling, num_return_sequences=candidates))
+        if candidates > 1 and opts.pad_to_max_mel_tokens is None:  # scored as api.py's tts() scores them
+            opts = dataclasses.replace(opts, pad_to_max_mel_tokens=opts.max_new_tokens + 1)
         cond, ids, mask = conditioning(self.model, text, voice_samples)
         out, tokens = self.model.candidates(cond, ids, mask, opts)  # (1, R), (R, N)
         best = int(np.argmax(out.logits_per_text[0])) if candidates > 1 else 0
@@ -106,6 +111,8 @@ class TextToSpeech:
         """The waveform in chunks as the speech tokens come; their concatenation is api_fast.tts_stream's output."""
         hifigan = self._decoder()
         opts = GenerationOptions.resolve(**dict(FAST_SAMPLING, **sampling))
+        if opts.positions != "cached":  # the chunks' latents are the KV-cached generation's
+            raise ValueError("tts_stream decodes at the KV-cached positions (positions='cached') only")
         cond, _, _ = conditioning(self.model, text, voice_samples)  # (1, P-1, C)
         d = self.model.config.decoder_config
         tokens, new, wav_prev, overlap = [], 0, None, None

@@ -82,13 +82,17 @@ void layer_norm<ISA>(float* y, const float* x, const float* g, const float* b, i
 }
 
 template <>
-void rms_norm<ISA>(float* y, const float* x, const float* g, int64_t N, int64_t C, float eps) {
+void rms_norm<ISA>(float* y, const float* x, const float* g, int64_t N, int64_t C, float eps, bool clamp) {
   const int64_t rpc = rows_per_chunk(C);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(C)));  // dim ** -0.5, rounded once
   parallel_for((N + rpc - 1) / rpc, [&](int64_t chunk) {
     for (int64_t n = chunk * rpc; n < std::min(N, (chunk + 1) * rpc); ++n) {
       const float* xr = x + n * C;
       float* yr = y + n * C;
-      const V inv = V::set1(1.0f / std::sqrt(row_sq(xr, C) / static_cast<float>(C) + eps));
+      const float sq = row_sq(xr, C);
+      const float denom = clamp ? std::max(std::sqrt(sq) * scale, eps)  // Tortoise: norm * scale, clamped
+                                : std::sqrt(sq / static_cast<float>(C) + eps);  // transformers: eps inside
+      const V inv = V::set1(1.0f / denom);
       for (int64_t i = 0; i < C; i += W) {
         const int k = static_cast<int>(std::min<int64_t>(W, C - i));
         store_n(yr + i, load_n<V>(g + i, k) * (load_n<V>(xr + i, k) * inv), k);
