@@ -146,3 +146,93 @@ def test_calm_trim_literal():
 
     assert calm_trim([1] + [83] * 8 + [2] + [83] * 9 + [5]) == 18  # the 9th calm token of a run is cut, with all after
     assert calm_trim([83] * 8 + [1]) == 9  # never 9 in a row: nothing cut
+
+
+def test_seed_gives_the_same_audio_and_another_seed_other_audio(folder, ref):
+    a = _run(folder, ref, diffusion_steps=3).wav
+    b = _run(folder, ref, diffusion_steps=3).wav
+    np.testing.assert_array_equal(a, b)
+    from pyclvp.speech.tts import TextToSpeech
+
+    tts = TextToSpeech.from_pretrained(folder)
+    c = tts.quality(np.array([CONFIG["text_ids"]]), _clips(), "ultra_fast", tokens=ref["candidates"],
+                    max_new_tokens=CONFIG["max_mel_tokens"], seed=CONFIG["noise_seed"] + 1, diffusion_steps=3).wav
+    assert c.shape == a.shape and np.abs(c - a).max() > 1e-3
+
+
+def test_a_folder_without_the_quality_decoders_says_what_to_convert(folder, tmp_path):
+    import shutil
+
+    from pyclvp.speech.tts import TextToSpeech
+
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(folder / name, tmp_path / name)
+    shutil.copytree(folder / "univnet", tmp_path / "univnet")
+    tts = TextToSpeech.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="diffusion.*convert-tortoise --diffusion diffusion_decoder.pth"):
+        tts.tts_with_preset("Hi.", _clips(), "ultra_fast")  # before any conditioning or sampling
+    (tmp_path / "diffusion").mkdir()  # a folder without its weights file
+    with pytest.raises(FileNotFoundError, match="model.safetensors.*--diffusion diffusion_decoder.pth"):
+        TextToSpeech.from_pretrained(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end: text and two voice clips -> a WAV (the demo's random model: Tortoise's vocabularies)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from pyclvp.demo import write_random_checkpoint, write_random_quality
+
+    out = tmp_path_factory.mktemp("demo_quality")
+    write_random_quality(out, write_random_checkpoint(out).decoder_config.hidden_size)
+    return out
+
+
+def _voices(tmp_path):
+    from pyclvp.demo import write_voice_clip
+
+    return [str(write_voice_clip(tmp_path / f"v{i}.wav", seconds=s, seed=i)) for i, s in enumerate((1.0, 5.0))]
+
+
+def test_cli_quality_path_writes_a_24khz_wav(demo, tmp_path, capsys):
+    from pyclvp.cli import main
+    from pyclvp.io.wav import read_wav
+
+    out = tmp_path / "out.wav"
+    a, b = _voices(tmp_path)
+    args = ["tts", "--model", str(demo), "--text", "Hi there.", "--voice", a, "--voice", b, "--decoder", "diffusion",
+            "--candidates", "2", "--max-new-tokens", "12", "--seed", "3", "--backend", "cpu", "--max-memory", "24"]
+    assert main(args + ["-o", str(out)]) == 0
+    samples, rate = read_wav(out)
+    assert rate == 24000 and samples.shape[1] == 1 and len(samples) % 256 == 0 and len(samples) > 0
+    err = capsys.readouterr().err
+    assert "estimated peak memory" in err and "wrote" in err
+    again = tmp_path / "again.wav"
+    assert main(args + ["-o", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()  # same seed, same audio
+
+
+def test_cli_refuses_a_run_over_max_memory(demo, tmp_path, capsys):
+    from pyclvp.cli import main
+    from pyclvp.speech.tts import TextToSpeech, memory_estimate
+
+    est = memory_estimate(TextToSpeech.from_pretrained(demo), "fast", max_new_tokens=500)
+    assert est["peak"] > est["weights"] > 0 and est["diffusion"] > 3 * 4 * 2176 ** 2  # T = 2176 frames, 4 heads
+    out = tmp_path / "o.wav"
+    assert main(["tts", "--model", str(demo), "--text", "Hi.", "--voice", _voices(tmp_path)[0], "-o", str(out),
+                 "--decoder", "diffusion", "--preset", "fast", "--max-memory", "0.01"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("estimated peak memory:")
+    assert "over --max-memory 0.01 GB" in err[1] and len(err) == 2
+    assert not out.exists()
+
+
+def test_memory_estimate_grows_with_the_preset(demo):
+    from pyclvp.speech.tts import TextToSpeech, memory_estimate
+
+    tts = TextToSpeech.from_pretrained(demo)
+    small = memory_estimate(tts, "ultra_fast", max_new_tokens=100)
+    big = memory_estimate(tts, "ultra_fast", max_new_tokens=400)
+    assert big["diffusion"] > 10 * small["diffusion"] and big["peak"] > small["peak"]
+    assert memory_estimate(tts, "fast")["sampling"] >= memory_estimate(tts, "ultra_fast")["sampling"]

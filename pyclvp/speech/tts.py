@@ -69,7 +69,8 @@ from .sampler import spectrogram_diffusion
 from .univnet import UnivNet, UnivNetConfig, univnet_spec
 
 __all__ = ["TextToSpeech", "QualityResult", "FAST_SAMPLING", "QUALITY_PRESETS", "QUALITY_SETTINGS", "CALM_TOKEN",
-           "HIFIGAN_FOLDER", "DIFFUSION_FOLDER", "UNIVNET_FOLDER", "DECODERS", "calm_trim"]
+           "HIFIGAN_FOLDER", "DIFFUSION_FOLDER", "UNIVNET_FOLDER", "DECODERS", "calm_trim",
+           "memory_estimate", "MEMORY_SAFETY"]
 
 HIFIGAN_FOLDER, DIFFUSION_FOLDER, UNIVNET_FOLDER = "hifigan", "diffusion", "univnet"
 DECODERS = ("hifigan", "diffusion")
@@ -295,6 +296,75 @@ class TextToSpeech:
                 yield chunk
             if token is None:
                 return
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory
+
+
+def memory_estimate(tts: "TextToSpeech", preset: str = "ultra_fast", *, candidates: Optional[int] = None,
+                    max_new_tokens: int = 500, batch_size: Optional[int] = None) -> dict:
+    """The quality path's peak memory in bytes, estimated before the run (float32 everywhere, 4 bytes):
+
+        peak = SAFETY * (weights + max(sampling, scoring, latents, diffusion, univnet))
+
+    the phases running one after another, each holding its own working set on top of the loaded weights:
+      weights    the float32 arrays of every loaded model (CLVP + decoder, HiFi-GAN, DiffusionTts, UnivNet)
+      sampling   the KV cache of one chunk of rows = min(R, batch_size or 16): 2 L rows (P + N) C, with P the
+                 longest prompt (1 + max_text_tokens + 2), N = max_new_tokens; plus 4 rows V for the logits and their
+                 processed copies, and the uniforms (N, R) in float64
+      scoring    CLVP's speech encoder on one chunk: rows H_s N'^2 (attention scores and probabilities, x2) +
+                 8 rows N' C_s activations, N' = N
+      latents    one pass of P + N + 2 positions: H (P+N+2)^2 x 2 + 8 (P+N+2) C
+      diffusion  T = N 4 24000 // 22050 mel frames, one denoising pass at a time (batch 1): an attention block's
+                 scores, probabilities and position bias 3 H' T^2 (+ the cached buckets, 8 bytes T^2 as int64),
+                 and ~16 C' T live activations
+      univnet    L = T + 10 frames, W = 256 L samples: the kernel predictor's kernels for every layer plus one
+                 reordered copy (layers + 1) C 2C K L, and ~8 C W for the location-variable convolution's operands
+    SAFETY = 1.25 covers NumPy temporaries the formula does not name. Returns every term and "peak"."""
+    check_choice("preset", preset, QUALITY_PRESETS)
+    tts.check_ready("diffusion")
+    R = QUALITY_PRESETS[preset]["num_autoregressive_samples"] if candidates is None else candidates
+    rows = min(R, batch_size or 16)
+    cfg = tts.model.config
+    d, sp = cfg.decoder_config, cfg.speech_config
+    N = int(max_new_tokens)
+    P = 1 + d.max_text_tokens + 2
+    f = 4
+    dc, uc = tts.diffusion.cfg, tts.univnet.cfg
+    T = N * 4 * 24000 // 22050
+    L = T + 10
+    W = L * int(np.prod(uc.strides))
+    C2 = 2 * uc.channel_size
+    weights = sum(int(np.asarray(a).nbytes) for part in (tts.diffusion.w, tts.univnet.w) for a in part.values())
+    weights += _model_bytes(tts)
+    terms = dict(
+        weights=weights,
+        sampling=f * (2 * d.num_hidden_layers * rows * (P + N) * d.hidden_size + 4 * rows * d.vocab_size) + 8 * N * R,
+        scoring=f * (2 * rows * sp.num_attention_heads * N * N + 8 * rows * N * sp.hidden_size),
+        latents=f * (2 * d.num_attention_heads * (P + N + 2) ** 2 + 8 * (P + N + 2) * d.hidden_size),
+        diffusion=f * (3 * dc.num_heads * T * T + 16 * dc.model_channels * T) + 8 * T * T,
+        univnet=f * ((len(uc.dilations) + 1) * uc.channel_size * C2 * uc.conv_kernel_size * L + 8 * uc.channel_size * W),
+    )
+    work = max(terms[k] for k in ("sampling", "scoring", "latents", "diffusion", "univnet"))
+    terms["peak"] = int(MEMORY_SAFETY * (weights + work))
+    return terms
+
+
+MEMORY_SAFETY = 1.25
+
+
+def _model_bytes(tts) -> int:  # the CLVP model's and the HiFi-GAN's weights, as loaded
+    total = 0
+    for obj in (tts.model, tts.hifigan):
+        for name in ("weights", "w", "params"):
+            found = getattr(obj, name, None) if obj is not None else None
+            if isinstance(found, dict):
+                total += sum(int(np.asarray(a).nbytes) for a in found.values() if hasattr(a, "nbytes"))
+                break
+    if total == 0 and tts.model.name_or_path is not None:  # fall back on the files' sizes
+        total = sum(p.stat().st_size for p in Path(tts.model.name_or_path).rglob(WEIGHTS_FILE))
+    return total
 
 
 def _weights_folder(path, name: str) -> Path:  # -> path/name, with its weights file there
