@@ -378,7 +378,7 @@ def _cmd_tts(args):
     if not args.text.strip():
         raise ValueError("the text is empty")
     quality = args.decoder == "diffusion"
-    if args.stream and (quality or (args.candidates or 1) != 1):
+    if args.stream and (quality or args.candidates not in (None, 1)):
         raise ValueError("--stream speaks one candidate as it is sampled with HiFi-GAN; it cannot rank --candidates "
                          "or run --decoder diffusion")
     if not quality and (args.preset or args.max_memory is not None):
@@ -417,7 +417,7 @@ def _cmd_tts(args):
                 if out is not sys.stdout.buffer:
                     out.close()
             return
-        wav = tts.tts(args.text, clips, candidates=args.candidates or 1, progress=sys.stderr.isatty(), **kwargs)
+        wav = tts.tts(args.text, clips, candidates=1 if args.candidates is None else args.candidates, progress=sys.stderr.isatty(), **kwargs)
     if args.output == "-":
         sys.stdout.buffer.write(wav_header(tts.sampling_rate, len(wav)) + pcm16(wav))
         return

@@ -196,13 +196,14 @@ def _voices(tmp_path):
 
 
 def test_cli_quality_path_writes_a_24khz_wav(demo, tmp_path, capsys):
+    """ultra_fast (the default preset): 16 candidates, 30 steps, from text and two WAV clips to a WAV."""
     from pyclvp.cli import main
     from pyclvp.io.wav import read_wav
 
     out = tmp_path / "out.wav"
     a, b = _voices(tmp_path)
     args = ["tts", "--model", str(demo), "--text", "Hi there.", "--voice", a, "--voice", b, "--decoder", "diffusion",
-            "--candidates", "2", "--max-new-tokens", "12", "--seed", "3", "--backend", "cpu", "--max-memory", "24"]
+            "--max-new-tokens", "12", "--seed", "3", "--backend", "cpu", "--max-memory", "24"]
     assert main(args + ["-o", str(out)]) == 0
     samples, rate = read_wav(out)
     assert rate == 24000 and samples.shape[1] == 1 and len(samples) % 256 == 0 and len(samples) > 0
@@ -236,3 +237,23 @@ def test_memory_estimate_grows_with_the_preset(demo):
     big = memory_estimate(tts, "ultra_fast", max_new_tokens=400)
     assert big["diffusion"] > 10 * small["diffusion"] and big["peak"] > small["peak"]
     assert memory_estimate(tts, "fast")["sampling"] >= memory_estimate(tts, "ultra_fast")["sampling"]
+
+
+def test_tts_entry_points_choose_the_path(demo, tmp_path, monkeypatch):
+    from pyclvp.audio import load_voice
+    from pyclvp.speech import tts as tts_module
+
+    tts = tts_module.TextToSpeech.from_pretrained(demo)
+    clips = [load_voice(p, window=None) for p in _voices(tmp_path)]
+    seen = []
+    monkeypatch.setattr(tts, "quality", lambda text, voice, preset, **kw: seen.append((preset, kw)) or
+                        tts_module.QualityResult(*[None] * 8, wav=np.zeros(3, np.float32)))
+    assert tts.tts("Hi.", clips, decoder="diffusion").shape == (3,)
+    tts.tts_with_preset("Hi.", clips, "standard", diffusion_steps=5)
+    assert seen == [("ultra_fast", dict(candidates=None)), ("standard", dict(diffusion_steps=5))]
+    with pytest.raises(ValueError, match="decoder='diffusion'"):
+        tts.tts("Hi.", clips, preset="fast")
+    with pytest.raises(ValueError, match="decoder"):
+        tts.tts("Hi.", clips, decoder="wavenet")
+    assert tts_module.QUALITY_PRESETS["fast"] == dict(num_autoregressive_samples=96, diffusion_iterations=80,
+                                                      cond_free=True)
