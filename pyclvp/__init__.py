@@ -10,7 +10,8 @@ Map of the package, in pipeline order (imports run downwards only):
   decoding.py       generation options, logits processors, sampling, the KV-cached decode loop
   ops/              the backend seam: numpy (the reference), cpu (C++ core), cuda; state.py: the KV cache
   text/             normalizer.py (transformers) or cleaners.py (Tortoise) + tokenizer.py: text -> ids (ClvpTokenizer)
-  audio/            resample.py, voice.py (load_audio, load_voice), stft.py, features.py (ClvpFeatureExtractor), processor.py
+  audio/            resample.py, voice.py (load_audio, load_voice), stft.py, features.py (ClvpFeatureExtractor), processor.py,
+                    univnet_mel.py (the diffusion decoder's 24 kHz voice mels)
   io/               safetensors.py, torch_pickle.py (.bin/.pth without torch), checkpoints.py, wav.py, half.py
   config.py         ClvpConfig and friends                           convert.py  .bin and Tortoise .pth -> safetensors
   checks.py         the shared input checks

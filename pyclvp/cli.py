@@ -4,6 +4,7 @@
   pyclvp mel CLIP.wav -o F    log-mel features (and a PNG picture)
   pyclvp info DIR             what a checkpoint holds
   pyclvp rank / demo          generate candidates and rank them with CLVP
+  pyclvp tts                  speak a text in a voice: HiFi-GAN (fast) or diffusion + UnivNet (--decoder diffusion)
   pyclvp convert / convert-tortoise   PyTorch checkpoints -> safetensors
 
 Each sub-command is a pair: `_add_<name>(subparsers)` declares its arguments and `_cmd_<name>(args)`
@@ -102,6 +103,7 @@ def _cmd_mel(args):
 
     import numpy as np
 
+    from pyclvp.audio import load_audio
     from pyclvp.audio.features import ClvpFeatureExtractor
     from pyclvp.io.files import write_atomic
     from pyclvp.png import mel_figure, write_png
@@ -115,7 +117,7 @@ def _cmd_mel(args):
     extractor = ClvpFeatureExtractor.from_pretrained(args.config)
     if args.no_norms:
         extractor.mel_norms = None
-    audio = _load_clip(args.clip, "clip", extractor.sampling_rate, tortoise=False)  # (T,): the whole clip
+    audio = _load_clip(args.clip, "clip", lambda p: load_audio(p, extractor.sampling_rate))  # (T,): the whole clip
     max_length = max(len(audio), 1) if args.full else None
     features = extractor(audio, sampling_rate=extractor.sampling_rate, max_length=max_length,
                          return_tensors="np")["input_features"][0]                  # (M, frames)
@@ -293,19 +295,18 @@ def _positive(flag: str, value) -> None:
         raise ValueError(f"{flag} must be at least 1, got {value}")
 
 
-def _load_clip(path, flag: str, sampling_rate: int = 22050, tortoise: bool = True):
-    """A voice clip as Tortoise reads it (load_voice: first channel, torchaudio's resampler, a 6 s window), or
-    with load_audio (tortoise=False: every channel averaged, the whole clip), naming the file and its flag in any
-    error."""
+def _load_clip(path, flag: str, load=None):
+    """load(path) (default: load_voice, a voice clip as Tortoise reads it: first channel, torchaudio's resampler,
+    a 6 s window) with the file and the flag that named it in any error."""
     from pathlib import Path
 
-    from pyclvp.audio import load_audio, load_voice
+    from pyclvp.audio import load_voice
 
     label = f"{flag} {path}" if flag.startswith("-") else str(path)
     if Path(path).is_dir():
         raise ValueError(f"{label} is a folder, not a WAV file")
     try:
-        return load_voice(path) if tortoise else load_audio(path, sampling_rate)
+        return (load or load_voice)(path)
     except OSError as e:
         raise ValueError(f"{label}: {(e.strerror or str(e)).lower()}") from None
     except ValueError as e:
@@ -412,17 +413,29 @@ def _cmd_rank(args):
 
 @command("tts")
 def _add_tts(sub):
-    p = sub.add_parser("tts", help="speak a text in a voice: speech tokens -> latents -> HiFi-GAN -> a 24 kHz WAV")
+    p = sub.add_parser("tts", help="speak a text in a voice: speech tokens -> latents -> HiFi-GAN (or diffusion + "
+                                   "UnivNet) -> a 24 kHz WAV")
     p.add_argument("--model", required=True, metavar="DIR", help="folder with config.json, model.safetensors and "
-                                                                   "hifigan/ (pyclvp convert-tortoise --hifigan)")
+                   "hifigan/ (pyclvp convert-tortoise --hifigan), or diffusion/ and univnet/ for --decoder diffusion")
     p.add_argument("--text", required=True, help="the text to speak")
     p.add_argument("--voice", action="append", required=True, metavar="CLIP.wav",
                    help="a WAV clip of the voice (repeat for more clips: their conditioning is averaged); read as "
                         "Tortoise does: first channel, torchaudio's resampler, the first 6 s")
     p.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="the WAV to write; - for standard output")
-    p.add_argument("--candidates", type=int, default=1, metavar="N",
-                   help="sample N candidates and speak the one CLVP ranks best (default 1, as Tortoise's api_fast)")
+    p.add_argument("--decoder", choices=["hifigan", "diffusion"], default="hifigan",
+                   help="hifigan: Tortoise's fast path (api_fast, the default); diffusion: its quality path (api.py "
+                        "tts_with_preset: diffusion decoder + UnivNet)")
+    p.add_argument("--preset", choices=["ultra_fast", "fast", "standard", "high_quality"],
+                   help="with --decoder diffusion: Tortoise's preset (candidates / diffusion steps: ultra_fast 16 / 30 "
+                        "without conditioning-free guidance, the default; fast 96 / 80; standard 256 / 200; "
+                        "high_quality 256 / 400)")
+    p.add_argument("--candidates", type=int, metavar="N",
+                   help="sample N candidates and speak the one CLVP ranks best (default: 1 with hifigan, as "
+                        "Tortoise's api_fast; the preset's with diffusion)")
     p.add_argument("--max-new-tokens", type=int, default=500, metavar="N", help="speech tokens at most (default 500)")
+    p.add_argument("--max-memory", type=float, metavar="GB",
+                   help="with --decoder diffusion: refuse to start when the estimated peak memory (GB = 1e9 bytes; "
+                        "pyclvp.speech.tts.memory_estimate) exceeds GB")
     p.add_argument("--seed", type=_non_negative_int, help="random seed for sampling, >= 0 (default: fresh each run)")
     _add_backend_arg(p)
     p.add_argument("--stream", action="store_true", help="write the audio chunk by chunk as the tokens come "
@@ -430,34 +443,69 @@ def _add_tts(sub):
     p.set_defaults(func=_cmd_tts)
 
 
+def _progress_line(label: str, unit: str):
+    """progress(done, total) as one line on standard error: `diffusion [#####     ] 15/30 steps`."""
+    def show(done: int, total: int) -> None:
+        filled = 30 * done // max(total, 1)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{label} [{'#' * filled}{' ' * (30 - filled)}] {done}/{total} {unit}{end}")
+        sys.stderr.flush()
+    return show
+
+
 def _cmd_tts(args):
+    from pyclvp.audio import load_voice
     from pyclvp.io.checkpoints import check_folder
     from pyclvp.io.wav import pcm16, wav_header, write_wav
-    from pyclvp.speech.tts import TextToSpeech
+    from pyclvp.speech.tts import TextToSpeech, memory_estimate
 
     if not args.text.strip():
         raise ValueError("the text is empty")
+    quality = args.decoder == "diffusion"
     _positive("--candidates", args.candidates)
     _positive("--max-new-tokens", args.max_new_tokens)
-    if args.stream and args.candidates != 1:
-        raise ValueError("--stream speaks one candidate as it is sampled; it cannot rank --candidates")
+    if args.stream and (quality or args.candidates not in (None, 1)):
+        raise ValueError("--stream speaks one candidate as it is sampled with HiFi-GAN; it cannot rank --candidates "
+                         "or run --decoder diffusion")
+    if not quality and (args.preset or args.max_memory is not None):
+        raise ValueError("--preset and --max-memory go with --decoder diffusion")
     check_folder(args.model)
-    clips = [_load_clip(path, "--voice") for path in args.voice]  # (T,) float32 at 22,050 Hz each
+    # As Tortoise reads them, at 22,050 Hz: the fast path's 6 s window; the whole clips for the quality path, whose
+    # diffusion decoder reads up to 102400 samples at 24 kHz (the autoregressive features cut their own 6 s)
+    load = (lambda path: load_voice(path, window=None)) if quality else load_voice
+    clips = [_load_clip(path, "--voice", load) for path in args.voice]
     tts = TextToSpeech.from_pretrained(args.model, backend=args.backend)
-    tts.check_ready()
+    tts.check_ready(args.decoder)
     kwargs = dict(seed=args.seed, max_new_tokens=args.max_new_tokens)
-    if args.stream:
-        out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
-        try:
-            out.write(wav_header(tts.sampling_rate, None))  # sizes unknown until the end: streaming sizes
-            for chunk in tts.tts_stream(args.text, clips, **kwargs):
-                out.write(pcm16(chunk))
-                out.flush()
-        finally:
-            if out is not sys.stdout.buffer:
-                out.close()
-        return
-    wav = tts.tts(args.text, clips, candidates=args.candidates, progress=sys.stderr.isatty(), **kwargs)
+    if quality:
+        preset = args.preset or "ultra_fast"
+        if args.max_memory is not None:
+            est = memory_estimate(tts, preset, candidates=args.candidates, max_new_tokens=args.max_new_tokens)
+            need = est["peak"] / 1e9
+            parts = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in est.items() if k != "peak")
+            print(f"estimated peak memory: {need:.2f} GB ({parts})", file=sys.stderr)
+            if need > args.max_memory:
+                raise ValueError(f"the {preset} preset needs an estimated {need:.2f} GB, over --max-memory "
+                                 f"{args.max_memory:g} GB: use a smaller preset, fewer --candidates or "
+                                 f"--max-new-tokens")
+        tty = sys.stderr.isatty()
+        wav = tts.quality(args.text, clips, preset, candidates=args.candidates,
+                          progress=_progress_line("decoding", "steps") if tty else None,
+                          diffusion_progress=_progress_line("diffusion", "steps") if tty else None, **kwargs).wav
+    else:
+        if args.stream:
+            out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")
+            try:
+                out.write(wav_header(tts.sampling_rate, None))  # sizes unknown until the end: streaming sizes
+                for chunk in tts.tts_stream(args.text, clips, **kwargs):
+                    out.write(pcm16(chunk))
+                    out.flush()
+            finally:
+                if out is not sys.stdout.buffer:
+                    out.close()
+            return
+        wav = tts.tts(args.text, clips, candidates=1 if args.candidates is None else args.candidates,
+                      progress=sys.stderr.isatty(), **kwargs)
     if args.output == "-":
         sys.stdout.buffer.write(wav_header(tts.sampling_rate, len(wav)) + pcm16(wav))
         return

@@ -21,7 +21,9 @@ from .io.safetensors import save_file
 from .io.wav import write_wav
 from .model.weights import checkpoint_spec
 from .speech.hifigan import HifiganConfig, hifigan_spec
-from .speech.tts import HIFIGAN_FOLDER
+from .speech.diffusion import DiffusionConfig, random_weights
+from .speech.tts import DIFFUSION_FOLDER, HIFIGAN_FOLDER, UNIVNET_FOLDER
+from .speech.univnet import UnivNetConfig, univnet_spec
 
 DEMO_CONFIG = dict(
     text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, projection_dim=64, num_hidden_layers=1,
@@ -87,3 +89,24 @@ def write_random_hifigan(folder, in_channels: int, seed: int = 0) -> HifiganConf
     cfg.save_pretrained(folder)
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt", "pyclvp": "random demo weights"})
     return cfg
+
+
+def write_random_quality(folder, latent_channels: int, seed: int = 0) -> tuple:
+    """folder/diffusion/ and folder/univnet/: a small diffusion decoder (32 channels, 1 layer, 100 mel bins) on
+    `latent_channels`-wide latents and a small UnivNet (4 channels, Tortoise's strides 8, 8, 4: 256 samples per
+    frame), seeded random weights (random_weights for the first; N(0, 1/fan-in) kernels, zero biases for the second).
+    Their output is noise: they exercise the quality path (TextToSpeech.quality, `pyclvp tts --decoder diffusion`)."""
+    dcfg = DiffusionConfig(model_channels=32, num_layers=1, in_latent_channels=latent_channels, num_heads=4)
+    dcfg.save_pretrained(Path(folder) / DIFFUSION_FOLDER)
+    save_file(random_weights(dcfg, seed), Path(folder) / DIFFUSION_FOLDER / "model.safetensors",
+              metadata={"format": "pt", "pyclvp": "random demo weights"})
+    ucfg = UnivNetConfig(noise_dim=8, channel_size=4, kpnet_hidden_channels=8)
+    rng = np.random.default_rng(seed + 1)
+    weights = {}
+    for name, shape in univnet_spec(ucfg).items():
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 0
+        weights[name] = (rng.standard_normal(shape) / np.sqrt(fan_in) if fan_in else np.zeros(shape)).astype(np.float32)
+    ucfg.save_pretrained(Path(folder) / UNIVNET_FOLDER)
+    save_file(weights, Path(folder) / UNIVNET_FOLDER / "model.safetensors",
+              metadata={"format": "pt", "pyclvp": "random demo weights"})
+    return dcfg, ucfg

@@ -25,7 +25,7 @@ FIXTURE_VERSION = 1
 TOOLS = Path(__file__).resolve().parent
 DATA = TOOLS.parent / "tests" / "data"
 PARTS = ["foundation", "tokenizer", "features", "model", "generate", "torch_pickle", "conv", "speech", "cleaners",
-         "univnet", "diffusion", "tortoise_rank"]
+         "univnet", "diffusion", "tortoise_rank", "quality"]
 
 
 def main(argv=None) -> int:

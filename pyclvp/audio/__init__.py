@@ -5,6 +5,7 @@
   stft.py       torch.stft-exact STFT and iSTFT
   features.py   mel filters and ClvpFeatureExtractor (log-mel features, Tortoise's mel norms)
   processor.py  ClvpProcessor: ClvpTokenizer + ClvpFeatureExtractor behind one call
+  univnet_mel.py  Tortoise's 24 kHz, 100-band univnet mel and the diffusion decoder's voice mels (the quality path)
 """
 from .features import ClvpFeatureExtractor
 from .processor import ClvpProcessor

@@ -22,62 +22,158 @@ and cross-faded with the last chunk's tail (handle_chunks):
     chunk = wav[len(previous wav) - overlap : -overlap]  (the first chunk: wav[: -overlap])
     chunk[:overlap] = previous wav[-overlap:] * linspace(1, 0) + chunk[:overlap] * linspace(0, 1)
 so the last `overlap_wav_len` = 1024 samples of the final decode are never given out, as in Tortoise.
-A model folder holds the CLVP model (config.json, model.safetensors) and the decoder in hifigan/
-(`pyclvp convert-tortoise --hifigan hifidecoder.pth`).
+
+The quality path, tts(..., decoder="diffusion", preset=...) / tts_with_preset(text, voice_samples, preset)
+(ref: tortoise/api.py TextToSpeech.tts_with_preset and tts, get_conditioning_latents):
+  1. conditioning: as above for the autoregressive model; for the diffusion decoder, the clips (22.05 kHz
+     waveforms) -> 24 kHz univnet mels (pyclvp/audio/univnet_mel.py) -> DiffusionTts.get_conditioning  (1, 2C')
+  2. candidates: the preset's count (QUALITY_PRESETS), sampled as tts() samples them (decoding.TORTOISE_SAMPLING:
+     temperature 0.8, top_p 0.8, top_k 50, repetition penalty 2.0 with the fake prompt, token k at mel position k),
+     up to max_new_tokens (tts()'s max_mel_tokens, 500)                                 (R, N)
+  3. ranking: every candidate padded with the stop token to max_new_tokens and fixed (fix_autoregressive_output:
+     the stop tokens and all after the first become the calm token 83, the last three 45, 45, 248), scored by
+     CLVP (model.score); the best k = 1 kept (torch.topk)                              (N',) with N' = max_new_tokens
+  4. latents: UnifiedVoice.forward(..., return_latent=True, clip_inputs=False) on the FIXED, padded codes, at
+     training positions (Decoder.speech_latents(positions="training"))                 (1, N', C)
+  5. trim: scanning the fixed codes, a run of calm tokens that reaches 9 at index j cuts the latents to [:j]
+     (8 calm tokens kept: "breathing room" for the diffusion model to end the speech)  (1, S, C)
+  6. mel: spectrogram diffusion (pyclvp/speech/sampler.py) with the preset's steps and cond_free, cond_free_k 2,
+     temperature 1                                                                      (1, 100, T), T = S 4 24000 // 22050
+  7. waveform: UnivNet (pyclvp/speech/univnet.py)                                        (W = 256 T,) at 24 kHz
+Every normal draw of 6 and 7 (x_T, one per sampler step, UnivNet's z) comes, in Tortoise's order, from one
+numpy.random.default_rng(seed); the candidates' uniforms from another seeded the same (decoding.py).
+Not done: Tortoise's redaction of [bracketed] text (a wav2vec2 aligner) and CVVP (cvvp_amount 0 by default).
+
+A model folder holds the CLVP model (config.json, model.safetensors) and beside it, each optional: hifigan/
+(`pyclvp convert-tortoise --hifigan hifidecoder.pth`), diffusion/ (`--diffusion diffusion_decoder.pth`) and
+univnet/ (`--vocoder vocoder.pth`).
 """
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
-from ..decoding import GenerationOptions, stream
+from ..audio.univnet_mel import diffusion_conditioning_mels
+from ..checks import check_choice, check_count
+from ..decoding import TORTOISE_SAMPLING, GenerationOptions, decode, stream
 from ..io.checkpoints import load_weights
 from ..model import ClvpModelForConditionalGeneration
 from ..rank import conditioning
+from .diffusion import DiffusionConfig, DiffusionTts, diffusion_spec
 from .hifigan import Hifigan, HifiganConfig, hifigan_spec
+from .sampler import spectrogram_diffusion
+from .univnet import UnivNet, UnivNetConfig, univnet_spec
 
-__all__ = ["TextToSpeech", "FAST_SAMPLING", "HIFIGAN_FOLDER"]
+__all__ = ["TextToSpeech", "QualityResult", "FAST_SAMPLING", "QUALITY_PRESETS", "QUALITY_SETTINGS", "CALM_TOKEN",
+           "HIFIGAN_FOLDER", "DIFFUSION_FOLDER", "UNIVNET_FOLDER", "DECODERS", "calm_trim",
+           "memory_estimate", "MEMORY_SAFETY"]
 
-HIFIGAN_FOLDER = "hifigan"
+HIFIGAN_FOLDER, DIFFUSION_FOLDER, UNIVNET_FOLDER = "hifigan", "diffusion", "univnet"
+DECODERS = ("hifigan", "diffusion")
+WEIGHTS_FILE = "model.safetensors"
+# ref: tortoise/api.py tts_with_preset: the shared settings, then the presets (candidates, sampler steps, cond_free)
+QUALITY_SETTINGS = dict(temperature=0.8, length_penalty=1.0, repetition_penalty=2.0, top_p=0.8, cond_free_k=2.0,
+                        diffusion_temperature=1.0)
+QUALITY_PRESETS = {
+    "ultra_fast": dict(num_autoregressive_samples=16, diffusion_iterations=30, cond_free=False),
+    "fast": dict(num_autoregressive_samples=96, diffusion_iterations=80, cond_free=True),
+    "standard": dict(num_autoregressive_samples=256, diffusion_iterations=200, cond_free=True),
+    "high_quality": dict(num_autoregressive_samples=256, diffusion_iterations=400, cond_free=True),
+}
+CALM_TOKEN = 83   # ref: tts(): "the token for coding silence, which is fixed in place with fix_autoregressive_output"
+CALM_RUN = 8      # latents are cut where a run of calm tokens grows past this
+# where each optional decoder lives and how to make it
+_CONVERT = {HIFIGAN_FOLDER: "--hifigan hifidecoder.pth", DIFFUSION_FOLDER: "--diffusion diffusion_decoder.pth",
+            UNIVNET_FOLDER: "--vocoder vocoder.pth"}
 # api_fast.tts's sampling (its top_k is passed explicitly there)
 FAST_SAMPLING = dict(do_sample=True, top_k=50, top_p=0.8, temperature=0.8, repetition_penalty=2.0, max_new_tokens=500,
                      prompt_token_ids=(1,))  # inference_speech's fake prompt of 1s: code 1 penalized from the start
 
 
-class TextToSpeech:
-    """TextToSpeech.from_pretrained(folder, backend="cpu").tts("Hello.", [clip]) -> (W,) float32 at 24 kHz."""
+def calm_trim(codes) -> int:  # (N,) fixed codes -> the number of latent frames kept
+    """ref: tts(): count consecutive calm tokens; where the count exceeds 8 at index j, latents = latents[:, :j]."""
+    run = 0
+    for j, code in enumerate(np.asarray(codes).tolist()):
+        run = run + 1 if code == CALM_TOKEN else 0
+        if run > CALM_RUN:
+            return j
+    return len(codes)
 
-    def __init__(self, model: ClvpModelForConditionalGeneration, hifigan: Hifigan | None):
-        self.model, self.hifigan = model, hifigan
+
+@dataclass
+class QualityResult:
+    """What the quality path computed, step by step (TextToSpeech.quality)."""
+
+    tokens: np.ndarray          # (R, N) the candidates as sampled (or given), no start token
+    scores: np.ndarray          # (R,) CLVP's scores of the padded, fixed candidates
+    best: int                   # the index of the best candidate
+    codes: np.ndarray           # (N',) the best candidate padded to max_new_tokens and fixed: what the latents see
+    latents: np.ndarray         # (1, N', C) the autoregressive latents of `codes`
+    trimmed: np.ndarray         # (1, S, C) cut at the calm-token run: the diffusion decoder's input
+    diffusion_conditioning: np.ndarray  # (1, 2C') DiffusionTts.get_conditioning of the voice
+    mel: np.ndarray             # (1, M, T) the denormalized mel, T = S * 4 * 24000 // 22050
+    wav: np.ndarray             # (W,) float32 at 24 kHz, W = 256 T
+
+
+class TextToSpeech:
+    """TextToSpeech.from_pretrained(folder, backend="cpu").tts("Hello.", [clip]) -> (W,) float32 at 24 kHz;
+    .tts_with_preset("Hello.", [clip], "fast") for the quality path (diffusion + UnivNet)."""
+
+    def __init__(self, model: ClvpModelForConditionalGeneration, hifigan: Hifigan | None,
+                 diffusion: DiffusionTts | None = None, univnet: UnivNet | None = None):
+        self.model, self.hifigan, self.diffusion, self.univnet = model, hifigan, diffusion, univnet
 
     @classmethod
     def from_pretrained(cls, path, backend="numpy") -> "TextToSpeech":
+        """The CLVP model in `path` and whichever of hifigan/, diffusion/ and univnet/ are beside it."""
         model = ClvpModelForConditionalGeneration.from_pretrained(path, backend=backend)
-        folder = Path(path) / HIFIGAN_FOLDER
-        if not folder.is_dir():
-            return cls(model, None)  # it still ranks; tts() says what is missing
-        cfg = HifiganConfig.from_pretrained(folder)
-        if cfg.in_channels != model.config.decoder_config.hidden_size:
-            raise ValueError(f"{folder}: the HiFi-GAN takes {cfg.in_channels}-wide latents but the decoder's are "
-                             f"{model.config.decoder_config.hidden_size} wide")
-        return cls(model, Hifigan(load_weights(folder, hifigan_spec(cfg)), cfg, model.ops))
+        width = model.config.decoder_config.hidden_size
+        hifigan = diffusion = univnet = None
+        if (Path(path) / HIFIGAN_FOLDER).is_dir():  # without it, it still ranks; tts() says what is missing
+            folder = _weights_folder(path, HIFIGAN_FOLDER)
+            cfg = HifiganConfig.from_pretrained(folder)
+            if cfg.in_channels != width:
+                raise ValueError(f"{folder}: the HiFi-GAN takes {cfg.in_channels}-wide latents but the decoder's "
+                                 f"are {width} wide")
+            hifigan = Hifigan(load_weights(folder, hifigan_spec(cfg)), cfg, model.ops)
+        if (Path(path) / DIFFUSION_FOLDER).is_dir():
+            folder = _weights_folder(path, DIFFUSION_FOLDER)
+            cfg = DiffusionConfig.from_pretrained(folder)
+            if cfg.in_latent_channels != width:
+                raise ValueError(f"{folder}: the diffusion decoder takes {cfg.in_latent_channels}-wide latents but "
+                                 f"the autoregressive decoder's are {width} wide")
+            diffusion = DiffusionTts(load_weights(folder, diffusion_spec(cfg)), cfg, model.ops)
+        if (Path(path) / UNIVNET_FOLDER).is_dir():
+            folder = _weights_folder(path, UNIVNET_FOLDER)
+            cfg = UnivNetConfig.from_pretrained(folder)
+            univnet = UnivNet(load_weights(folder, univnet_spec(cfg)), cfg, model.ops)
+        if diffusion is not None and univnet is not None and univnet.cfg.n_mel_channels != diffusion.cfg.in_channels:
+            raise ValueError(f"{path}: UnivNet takes {univnet.cfg.n_mel_channels} mel bins but the diffusion "
+                             f"decoder makes {diffusion.cfg.in_channels}")
+        return cls(model, hifigan, diffusion, univnet)
 
     @property
     def sampling_rate(self) -> int:
         return self.hifigan.cfg.sampling_rate if self.hifigan else 24000
 
-    def check_ready(self) -> None:
-        """Raise FileNotFoundError, saying how to convert it, when the folder has no HiFi-GAN decoder."""
-        self._decoder()
+    def check_ready(self, decoder: str = "hifigan") -> None:
+        """Raise FileNotFoundError, saying which folder is missing and how to convert it, when the model folder
+        lacks what `decoder` needs (hifigan: hifigan/; diffusion: diffusion/ and univnet/)."""
+        check_choice("decoder", decoder, DECODERS)
+        if decoder == "hifigan":
+            self._decoder()
+            return
+        for name, part in ((DIFFUSION_FOLDER, self.diffusion), (UNIVNET_FOLDER, self.univnet)):
+            if part is None:
+                raise FileNotFoundError(_missing(self.model.name_or_path, name))
 
     def _decoder(self) -> Hifigan:
         if self.hifigan is None:
-            folder = self.model.name_or_path or "the model folder"
-            raise FileNotFoundError(f"no HiFi-GAN decoder in {folder}/{HIFIGAN_FOLDER}: convert Tortoise's "
-                                    f"hifidecoder.pth with `pyclvp convert-tortoise --hifigan hifidecoder.pth "
-                                    f"-o {folder}`")
+            raise FileNotFoundError(_missing(self.model.name_or_path, HIFIGAN_FOLDER))
         return self.hifigan
 
     def get_conditioning_latents(self, voice_samples, text="") -> np.ndarray:  # -> (1, C)
@@ -100,11 +196,79 @@ class TextToSpeech:
         stops = np.flatnonzero(row == eos)
         return (row[:stops[0] + 1] if stops.size else row), cond
 
-    def tts(self, text, voice_samples, candidates: int = 1, **sampling) -> np.ndarray:  # -> (W,) float32
-        """The waveform at 24 kHz; sampling: GenerationOptions (seed=..., do_sample=False for greedy, ...)."""
-        tokens, cond = self.speech_tokens(text, voice_samples, candidates, **sampling)
+    def tts(self, text, voice_samples, candidates: Optional[int] = None, *, decoder: str = "hifigan",
+            preset: Optional[str] = None, **kwargs) -> np.ndarray:  # -> (W,) float32
+        """The waveform at 24 kHz.
+
+        decoder="hifigan" (the default, api_fast's fast path): `candidates` (default 1) ranked by CLVP, kwargs are
+            GenerationOptions (seed=..., do_sample=False for greedy, ...).
+        decoder="diffusion" (api.py's quality path): `preset` (default "ultra_fast") sets the candidates and the
+            diffusion; kwargs as quality() takes them. voice_samples must be waveforms at 22.05 kHz."""
+        check_choice("decoder", decoder, DECODERS)
+        if decoder == "diffusion":
+            return self.quality(text, voice_samples, preset or "ultra_fast", candidates=candidates, **kwargs).wav
+        if preset is not None:
+            raise ValueError("preset chooses the quality path's settings: pass decoder='diffusion' with it")
+        tokens, cond = self.speech_tokens(text, voice_samples, 1 if candidates is None else candidates, **kwargs)
         latents = self.model.decoder_ref.speech_latents(cond, tokens[None])  # (1, N, C)
         return self._decoder().inference(latents, cond[:, 0])[0]  # (W,)
+
+    def tts_with_preset(self, text, voice_samples, preset: str = "fast", **kwargs) -> np.ndarray:  # -> (W,)
+        """ref: tortoise/api.py tts_with_preset: the quality path with one of QUALITY_PRESETS (ultra_fast, fast,
+        standard, high_quality); kwargs override the preset's settings, as in Tortoise."""
+        return self.quality(text, voice_samples, preset, **kwargs).wav
+
+    def quality(self, text, voice_samples, preset: str = "ultra_fast", *, candidates: Optional[int] = None,
+                diffusion_steps: Optional[int] = None, cond_free: Optional[bool] = None,
+                cond_free_k: Optional[float] = None, diffusion_temperature: Optional[float] = None,
+                tokens: Optional[np.ndarray] = None, seed: Optional[int] = None,
+                progress: Optional[Callable[[int, int], None]] = None,
+                diffusion_progress: Optional[Callable[[int, int], None]] = None, **sampling) -> QualityResult:
+        """The quality path step by step (see the module docstring); .wav is tts_with_preset's output.
+
+        candidates, diffusion_steps, cond_free, cond_free_k, diffusion_temperature: override the preset's.
+        tokens: (R, N) candidates to rank instead of sampling (no start token; stop tokens where they stopped).
+        seed: the candidates' sampling and the diffusion's and UnivNet's noise (None: fresh).
+        progress / diffusion_progress: callables (done, total) for the sampling and the diffusion steps.
+        sampling: GenerationOptions fields over decoding.TORTOISE_SAMPLING (max_new_tokens=500, ...)."""
+        check_choice("preset", preset, QUALITY_PRESETS)
+        self.check_ready("diffusion")  # before any heavy work
+        p = dict(QUALITY_SETTINGS, **QUALITY_PRESETS[preset])
+        R = p["num_autoregressive_samples"] if candidates is None else candidates
+        check_count("candidates", R)
+        steps = p["diffusion_iterations"] if diffusion_steps is None else diffusion_steps
+        check_count("diffusion_steps", steps)
+        cond_free = p["cond_free"] if cond_free is None else bool(cond_free)
+        cond_free_k = p["cond_free_k"] if cond_free_k is None else float(cond_free_k)
+        temperature = p["diffusion_temperature"] if diffusion_temperature is None else float(diffusion_temperature)
+        clips = _waveforms(voice_samples)
+        opts = GenerationOptions.resolve(**dict(TORTOISE_SAMPLING, **sampling, num_return_sequences=R, seed=seed,
+                                                progress=progress or False))
+        # 1. conditioning: the autoregressive model's (1, P-1, C) and the diffusion decoder's (1, 2C')
+        cond, ids, mask = conditioning(self.model, text, clips)
+        dcond = self.diffusion.get_conditioning(diffusion_conditioning_mels(clips))  # (1, 2C')
+        # 2-3. candidates, padded to max_new_tokens, fixed, scored
+        pad_to = opts.max_new_tokens + 1  # the start token counted (fix_speech_decoder_output drops it)
+        if tokens is None:
+            d = self.model.config.decoder_config
+            tokens = decode(self.model.decoder, self.model.decoder_prompt(cond), opts, d.bos_token_id,
+                            d.eos_token_id)  # (R, N)
+        tokens = np.asarray(tokens, np.int64)
+        out = self.model.score(ids, mask, tokens, pad_to, opts.batch_size)
+        scores = out.logits_per_text[0]  # (R,)
+        best = int(np.argmax(scores))  # torch.topk(k=1)
+        codes = out.speech_ids[best]  # (N',)
+        # 4-5. the latents of the fixed codes at training positions, cut at the calm-token run
+        latents = self.model.decoder_ref.speech_latents(cond, codes[None], positions="training")  # (1, N', C)
+        trimmed = latents[:, :calm_trim(codes)]  # (1, S, C)
+        # 6-7. the mel, then the waveform, all noise from one generator in Tortoise's order
+        rng = np.random.default_rng(seed)
+        mel = spectrogram_diffusion(self.diffusion, trimmed, dcond, steps=steps, cond_free=cond_free,
+                                    cond_free_k=cond_free_k, temperature=temperature, rng=rng,
+                                    progress=diffusion_progress)  # (1, M, T)
+        wav = self.univnet.inference(mel, seed=rng)[0]  # (W,)
+        return QualityResult(tokens=tokens, scores=scores, best=best, codes=codes, latents=latents, trimmed=trimmed,
+                             diffusion_conditioning=dcond, mel=mel, wav=wav)
 
     def tts_stream(self, text, voice_samples, *, stream_chunk_size: int = 40, overlap_wav_len: int = 1024,
                    first_buffer: int = 60, **sampling):  # -> yields (S_i,) float32 chunks at 24 kHz
@@ -132,6 +296,104 @@ class TextToSpeech:
                 yield chunk
             if token is None:
                 return
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory
+
+
+def memory_estimate(tts: "TextToSpeech", preset: str = "ultra_fast", *, candidates: Optional[int] = None,
+                    max_new_tokens: int = 500, batch_size: Optional[int] = None) -> dict:
+    """The quality path's peak memory in bytes, estimated before the run (float32 everywhere, 4 bytes):
+
+        peak = SAFETY * (weights + max(sampling, scoring, latents, diffusion, univnet))
+
+    the phases running one after another, each holding its own working set on top of the loaded weights:
+      weights    the float32 arrays of every loaded model (CLVP + decoder, HiFi-GAN, DiffusionTts, UnivNet)
+      sampling   the KV cache of one chunk of rows = min(R, batch_size or 16): 2 L rows (P + N) C, with P the
+                 longest prompt (1 + max_text_tokens + 2), N = max_new_tokens; plus 4 rows V for the logits and their
+                 processed copies, and the uniforms (N, R) in float64
+      scoring    CLVP's speech encoder on one chunk: rows H_s N'^2 (attention scores and probabilities, x2) +
+                 8 rows N' C_s activations, N' = N
+      latents    one pass of P + N + 2 positions: H (P+N+2)^2 x 2 + 8 (P+N+2) C
+      diffusion  T = N 4 24000 // 22050 mel frames, one denoising pass at a time (batch 1): an attention block's
+                 scores, probabilities and position bias 3 H' T^2 (+ the cached buckets, 8 bytes T^2 as int64),
+                 and ~16 C' T live activations
+      univnet    L = T + 10 frames, W = 256 L samples: the kernel predictor's kernels for every layer plus one
+                 reordered copy (layers + 1) C 2C K L, and ~8 C W for the location-variable convolution's operands
+    SAFETY = 1.25 covers NumPy temporaries the formula does not name. Returns every term and "peak"."""
+    check_choice("preset", preset, QUALITY_PRESETS)
+    tts.check_ready("diffusion")
+    R = QUALITY_PRESETS[preset]["num_autoregressive_samples"] if candidates is None else candidates
+    rows = min(R, batch_size or 16)
+    cfg = tts.model.config
+    d, sp = cfg.decoder_config, cfg.speech_config
+    N = int(max_new_tokens)
+    P = 1 + d.max_text_tokens + 2
+    f = 4
+    dc, uc = tts.diffusion.cfg, tts.univnet.cfg
+    T = N * 4 * 24000 // 22050
+    L = T + 10
+    W = L * int(np.prod(uc.strides))
+    C2 = 2 * uc.channel_size
+    weights = sum(int(np.asarray(a).nbytes) for part in (tts.diffusion.w, tts.univnet.w) for a in part.values())
+    weights += _model_bytes(tts)
+    terms = dict(
+        weights=weights,
+        sampling=f * (2 * d.num_hidden_layers * rows * (P + N) * d.hidden_size + 4 * rows * d.vocab_size) + 8 * N * R,
+        scoring=f * (2 * rows * sp.num_attention_heads * N * N + 8 * rows * N * sp.hidden_size),
+        latents=f * (2 * d.num_attention_heads * (P + N + 2) ** 2 + 8 * (P + N + 2) * d.hidden_size),
+        diffusion=f * (3 * dc.num_heads * T * T + 16 * dc.model_channels * T) + 8 * T * T,
+        univnet=f * ((len(uc.dilations) + 1) * uc.channel_size * C2 * uc.conv_kernel_size * L + 8 * uc.channel_size * W),
+    )
+    work = max(terms[k] for k in ("sampling", "scoring", "latents", "diffusion", "univnet"))
+    terms["peak"] = int(MEMORY_SAFETY * (weights + work))
+    return terms
+
+
+MEMORY_SAFETY = 1.25
+
+
+def _model_bytes(tts) -> int:  # the CLVP model's and the HiFi-GAN's weights, as loaded
+    total = 0
+    for obj in (tts.model, tts.hifigan):
+        for name in ("weights", "w", "params"):
+            found = getattr(obj, name, None) if obj is not None else None
+            if isinstance(found, dict):
+                total += sum(int(np.asarray(a).nbytes) for a in found.values() if hasattr(a, "nbytes"))
+                break
+    if total == 0 and tts.model.name_or_path is not None:  # fall back on the files' sizes
+        total = sum(p.stat().st_size for p in Path(tts.model.name_or_path).rglob(WEIGHTS_FILE))
+    return total
+
+
+def _weights_folder(path, name: str) -> Path:  # -> path/name, with its weights file there
+    folder = Path(path) / name
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE}: " + _how_to_convert(path, name))
+    return folder
+
+
+def _missing(path, name: str) -> str:
+    what = {HIFIGAN_FOLDER: "HiFi-GAN decoder", DIFFUSION_FOLDER: "diffusion decoder",
+            UNIVNET_FOLDER: "UnivNet vocoder"}[name]
+    folder = path or "the model folder"
+    return f"no {what} in {folder}/{name}: " + _how_to_convert(folder, name)
+
+
+def _how_to_convert(folder, name: str) -> str:
+    source = _CONVERT[name].split()[-1]
+    return f"convert Tortoise's {source} with `pyclvp convert-tortoise {_CONVERT[name]} -o {folder}`"
+
+
+def _waveforms(voice_samples) -> list:  # -> [(T_j,) float32] at 22.05 kHz
+    """The quality path needs the clips' waveforms (the diffusion decoder reads them at 24 kHz), not features."""
+    clips = [voice_samples] if isinstance(voice_samples, np.ndarray) and voice_samples.ndim == 1 else voice_samples
+    clips = [np.asarray(c) for c in clips]
+    if not clips or any(c.ndim != 1 for c in clips):
+        raise ValueError("the quality path takes the voice as waveforms at 22.05 kHz (a list of (T,) arrays), not "
+                         "features: the diffusion decoder conditions on their 24 kHz univnet mels")
+    return clips
 
 
 def _handle_chunk(wav, wav_prev, overlap, n: int):  # -> (chunk, wav, its tail)
