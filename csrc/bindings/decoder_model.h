@@ -1,5 +1,5 @@
 // The speech decoder's arguments as both decoder bindings take them (csrc/bindings/decoder.cc for
-// the CPU core, csrc/bindings/cuda.cc for the CUDA one): the model from (config, weights), and a
+// the CPU core, csrc/bindings/cuda_decoder.cc for the CUDA one): the model from (config, weights), and a
 // step's token ids and positions. Every check raises ValueError naming the key or argument.
 #pragma once
 #include <pybind11/numpy.h>

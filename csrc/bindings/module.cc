@@ -17,7 +17,7 @@ using namespace pyclvp;
 namespace pyclvp::bind {
 void register_ops(py::module_& m);      // bindings/ops.cc
 void register_decoder(py::module_& m);  // bindings/decoder.cc
-void register_cuda(py::module_& m);     // bindings/cuda.cc (defined only with PYCLVP_WITH_CUDA)
+void register_cuda(py::module_& m);     // bindings/cuda_ops.cc (+ cuda_decoder.cc; only with PYCLVP_WITH_CUDA)
 }  // namespace pyclvp::bind
 
 static py::list isa_names(const std::vector<cpu::CpuIsa>& isas) {

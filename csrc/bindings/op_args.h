@@ -1,6 +1,6 @@
 // The ops' Python arguments, checked once for both cores: each *_args() takes what the binding got,
 // raises ValueError naming the argument, and returns the float32 C-contiguous host arrays with their
-// sizes. csrc/bindings/ops.cc runs the CPU kernels on them, csrc/bindings/cuda.cc the CUDA ones.
+// sizes. csrc/bindings/ops.cc runs the CPU kernels on them, csrc/bindings/cuda_ops.cc the CUDA ones.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>

@@ -1,5 +1,5 @@
 // provides: the CUDA kernel launchers, each with its contract block; the ops bindings
-// (csrc/bindings/cuda.cc) and the fused decoder (csrc/cuda/decoder_step.cu) call them. Plain C++.
+// (csrc/bindings/cuda_ops.cc) and the fused decoder (csrc/cuda/decoder_step.cu) call them. Plain C++.
 //
 // One op, one name in four places: pyclvp/ops/numpy_ops.py::<op> (the spec; the math is explained
 // there), csrc/cpu/kernels/<family>.cc, csrc/cuda/<family>.cu, tests/test_cuda.py. A kernel here

@@ -22,7 +22,7 @@ During generate() the next tokens are chosen on the device (csrc/cuda/sampling.c
 penalty, temperature, top-k, top-p and the draw of pyclvp/decoding.py), so a step returns B ids
 instead of B x V logits and the host does no per-token work; PYCLVP_CUDA_PICK=0 (or
 pick_on_device=False) chooses on the host instead, from the logits.
-csrc/bindings/cuda.cc checks every argument. The cache layout is DecoderState's, (L, B, H, S, D) k
+csrc/bindings/cuda_decoder.cc checks every argument. The cache layout is DecoderState's, (L, B, H, S, D) k
 and v in float32 / float16 / bfloat16 and a (B, S) key mask; state.k, .v and .key_mask download copies.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The "cuda" backend: pyclvp/ops/numpy_ops.py's ops on an NVIDIA GPU, through pyclvp._core.cuda.
 
 CudaOps is CpuOps (pyclvp/ops/cpu_ops.py: the thin adapters, no math) over pyclvp._core.cuda,
-whose kernels (csrc/cuda/<family>.cu, bound in csrc/bindings/cuda.cc, which checks every argument)
+whose kernels (csrc/cuda/<family>.cu, bound in csrc/bindings/cuda_ops.cc, which checks every argument)
 have the CPU ops' names and arguments. Activations cross to the device and back on every op call.
 Weight matrices do not: each is uploaded once, on first use, and kept while its array lives
 (_DeviceWeights). Weight arrays are taken as immutable: after an in-place change the device would

@@ -12,7 +12,7 @@ through csrc/common/half.h's conversions. A GPU run of tests/test_cuda.py is sti
 How: every csrc/cuda/*.cu is compiled by the host compiler as C++ with cuda_emu.h forced in front
 (stub <cuda_runtime.h>, <cuda_fp16.h>, <cuda_bf16.h> in the build folder; every kernel is launched
 through common.cuh's launch(), that is cudaLaunchKernelEx, never `<<<>>>`, so the sources compile
-as they are), and linked with csrc/bindings/cuda.cc into a module `_cuda_emu` whose `cuda` submodule
+as they are), and linked with csrc/bindings/cuda_ops.cc and cuda_decoder.cc into a module `_cuda_emu` whose `cuda` submodule
 stands in for pyclvp._core.cuda (the CPU core must be built as usual). Takes ~2 minutes on 2 cores.
 
 --asan builds the module with AddressSanitizer (and reruns this script with libasan preloaded):
@@ -46,7 +46,8 @@ def build(out: Path, asan: bool = False) -> Path:
         "#include <pybind11/pybind11.h>\n"
         "namespace pyclvp::bind { void register_cuda(pybind11::module_& m); }\n"
         "PYBIND11_MODULE(_cuda_emu, m) { pyclvp::bind::register_cuda(m); }\n")
-    sources = [out / "src" / "module.cc", ROOT / "csrc" / "bindings" / "cuda.cc"]
+    sources = [out / "src" / "module.cc", ROOT / "csrc" / "bindings" / "cuda_ops.cc",
+               ROOT / "csrc" / "bindings" / "cuda_decoder.cc"]
     for cu in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
         dst = out / "src" / (cu.stem + ".cc")
         dst.write_text(f'#include "{cu}"\n')
