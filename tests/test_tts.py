@@ -33,16 +33,19 @@ def _greedy():
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
-def test_greedy_tts_matches_api_fast(folder, ref, backend):
+@pytest.mark.parametrize("positions, fixture", [("cached", "expected_kv_cache"), ("uncached", "expected_no_kv_cache")])
+def test_greedy_tts_matches_api_fast(folder, backend, positions, fixture):
+    with np.load(FAST / f"{fixture}.npz") as f:
+        ref = dict(f)
     tts = TextToSpeech.from_pretrained(folder, backend=backend)
     ids = ref["text_tokens"][:, :-1].astype(np.int64)  # api_fast's trailing 0 is the extra eos generate adds
     voice = ref["cond_mels"][0]  # (clips, M, frames): features, as rank() takes them
-    tokens, cond = tts.speech_tokens(ids, voice, **_greedy())
+    tokens, cond = tts.speech_tokens(ids, voice, positions=positions, **_greedy())
     np.testing.assert_array_equal(tokens, ref["codes"][0])
     assert_close(cond[:, 0], ref["auto_conditioning"], atol=1e-5, name="auto_conditioning")
     latents = tts.model.decoder_ref.speech_latents(cond, tokens[None])
     assert_close(latents, ref["latents"], atol=1e-4, name="latents")
-    wav = tts.tts(ids, voice, **_greedy())
+    wav = tts.tts(ids, voice, positions=positions, **_greedy())
     assert wav.shape == ref["wav"][0, 0].shape and wav.dtype == np.float32
     assert_close(wav, ref["wav"][0, 0], atol=1e-4, name="waveform")
 
@@ -65,12 +68,17 @@ def test_cached_latents_equal_the_stream_generators(folder, ref):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
-def test_tts_stream_matches_api_fast(folder, ref, backend):
+@pytest.mark.parametrize("positions, fixture", [("cached", "expected_kv_cache"), ("uncached", "expected_no_kv_cache")])
+def test_tts_stream_matches_api_fast(folder, backend, positions, fixture):
+    """kv_cache=True: the generation stops at 44 tokens, one chunk; kv_cache=False: 80 tokens (the limit), four
+    chunks (after 60, 68, 76 and 80 tokens with stream_chunk_size 8), each cross-faded into the last."""
+    with np.load(FAST / f"{fixture}.npz") as f:
+        ref = dict(f)
     tts = TextToSpeech.from_pretrained(folder, backend=backend)
     s = json.loads((FAST / "config.json").read_text())["settings"]
     chunks = list(tts.tts_stream(ref["text_tokens"][:, :-1].astype(np.int64), ref["cond_mels"][0],
                                  stream_chunk_size=s["stream_chunk_size"], overlap_wav_len=s["overlap_wav_len"],
-                                 first_buffer=s["first_buffer"], **_greedy()))
+                                 first_buffer=s["first_buffer"], positions=positions, **_greedy()))
     assert [len(c) for c in chunks] == ref["stream_chunk_lengths"].tolist()
     assert_close(np.concatenate(chunks), ref["stream_wav"], atol=1e-4, name="streamed waveform")
 

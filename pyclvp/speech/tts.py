@@ -275,8 +275,10 @@ class TextToSpeech:
         """The waveform in chunks as the speech tokens come; their concatenation is api_fast.tts_stream's output."""
         hifigan = self._decoder()
         opts = GenerationOptions.resolve(**dict(FAST_SAMPLING, **sampling))
-        if opts.positions != "cached":  # the chunks' latents are the KV-cached generation's
-            raise ValueError("tts_stream decodes at the KV-cached positions (positions='cached') only")
+        # The latents the generation computes on the way, as Tortoise's stream generator yields them: at the
+        # KV-cached positions, or, uncached (kv_cache=False: every step reruns the whole sequence), at the
+        # training positions, where they equal UnifiedVoice.forward's
+        latent_positions = "cached" if opts.positions == "cached" else "training"
         cond, _, _ = conditioning(self.model, text, voice_samples)  # (1, P-1, C)
         d = self.model.config.decoder_config
         tokens, new, wav_prev, overlap = [], 0, None, None
@@ -290,7 +292,7 @@ class TextToSpeech:
                 return  # (Tortoise's handle_chunks fails here, cross-fading into an empty chunk)
             if token is None or (stream_chunk_size > 0 and new >= max(stream_chunk_size, first_buffer)):
                 first_buffer, new = 0, 0
-                latents = self.model.decoder_ref.speech_latents(cond, np.array([tokens]), positions="cached")
+                latents = self.model.decoder_ref.speech_latents(cond, np.array([tokens]), positions=latent_positions)
                 wav = hifigan.inference(latents, cond[:, 0])[0]  # (W,)
                 chunk, wav_prev, overlap = _handle_chunk(wav, wav_prev, overlap, overlap_wav_len)
                 yield chunk
