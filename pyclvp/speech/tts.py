@@ -16,8 +16,8 @@ tts(text, voice_samples) runs:
   4. waveform: HiFi-GAN on the latents and the voice's conditioning vector              (W,) at 24 kHz
 tts_stream(text, voice_samples) yields the waveform in chunks as the tokens come (api_fast.tts_stream): one
 candidate is decoded token by token (pyclvp/decoding.py stream); after the first `first_buffer` = 60 tokens, then
-every `stream_chunk_size` = 40 and at the end, every token so far goes through the decoder at the KV-cached
-positions (the latents the generation computed) and HiFi-GAN, and the samples not yet given out are cut off
+every `stream_chunk_size` = 40 and at the end, every token so far goes through the decoder (at the KV-cached
+positions, or the training ones with positions="uncached": the latents the generation computed) and HiFi-GAN, and the samples not yet given out are cut off
 and cross-faded with the last chunk's tail (handle_chunks):
     chunk = wav[len(previous wav) - overlap : -overlap]  (the first chunk: wav[: -overlap])
     chunk[:overlap] = previous wav[-overlap:] * linspace(1, 0) + chunk[:overlap] * linspace(0, 1)
