@@ -122,12 +122,12 @@ def test_decoder_session_checks_weights_before_the_device():
     params = _decoder_params("tiny_b")
     params["model.decoder.layers.0.attn.k_proj.weight"] = params["model.decoder.layers.0.attn.k_proj.weight"].astype(
         np.float16)
-    from pyclvp.ops.cpu_decoder import _weights_for_core
+    from pyclvp.ops.cpu_decoder import weights_for_core
 
     config = dict(L=cfg.num_hidden_layers, C=cfg.hidden_size, H=cfg.num_attention_heads, F=cfg.inner_dim,
                   V=cfg.vocab_size, P=cfg.max_position_embeddings, eps=cfg.layer_norm_epsilon)
     with pytest.raises(ValueError, match="must share a dtype"):
-        _core.cuda.DecoderSession(config, _weights_for_core(params))
+        _core.cuda.DecoderSession(config, weights_for_core(params))
 
 
 CUDA_SOURCES = sorted((Path(__file__).resolve().parents[1] / "csrc" / "cuda").glob("*.cu"))
