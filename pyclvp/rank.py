@@ -133,7 +133,7 @@ def _text_ids(model, text_or_ids, tokenizer):  # -> (1, T) int64
 
 def _default_tokenizer(model):
     """The model folder's vocabulary (or the bundled one), with Tortoise's normalizer: the weights' own."""
-    folder = getattr(model, "name_or_path", None)
+    folder = model.name_or_path
     has_vocab = folder is not None and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
     return ClvpTokenizer.from_pretrained(folder if has_vocab else None, normalizer="tortoise")
 
@@ -157,7 +157,7 @@ def _voice_features(model, voice, feature_extractor):  # -> (N, M, T) float32
         if clip.size == 0 or np.abs(clip).max() < 1e-4:
             raise ValueError(f"voice clip {i + 1} of {len(clips)} is empty or silent (peak below -80 dBFS); use a recording of the voice")
     if feature_extractor is None:
-        feature_extractor = ClvpFeatureExtractor.from_pretrained(getattr(model, "name_or_path", None))
+        feature_extractor = ClvpFeatureExtractor.from_pretrained(model.name_or_path)
     feats = feature_extractor(clips, sampling_rate=feature_extractor.sampling_rate,
                               return_tensors="np")["input_features"]
     return feats

@@ -357,16 +357,8 @@ MEMORY_SAFETY = 1.25
 
 
 def _model_bytes(tts) -> int:  # the CLVP model's and the HiFi-GAN's weights, as loaded
-    total = 0
-    for obj in (tts.model, tts.hifigan):
-        for name in ("weights", "w", "params"):
-            found = getattr(obj, name, None) if obj is not None else None
-            if isinstance(found, dict):
-                total += sum(int(np.asarray(a).nbytes) for a in found.values() if hasattr(a, "nbytes"))
-                break
-    if total == 0 and tts.model.name_or_path is not None:  # fall back on the files' sizes
-        total = sum(p.stat().st_size for p in Path(tts.model.name_or_path).rglob(WEIGHTS_FILE))
-    return total
+    arrays = list(tts.model.weights.values()) + (list(tts.hifigan.w.values()) if tts.hifigan is not None else [])
+    return sum(int(np.asarray(a).nbytes) for a in arrays)
 
 
 def _weights_folder(path, name: str) -> Path:  # -> path/name, with its weights file there
