@@ -235,7 +235,7 @@ def prepare(torch_python: str) -> dict:
     return dict(pth=str(pth), folder=str(folder), hifigan=HIFIGAN, hifidecoder=str(SPEECH / "hifidecoder.pth"))
 
 
-def bench(torch_python: str, tokens: int, threads: list, rounds: int) -> list:
+def bench(torch_python: str, tokens: int, threads: list, rounds: int, first: str = "torch") -> list:
     paths = prepare(torch_python)
     common = dict(tokens=tokens, ids=TEXT_IDS, clips=CLIPS, frames=FRAMES)
     rows = []
@@ -243,7 +243,7 @@ def bench(torch_python: str, tokens: int, threads: list, rounds: int) -> list:
         env = dict(os.environ, PYCLVP_NUM_THREADS=str(n), OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
         runs = {"torch": [], "pyclvp": []}
         for r in range(rounds):
-            order = ["torch", "pyclvp"] if r % 2 == 0 else ["pyclvp", "torch"]
+            order = ["torch", "pyclvp"] if (r % 2 == 0) == (first == "torch") else ["pyclvp", "torch"]
             for side in order:
                 load = os.getloadavg()[0]
                 if side == "torch":
@@ -289,10 +289,11 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=129, help="speech tokens forced on both sides (default 129 = 6 s)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
     p.add_argument("--rounds", type=int, default=2, help="processes per side and thread count, alternating")
+    p.add_argument("--first", choices=["torch", "pyclvp"], default="torch", help="the side that starts each round pair")
     args = p.parse_args(argv)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {os.uname().nodename} {os.cpu_count()} CPUs, "
           f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-    bench(args.torch_python, args.tokens, args.threads, args.rounds)
+    bench(args.torch_python, args.tokens, args.threads, args.rounds, args.first)
     print(f"# done {time.strftime('%H:%M')}, load {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     return 0
 
