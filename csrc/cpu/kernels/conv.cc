@@ -177,22 +177,68 @@ void conv1d<ISA>(const ConvArgs& a) {
   run({j}, a.B, a.Cin, a.Cout, a.b);
 }
 
-template <>
-void conv_transpose1d<ISA>(const ConvArgs& a) {
-  const int64_t s = a.stride, d = a.dilation, p = a.padding, K = a.K, T = a.T, Cout = a.Cout;
-  // Phase ph: the taps k with (ph + p - k d) % s == 0, at shift e = (ph + p - k d) / s; M_ph = ceil((To - ph) / s).
-  std::vector<std::vector<int64_t>> taps(s), shifts(s);
+namespace {
+
+// conv_transpose1d's stride phases: phase ph takes the taps k with (ph + p - k d) % s == 0, at shift
+// e = (ph + p - k d) / s; M_ph = ceil((To - ph) / s). Depends on (s, p, d, K) only.
+struct Phases {
+  std::vector<std::vector<int64_t>> taps, shifts;
   int64_t min_e = 0, max_e = 0;
-  for (int64_t ph = 0; ph < s; ++ph)
+  std::vector<int64_t> at;  // (s + 1,): phase ph's packed tiles start at wp + at[ph]; at[s] = the packed size
+};
+
+Phases phases(const ConvArgs& a) {
+  const int64_t s = a.stride, d = a.dilation, p = a.padding, K = a.K;
+  Phases P;
+  P.taps.resize(s), P.shifts.resize(s), P.at.assign(s + 1, 0);
+  for (int64_t ph = 0; ph < s; ++ph) {
     for (int64_t k = 0; k < K; ++k) {
       const int64_t u = ph + p - k * d;
       if (((u % s) + s) % s) continue;
       const int64_t e = (u - (((u % s) + s) % s)) / s;  // exact
-      taps[ph].push_back(k), shifts[ph].push_back(e);
-      min_e = std::min(min_e, e), max_e = std::max(max_e, e);
+      P.taps[ph].push_back(k), P.shifts[ph].push_back(e);
+      P.min_e = std::min(P.min_e, e), P.max_e = std::max(P.max_e, e);
     }
+    P.at[ph + 1] = P.at[ph] + round_up(a.Cout, MR) * a.Cin * static_cast<int64_t>(P.taps[ph].size());
+  }
+  return P;
+}
+
+// Phase ph's packed tiles: wp[at[ph] + ((t Cin + c) nt + i) MR + r] = w[c, t MR + r, taps[ph][i]] (0 past Cout). One
+// pass over w: a tile's block w[c, t MR : t MR + MR, :] is MR K contiguous floats, read once for every phase.
+void pack(float* wp, const ConvArgs& a, const Phases& P) {
+  const int64_t s = a.stride, K = a.K, Cout = a.Cout;
+  parallel_for(ceil_div(Cout, MR), [&](int64_t t) {
+    for (int64_t c = 0; c < a.Cin; ++c) {
+      const float* blk = a.w + (c * Cout + t * MR) * K;
+      for (int64_t ph = 0; ph < s; ++ph) {
+        const int64_t nt = static_cast<int64_t>(P.taps[ph].size());
+        float* dst = wp + P.at[ph] + (t * a.Cin + c) * nt * MR;
+        for (int64_t i = 0; i < nt; ++i)
+          for (int r = 0; r < MR; ++r) dst[i * MR + r] = t * MR + r < Cout ? blk[r * K + P.taps[ph][i]] : 0.0f;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <>
+int64_t conv_transpose1d_packed_size<ISA>(const ConvArgs& a) {
+  return phases(a).at[a.stride];
+}
+
+template <>
+void conv_transpose1d_pack<ISA>(float* wp, const ConvArgs& a) {
+  pack(wp, a, phases(a));
+}
+
+template <>
+void conv_transpose1d<ISA>(const ConvArgs& a) {
+  const int64_t s = a.stride, T = a.T, Cout = a.Cout;
+  const Phases P = phases(a);
   const int64_t M0 = ceil_div(a.To, s);  // the longest phase (ph = 0)
-  const int64_t padL = -min_e, Lx = std::max(padL + T, padL + max_e + round_up(M0, NR)), rows = a.B * a.Cin;
+  const int64_t padL = -P.min_e, Lx = std::max(padL + T, padL + P.max_e + round_up(M0, NR)), rows = a.B * a.Cin;
   auto xpad = scratch(rows * Lx);
   parallel_for(rows, [&](int64_t row) {  // xpad[b, c] = [padL zeros, x[b, c], zeros]
     float* dst = xpad.get() + row * Lx;
@@ -200,33 +246,21 @@ void conv_transpose1d<ISA>(const ConvArgs& a) {
     std::copy(a.x + row * T, a.x + (row + 1) * T, dst + padL);
     std::fill(dst + padL + T, dst + Lx, 0.0f);
   });
-  int64_t packed = 0;
-  for (int64_t ph = 0; ph < s; ++ph) packed += round_up(Cout, MR) * a.Cin * static_cast<int64_t>(taps[ph].size());
-  auto wp = scratch(packed);
+  std::unique_ptr<float[]> owned;  // the packed weights, unless the caller packed them once (a.wp)
+  const float* wp = a.wp;
+  if (!wp) {
+    owned = scratch(P.at[s]);
+    pack(owned.get(), a, P);
+    wp = owned.get();
+  }
   // With stride 1 the only phase is the output itself; else each phase has its own (B, Cout, M0) plane.
   std::unique_ptr<float[]> yph = s > 1 ? scratch(s * a.B * Cout * M0) : nullptr;
-  // Phase ph's packed tiles: wph[ph][t][c][i][r] = w[c, t MR + r, taps[ph][i]] (0 past Cout). One pass over w:
-  // a tile's block w[c, t MR : t MR + MR, :] is MR K contiguous floats, read once for every phase.
-  std::vector<float*> wph(s);
-  for (int64_t ph = 0, at = 0; ph < s; at += round_up(Cout, MR) * a.Cin * static_cast<int64_t>(taps[ph].size()), ++ph)
-    wph[ph] = wp.get() + at;
-  parallel_for(ceil_div(Cout, MR), [&](int64_t t) {
-    for (int64_t c = 0; c < a.Cin; ++c) {
-      const float* blk = a.w + (c * Cout + t * MR) * K;
-      for (int64_t ph = 0; ph < s; ++ph) {
-        const int64_t nt = static_cast<int64_t>(taps[ph].size());
-        float* dst = wph[ph] + (t * a.Cin + c) * nt * MR;
-        for (int64_t i = 0; i < nt; ++i)
-          for (int r = 0; r < MR; ++r) dst[i * MR + r] = t * MR + r < Cout ? blk[r * K + taps[ph][i]] : 0.0f;
-      }
-    }
-  });
   std::vector<Corr> jobs;
   for (int64_t ph = 0; ph < s && ph < a.To; ++ph) {
-    const int64_t nt = static_cast<int64_t>(taps[ph].size());
+    const int64_t nt = static_cast<int64_t>(P.taps[ph].size());
     Corr j;
-    j.w = wph[ph], j.w_row = 1, j.w_tile = a.Cin * nt * MR, j.w_step = MR;
-    for (int64_t e : shifts[ph]) j.off.push_back(e + padL);
+    j.w = wp + P.at[ph], j.w_row = 1, j.w_tile = a.Cin * nt * MR, j.w_step = MR;
+    for (int64_t e : P.shifts[ph]) j.off.push_back(e + padL);
     j.src = xpad.get(), j.src_sb = a.Cin * Lx, j.src_sc = Lx;
     j.M = ceil_div(a.To - ph, s);
     if (s > 1) j.out = yph.get() + ph * a.B * Cout * M0, j.out_sb = Cout * M0, j.out_so = M0;
