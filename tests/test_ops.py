@@ -441,6 +441,24 @@ def test_hyp_conv_transpose1d(backend, data, seed, bias):
 
 
 
+
+@KERNEL_BACKENDS
+@pytest.mark.parametrize("Cin,K,kw", [(300, 3, dict(padding=1)), (200, 7, dict(padding=9, dilation=3)),
+                                      (130, 11, dict(padding=25, dilation=5)), (260, 5, dict(stride=3, padding=2))])
+def test_conv1d_wide(backend, Cin, K, kw):
+    """Many input channels: the source panels come in several chunks (partial sums kept in y between them);
+    with stride 3 the taps reach into other planes (rows read in place). Same result at 1 and 2 threads."""
+    rng = np.random.default_rng(Cin)
+    x, w, b = rand(rng, 2, Cin, 61), rand(rng, 9, Cin, K, scale=0.1), rand(rng, 9)
+    got = run_op(backend, "conv1d", x, w, b, **kw)
+    assert_close(got, ref.conv1d(x, w, b, **kw), **TOL, name=f"conv1d {x.shape} {w.shape} {kw}")
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1 if before > 1 else 3)
+        np.testing.assert_array_equal(run_op(backend, "conv1d", x, w, b, **kw), got)
+    finally:
+        _core.set_num_threads(before)
+
 @KERNEL_BACKENDS
 def test_conv_transpose1d_packed(backend):
     """The packed weight (made once, cached per weight array) gives the per-call packing's result bit for bit;

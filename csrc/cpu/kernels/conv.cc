@@ -21,12 +21,16 @@
 // The correlation is BLIS-like. A register tile of MR output channels x NR = NV*W times does, per
 // (c, i), NV vector loads of the shifted source row, MR broadcasts of weights and MR*NV FMAs. conv1d
 // reads its weights in place: row o of (Cout, Cin, K) is already contiguous along the (c, k) loop.
-// conv_transpose1d's phases take every stride-th tap of (Cin, Cout, K): those weights are packed per
-// call into tiles of MR output channels (wp[tile][c][i][0:MR], contiguous along the (c, i) loop).
-// A task owns (batch, MC channels, NC times) and walks the channels in chunks of KC, sized so one
-// weight tile's chunk stays in L1 while the chunk's source rows (KC x (NC + the taps' span)) stay in L2;
-// partial sums wait in y between chunks. Ragged edges: weight tiles are zero-padded to MR rows, the
-// source rows are zero-padded to whole panels (so loads never check bounds), stores are partial.
+// conv_transpose1d's phases take every stride-th tap of (Cin, Cout, K): those weights are packed into
+// tiles of MR output channels (wp[tile][c][i][0:MR], contiguous along the (c, i) loop), by the caller once
+// per weight (conv_transpose1d_pack, cached by pyclvp/ops/cpu_ops.py) or else per call.
+// A task owns (batch, MC channels, NC times) and walks the channels in chunks of KC1; per chunk and panel of
+// NR times it copies the chunk's source panel (KC1 rows x (NR + the taps' span)) into a contiguous
+// L1-sized buffer, which every weight tile of the task then reads (the rows in place sit a page or more
+// apart: one TLB and L2 access per channel step, which starved the K = 3 / 7 convs). Partial sums wait in
+// y between chunks. Taps spanning more than kMaxPanelSpan (strided conv1d) read the rows in place, in
+// chunks of KC sized so a weight tile's chunk stays in L1. Ragged edges: weight tiles are zero-padded to
+// MR rows, the source rows are zero-padded to whole panels (so loads never check bounds), stores are partial.
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -48,7 +52,9 @@ constexpr int NV = 3;                // vectors (along time) of the register til
 constexpr int NR = NV * W;           // times of the register tile
 constexpr int64_t MC = 16 * MR;      // output channels of a task
 constexpr int64_t NC = 8 * NR;       // times of a task
-constexpr int64_t KCT = 4096 / MR;   // (channel, tap) pairs per chunk: a weight tile's chunk is 16 KiB
+constexpr int64_t KCT = 4096 / MR;   // (channel, tap) pairs per chunk: a weight tile's chunk is 16 KiB (wide spans)
+constexpr int64_t kPanelFloats = 6144;    // a packed source panel: 24 KiB of the 32 KiB L1 (16 and 12 KiB measured alike)
+constexpr int64_t kMaxPanelSpan = 4 * NR;  // taps reaching further (strided conv1d's planes) read the rows in place
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -72,8 +78,8 @@ struct Corr {
 // The register tile: out[o0 : o0 + rows, m0 : m0 + NR) (clipped at M) over channels [c0, c1).
 // first: start from the bias (or 0), else from the partial sums in out.
 template <int STEP>  // Corr::w_step: 1 (weights in place) or MR (packed)
-void tile(const Corr& j, const float* wt, int64_t ntaps, const float* src, float* out, const float* bias, int64_t o0,
-          int rows, int64_t m0, int64_t c0, int64_t c1, bool first) {
+void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xs0, int64_t xsc, const int64_t* off, float* out,
+          const float* bias, int64_t o0, int rows, int64_t m0, int64_t c0, int64_t c1, bool first) {
   int lanes[NV];
   for (int v = 0; v < NV; ++v) lanes[v] = static_cast<int>(std::clamp<int64_t>(j.M - m0 - v * W, 0, W));
   V acc[MR][NV];
@@ -84,12 +90,11 @@ void tile(const Corr& j, const float* wt, int64_t ntaps, const float* src, float
       else acc[r][v] = lanes[v] ? load_n<V>(yr + v * W, lanes[v]) : V::zero();
     }
   }
-  const int64_t* off = j.off.data();
   const float* wr[MR];  // rows past Cout read the last row (their sums are not stored)
   for (int r = 0; r < MR; ++r) wr[r] = wt + std::min(r, rows - 1) * j.w_row + c0 * ntaps * STEP;
   int64_t idx = 0;
   for (int64_t c = c0; c < c1; ++c) {
-    const float* xc = src + c * j.src_sc + m0;
+    const float* xc = xs0 + (c - c0) * xsc;
     for (int64_t i = 0; i < ntaps; ++i, idx += STEP) {
       const float* xs = xc + off[i];
       V xv[NV];
@@ -122,19 +127,51 @@ void run(const std::vector<Corr>& jobs, int64_t B, int64_t Cin, int64_t Cout, co
     const Corr& j = jobs[t.job];
     const int64_t ntaps = static_cast<int64_t>(j.off.size());
     const int64_t Ceff = ntaps ? Cin : 0;  // a phase without taps writes the bias only
-    const int64_t KC = std::max<int64_t>(1, KCT / std::max<int64_t>(ntaps, 1));
     const float* src = j.src + t.b * j.src_sb;
     float* out = j.out + t.b * j.out_sb;
     const int64_t o1 = std::min(Cout, t.o0 + MC), m1 = std::min(j.M, t.m0 + NC);
+    int64_t lo = j.off.empty() ? 0 : j.off[0], hi = lo;  // the taps' span: [lo, hi] past a time's row start
+    for (int64_t v : j.off) lo = std::min(lo, v), hi = std::max(hi, v);
     int64_t c0 = 0;
+    if (hi - lo <= kMaxPanelSpan) {
+      // The panel of KC1 channels x (NR + span) times, copied contiguous (rows of LW floats, whole cache lines): a
+      // few pages, L1-resident while every weight tile of the task passes over it (read in place, the rows sit a
+      // page or more apart and every channel step would cost a TLB and an L2 access).
+      const int64_t LW = round_up(NR + hi - lo, 16), KC1 = std::max<int64_t>(1, kPanelFloats / LW);
+      thread_local std::vector<float> panel_buf;
+      if (static_cast<int64_t>(panel_buf.size()) < KC1 * LW) panel_buf.resize(KC1 * LW);
+      float* panel = panel_buf.data();
+      std::vector<int64_t> poff(j.off.size());
+      for (size_t i = 0; i < poff.size(); ++i) poff[i] = j.off[i] - lo;
+      do {
+        const int64_t c1 = std::min(Ceff, c0 + KC1);
+        for (int64_t m = t.m0; m < m1; m += NR) {
+          for (int64_t c = c0; c < c1; ++c) {  // panel[c - c0][u] = src row c [m + lo + u]
+            const float* xr = src + c * j.src_sc + m + lo;
+            std::copy(xr, xr + NR + hi - lo, panel + (c - c0) * LW);
+          }
+          for (int64_t o = t.o0; o < o1; o += MR) {
+            const float* wt = j.w + (o / MR) * j.w_tile;
+            const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
+            if (j.w_step == 1) tile<1>(j, wt, ntaps, panel, LW, poff.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
+            else tile<MR>(j, wt, ntaps, panel, LW, poff.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
+          }
+        }
+        c0 = c1;
+      } while (c0 < Ceff);
+      return;
+    }
+    // Wide spans (strided conv1d: the taps reach into other planes): the rows in place, a weight tile's chunk in L1.
+    const int64_t KC = std::max<int64_t>(1, KCT / std::max<int64_t>(ntaps, 1));
     do {
       const int64_t c1 = std::min(Ceff, c0 + KC);
       for (int64_t o = t.o0; o < o1; o += MR) {
         const float* wt = j.w + (o / MR) * j.w_tile;
         const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
         for (int64_t m = t.m0; m < m1; m += NR) {
-          if (j.w_step == 1) tile<1>(j, wt, ntaps, src, out, bias, o, rows, m, c0, c1, c0 == 0);
-          else tile<MR>(j, wt, ntaps, src, out, bias, o, rows, m, c0, c1, c0 == 0);
+          const float* xs0 = src + c0 * j.src_sc + m;
+          if (j.w_step == 1) tile<1>(j, wt, ntaps, xs0, j.src_sc, j.off.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
+          else tile<MR>(j, wt, ntaps, xs0, j.src_sc, j.off.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
         }
       }
       c0 = c1;
