@@ -6,8 +6,10 @@ hifigan: the full-size HiFi-GAN (tortoise/api_fast.py's HifiganGenerator: 1024 l
     upsamplings 8, 8, 2, 2) with seeded random weights, on latents for `--seconds` of 24 kHz audio: seconds of
     compute per second of audio (the real-time factor, lower is faster) for torch (HifiganGenerator.inference, eager,
     torch.set_num_threads(n)) and pyclvp (Hifigan.inference on the cpu backend, PYCLVP_NUM_THREADS=n), and the
-    ratio torch / pyclvp (above 1: pyclvp is faster). --check first compares the two waveforms (max abs error). Each figure is the median of `--runs` timed calls after one
-    warm-up, each side in its own process, the two sides alternating so that the machine's drift hits both.
+    ratio torch / pyclvp (above 1: pyclvp is faster); cpu_ratio: the same from CPU seconds (process_time), which a
+    machine shared with other processes disturbs far less than wall time (at 1 thread the two agree when quiet).
+    --check first compares the two waveforms (max abs error). Each figure is the median of `--runs` timed calls after
+    one warm-up, each side in its own process, the two sides alternating so that the machine's drift hits both.
 
 The torch side needs an interpreter with torch and Tortoise 3.0.0's dependencies (tools/tortoise_env.sh builds
 one) and the sdist (TORTOISE_SDIST, default /work/tortoise_sdist/tortoise-tts-3.0.0). The weights are written
@@ -57,14 +59,15 @@ else:
     g = HifiganGenerator(**CONFIG).eval()
     g.load_state_dict(torch.load(path))
     latents, cond = torch.randn(1, T, 1024, generator=torch.Generator().manual_seed(1)), torch.randn(1, 1024)
-    times = []
+    times, cpu = [], []
     with torch.no_grad():
         for i in range(runs + 1):
-            t0 = time.perf_counter(); wav = g.inference(latents, cond); times.append(time.perf_counter() - t0)
+            t0, c0 = time.perf_counter(), time.process_time(); wav = g.inference(latents, cond)
+            times.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
     if len(sys.argv) > 7:  # the inputs and the waveform, for the parity check
         import numpy as np
         np.savez(sys.argv[7], latents=latents.numpy(), cond=cond.numpy(), wav=wav[:, 0].numpy())
-    print(json.dumps(dict(times=times[1:], samples=int(wav.shape[-1]))))
+    print(json.dumps(dict(times=times[1:], cpu=cpu[1:], samples=int(wav.shape[-1]))))
 '''
 
 PYCLVP_WORKER = r'''
@@ -78,10 +81,11 @@ cfg = HifiganConfig.from_pretrained(folder)
 dec = Hifigan(load_weights(folder, hifigan_spec(cfg)), cfg, get_ops("cpu"))
 rng = np.random.default_rng(1)
 latents, cond = rng.standard_normal((1, T, 1024), dtype=np.float32), rng.standard_normal((1, 1024), dtype=np.float32)
-times = []
+times, cpu = [], []
 for i in range(runs + 1):
-    t0 = time.perf_counter(); wav = dec.inference(latents, cond); times.append(time.perf_counter() - t0)
-print(json.dumps(dict(times=times[1:], samples=int(wav.shape[-1]))))
+    t0, c0 = time.perf_counter(), time.process_time(); wav = dec.inference(latents, cond)
+    times.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
+print(json.dumps(dict(times=times[1:], cpu=cpu[1:], samples=int(wav.shape[-1]))))
 '''
 
 
@@ -110,19 +114,24 @@ def bench_hifigan(torch_python: str, seconds: float, threads: list, runs: int) -
     rows = []
     for n in threads:
         env = dict(os.environ, PYCLVP_NUM_THREADS=str(n), OMP_NUM_THREADS=str(n))
-        torch_t, ours_t, samples = [], [], 0
+        torch_t, ours_t, torch_c, ours_c, samples = [], [], [], [], 0
         for _ in range(2):  # alternate the two sides twice; each call times `runs` inferences after a warm-up
             t = _run([torch_python, "-c", TORCH_WORKER, "time", str(SDIST), str(pth), str(T), str(n), str(runs)], env)
             o = _run([sys.executable, "-c", PYCLVP_WORKER, str(OUT / "hifigan"), str(T), str(runs)], env)
             torch_t += t["times"]
             ours_t += o["times"]
+            torch_c += t["cpu"]
+            ours_c += o["cpu"]
             samples = o["samples"]
             assert t["samples"] == o["samples"], (t["samples"], o["samples"])
         audio = samples / 24000
         tm, om = statistics.median(torch_t), statistics.median(ours_t)
         rows.append(dict(threads=n, latents=T, audio_s=round(audio, 3), torch_rtf=round(tm / audio, 4),
                          pyclvp_rtf=round(om / audio, 4), ratio=round(tm / om, 3),
-                         torch_s=[round(x, 4) for x in sorted(torch_t)], pyclvp_s=[round(x, 4) for x in sorted(ours_t)]))
+                         torch_s=[round(x, 4) for x in sorted(torch_t)], pyclvp_s=[round(x, 4) for x in sorted(ours_t)],
+                         cpu_ratio=round(statistics.median(torch_c) / statistics.median(ours_c), 3),
+                         torch_cpu_s=[round(x, 4) for x in sorted(torch_c)],
+                         pyclvp_cpu_s=[round(x, 4) for x in sorted(ours_c)], loadavg=os.getloadavg()))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

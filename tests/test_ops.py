@@ -455,6 +455,49 @@ def test_hyp_conv_transpose1d(backend, data, seed, bias):
     assert_close(got, ref.conv_transpose1d(x, w, b, **kw), **TOL, name=f"conv_transpose1d {x.shape} {w.shape} {kw}")
 
 
+
+
+@KERNEL_BACKENDS
+@pytest.mark.parametrize("Cin,K,kw", [(300, 3, dict(padding=1)), (200, 7, dict(padding=9, dilation=3)),
+                                      (130, 11, dict(padding=25, dilation=5)), (260, 5, dict(stride=3, padding=2))])
+def test_conv1d_wide(backend, Cin, K, kw):
+    """Many input channels: the source panels come in several chunks (partial sums kept in y between them);
+    with stride 3 the taps reach into other planes (rows read in place). Same result at 1 and 2 threads."""
+    rng = np.random.default_rng(Cin)
+    x, w, b = rand(rng, 2, Cin, 61), rand(rng, 9, Cin, K, scale=0.1), rand(rng, 9)
+    got = run_op(backend, "conv1d", x, w, b, **kw)
+    assert_close(got, ref.conv1d(x, w, b, **kw), **TOL, name=f"conv1d {x.shape} {w.shape} {kw}")
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1 if before > 1 else 3)
+        np.testing.assert_array_equal(run_op(backend, "conv1d", x, w, b, **kw), got)
+    finally:
+        _core.set_num_threads(before)
+
+@KERNEL_BACKENDS
+def test_conv_transpose1d_packed(backend):
+    """The packed weight (made once, cached per weight array) gives the per-call packing's result bit for bit;
+    a packing for other sizes is refused; the cache entry goes with the array."""
+    from pyclvp.ops import cpu_ops
+    rng = np.random.default_rng(5)
+    x, w, b = rand(rng, 2, 9, 13), rand(rng, 9, 11, 6), rand(rng, 11)
+    with using(backend.split("-", 1)[1]):
+        for kw in (dict(stride=3, padding=1), dict(stride=2, padding=2, dilation=2), dict(stride=1)):
+            args = (kw.get("stride", 1), kw.get("padding", 0), 0, kw.get("dilation", 1))
+            packed = _core.pack_conv_transpose1d(w, args[0], args[1], args[3])
+            want = _core.conv_transpose1d(x, w, b, *args)
+            np.testing.assert_array_equal(_core.conv_transpose1d(x, w, b, *args, packed), want)
+            np.testing.assert_array_equal(ops.conv_transpose1d(x, w, b, **kw), want)  # the cached packing
+            np.testing.assert_array_equal(ops.conv_transpose1d(x, w, b, **kw), want)
+        with pytest.raises(ValueError, match="packed"):
+            _core.conv_transpose1d(x, w, b, 2, 1, 0, 1, _core.pack_conv_transpose1d(w, 3, 1, 1))
+        with pytest.raises(ValueError, match="packed"):
+            _core.conv_transpose1d(x, w, b, 2, 1, 0, 1, packed[: len(packed) - 1])
+        assert id(w) in cpu_ops._PACKED
+        key = id(w)
+        del w
+        assert key not in cpu_ops._PACKED
+
 @KERNEL_BACKENDS
 @hyp
 @given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS, slope=st.sampled_from([0.1, 0.01, 0.0, 0.5, 1.0]))

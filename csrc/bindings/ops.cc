@@ -3,6 +3,9 @@
 // ValueError naming the argument), allocates the output,
 // releases the GIL and dispatches to the active ISA's kernel. pyclvp/ops/cpu_ops.py is the
 // Python side: it flattens leading dimensions and converts dtypes before calling these.
+#include <array>
+#include <cstring>
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -134,26 +137,78 @@ py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const p
   return out;
 }
 
+// A packed conv_transpose1d weight (pack_conv_transpose1d): kPackHead floats holding, bit for bit, the int64
+// header {ISA, Cin, Cout, K, stride, padding, dilation, packed size}, then the kernel's packed floats.
+constexpr int64_t kPackHead = 16;
+
+std::array<int64_t, 8> pack_header(CpuIsa isa, const cpu::ConvArgs& a, int64_t n) {
+  return {static_cast<int64_t>(isa), a.Cin, a.Cout, a.K, a.stride, a.padding, a.dilation, n};
+}
+
+int64_t packed_size(CpuIsa isa, const cpu::ConvArgs& a) {
+  int64_t n = 0;
+  cpu::dispatch(isa, [&](auto i) { n = cpu::conv_transpose1d_packed_size<i.value>(a); });
+  return n;
+}
+
 // conv1d(x (B, Cin, T), w (Cout, Cin, K), b (Cout,) | None, stride, padding, dilation) -> (B, Cout, To)
-// conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b, stride, padding, output_padding, dilation) -> (B, Cout, To)
+// conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b, stride, padding, output_padding, dilation, packed) -> (B, Cout, To)
+//   packed: None, or pack_conv_transpose1d(w, stride, padding, dilation) under the active ISA (checked)
 template <bool Transposed>
 py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
-                        int64_t padding, int64_t output_padding, int64_t dilation) {
+                        int64_t padding, int64_t output_padding, int64_t dilation, const py::handle& packed_) {
   ConvInputs in = conv_args(x_, w_, b_, stride, padding, dilation, output_padding, Transposed);
   cpu::ConvArgs& a = in.a;
+  py::array packed;
+  const CpuIsa isa = cpu::active_isa();
+  if (Transposed && !packed_.is_none()) {
+    packed = f32(packed_, "packed", {}, 1);
+    const int64_t n = packed_size(isa, a);
+    std::array<int64_t, 8> head{};
+    if (packed.shape(0) == kPackHead + n) std::memcpy(head.data(), f32_ptr(packed), sizeof(head));
+    PYCLVP_CHECK(packed.shape(0) == kPackHead + n && head == pack_header(isa, a, n),
+                 "packed was not made by pack_conv_transpose1d for this w, stride, padding, dilation and ISA (",
+                 cpu::isa_name(isa), ")");
+    a.wp = f32_ptr(packed) + kPackHead;
+  }
   auto y = empty({a.B, a.Cout, a.To});
   a.y = out_ptr(y), a.x = f32_ptr(in.x), a.w = f32_ptr(in.w), a.b = in.biased ? f32_ptr(in.b) : nullptr;
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) {
-    if constexpr (Transposed) cpu::conv_transpose1d<isa.value>(a);
-    else cpu::conv1d<isa.value>(a);
+  cpu::dispatch(isa, [&](auto i) {
+    if constexpr (Transposed) cpu::conv_transpose1d<i.value>(a);
+    else cpu::conv1d<i.value>(a);
   });
   return y;
 }
 
+// pack_conv_transpose1d(w (Cin, Cout, K), stride, padding, dilation) -> (kPackHead + n,) f32 for conv_transpose1d's
+// `packed`: the weight in the active ISA's phase tiles (csrc/cpu/kernels/conv.cc), made once for an immutable w.
+py::array_t<float> pack_conv_transpose1d(const py::handle& w_, int64_t stride, int64_t padding, int64_t dilation) {
+  py::array w = f32(w_, "w", {}, 3);
+  PYCLVP_CHECK(w.shape(2) >= 1, "w has shape ", shape_str(w), ": no taps");
+  constexpr int64_t kBig = int64_t(1) << 40;  // as conv_args
+  PYCLVP_CHECK(stride >= 1 && dilation >= 1 && padding >= 0 && stride < kBig && dilation < kBig && padding < kBig,
+               "stride = ", stride, " and dilation = ", dilation, " must be in [1, 2^40), padding = ", padding,
+               " in [0, 2^40)");
+  cpu::ConvArgs a;
+  a.Cin = w.shape(0), a.Cout = w.shape(1), a.K = w.shape(2);
+  a.stride = stride, a.padding = padding, a.dilation = dilation;
+  a.w = f32_ptr(w);
+  const CpuIsa isa = cpu::active_isa();
+  const int64_t n = packed_size(isa, a);
+  auto out = empty({static_cast<py::ssize_t>(kPackHead + n)});
+  float* p = out_ptr(out);
+  const auto head = pack_header(isa, a, n);
+  std::fill(p, p + kPackHead, 0.0f);
+  std::memcpy(p, head.data(), sizeof(head));
+  py::gil_scoped_release nogil;
+  cpu::dispatch(isa, [&](auto i) { cpu::conv_transpose1d_pack<i.value>(p + kPackHead, a); });
+  return out;
+}
+
 py::array_t<float> conv1d(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
                           int64_t padding, int64_t dilation) {
-  return conv<false>(x_, w_, b_, stride, padding, 0, dilation);
+  return conv<false>(x_, w_, b_, stride, padding, 0, dilation, py::none());
 }
 
 // leaky_relu(x, slope): elementwise, any shape
@@ -190,7 +245,12 @@ void register_ops(py::module_& m) {
         "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1");
   m.def("conv_transpose1d", &conv<true>, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
         py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("dilation") = 1,
-        "x (B, Cin, T), w (Cin, Cout, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv_transpose1d, groups=1");
+        py::arg("packed") = py::none(),
+        "x (B, Cin, T), w (Cin, Cout, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv_transpose1d, groups=1;"
+        " packed: None or pack_conv_transpose1d(w, stride, padding, dilation) (w's tiles, made once)");
+  m.def("pack_conv_transpose1d", &pack_conv_transpose1d, py::arg("w"), py::arg("stride") = 1, py::arg("padding") = 0,
+        py::arg("dilation") = 1,
+        "w (Cin, Cout, K) -> (16 + n,) f32: w packed for conv_transpose1d(..., packed=) under the active ISA");
   m.def("leaky_relu", &leaky_relu, py::arg("x"), py::arg("slope") = 0.01f, "elementwise x > 0 ? x : x * slope, any shape");
   m.def("get_num_threads", &num_threads, "threads the kernels use (PYCLVP_NUM_THREADS or the CPU count)");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "use n threads (>= 1) from the next kernel call on");

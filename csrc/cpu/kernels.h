@@ -164,6 +164,7 @@ struct ConvArgs {
   const float* x = nullptr;
   const float* w = nullptr;
   const float* b = nullptr;
+  const float* wp = nullptr;  // conv_transpose1d: w as conv_transpose1d_pack wrote it (same ISA and sizes), or nullptr
   int64_t B = 0, Cin = 0, Cout = 0, T = 0, K = 0, To = 0;
   int64_t stride = 1, padding = 0, dilation = 1, output_padding = 0;
 };
@@ -176,6 +177,16 @@ void conv1d(const ConvArgs& a);
 // only the taps k with (ph + padding - k dilation) divisible by stride (no scatter, no zero-stuffing).
 template <CpuIsa ISA>
 void conv_transpose1d(const ConvArgs& a);
+
+// conv_transpose1d's weights rearranged for its stride phases (tiles of this ISA's register-tile rows), so that a
+// caller can pack an immutable weight once and pass it as ConvArgs::wp. The layout depends on the ISA and on
+// (Cin, Cout, K, stride, padding, dilation) only; a.x, a.y, a.T and a.output_padding are not used.
+//   conv_transpose1d_packed_size : floats of the packed weight
+//   conv_transpose1d_pack        : wp (packed_size,) f32, written from a.w (Cin, Cout, K)
+template <CpuIsa ISA>
+int64_t conv_transpose1d_packed_size(const ConvArgs& a);
+template <CpuIsa ISA>
+void conv_transpose1d_pack(float* wp, const ConvArgs& a);
 
 // matches pyclvp/ops/numpy_ops.py::leaky_relu (elementwise): x if x > 0 else x * slope, bit for bit.
 //   y, x : (n,) f32, y may alias x

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 
 import numpy as np
 
@@ -49,6 +50,34 @@ def _vec(p):  # small parameters (norm weights, biases): float32, C order
 
 def _conv_weight(w):  # a conv weight (Cout, Cin, K) / (Cin, Cout, K): float32, C order (kernels take f32 only)
     return np.ascontiguousarray(to_float32(w)) if isinstance(w, (np.ndarray, Bf16Array)) else w
+
+
+# conv_transpose1d's packed weights (csrc/bindings/ops.cc pack_conv_transpose1d: the weight in the kernel's stride-phase
+# tiles), made once per weight array instead of on every call. The rule: weights are immutable. An entry is keyed
+# on the array object itself (id, checked through a weak reference, and dropped when the array is collected) and
+# checked against its data pointer, shape, strides and dtype, the conv's stride / padding / dilation and the active
+# ISA; an array modified in place after its first use would keep its stale packing (pass a copy instead).
+_PACKED = {}  # id(w) -> (weakref to w, {(data pointer, shape, strides, dtype, stride, padding, dilation, isa): packed})
+
+
+def _packed_conv_transpose(core, w, wf, stride, padding, dilation):  # -> (16 + n,) f32 or None (pack per call)
+    pack = getattr(core, "pack_conv_transpose1d", None)
+    if pack is None or not isinstance(w, np.ndarray) or wf.ndim != 3:
+        return None
+    ai = w.__array_interface__
+    sig = (ai["data"][0], w.shape, w.strides, w.dtype.str, stride, padding, dilation, core.get_isa())
+    key = id(w)
+    entry = _PACKED.get(key)
+    if entry is None or entry[0]() is not w:
+        try:
+            ref = weakref.ref(w, lambda _, key=key: _PACKED.pop(key, None))
+        except TypeError:  # not weak-referenceable: no cache
+            return None
+        entry = _PACKED[key] = (ref, {})
+    packed = entry[1].get(sig)
+    if packed is None:
+        packed = entry[1][sig] = pack(wf, stride, padding, dilation)
+    return packed
 
 
 def _weight(w):  # a (Cout, Cin) matrix as stored: f32 / f16 / uint16 bfloat16 bits, C or Fortran order
@@ -153,8 +182,11 @@ class CpuOps(NumpyOps):
 
     def conv_transpose1d(self, x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
         # (B, Cin, T), (Cin, Cout, K) -> (B, Cout, To)
-        return self.core.conv_transpose1d(_act(x), _conv_weight(w), _vec(b), int(stride), int(padding),
-                                          int(output_padding), int(dilation))
+        stride, padding, dilation = int(stride), int(padding), int(dilation)
+        wf = _conv_weight(w)
+        packed = _packed_conv_transpose(self.core, w, wf, stride, padding, dilation)
+        args = (_act(x), wf, _vec(b), stride, padding, int(output_padding), dilation)
+        return self.core.conv_transpose1d(*args) if packed is None else self.core.conv_transpose1d(*args, packed)
 
     def leaky_relu(self, x, slope=0.01):  # (...) -> (...)
         return self.core.leaky_relu(_act(x), float(slope))

@@ -21,12 +21,16 @@
 // The correlation is BLIS-like. A register tile of MR output channels x NR = NV*W times does, per
 // (c, i), NV vector loads of the shifted source row, MR broadcasts of weights and MR*NV FMAs. conv1d
 // reads its weights in place: row o of (Cout, Cin, K) is already contiguous along the (c, k) loop.
-// conv_transpose1d's phases take every stride-th tap of (Cin, Cout, K): those weights are packed per
-// call into tiles of MR output channels (wp[tile][c][i][0:MR], contiguous along the (c, i) loop).
-// A task owns (batch, MC channels, NC times) and walks the channels in chunks of KC, sized so one
-// weight tile's chunk stays in L1 while the chunk's source rows (KC x (NC + the taps' span)) stay in L2;
-// partial sums wait in y between chunks. Ragged edges: weight tiles are zero-padded to MR rows, the
-// source rows are zero-padded to whole panels (so loads never check bounds), stores are partial.
+// conv_transpose1d's phases take every stride-th tap of (Cin, Cout, K): those weights are packed into
+// tiles of MR output channels (wp[tile][c][i][0:MR], contiguous along the (c, i) loop), by the caller once
+// per weight (conv_transpose1d_pack, cached by pyclvp/ops/cpu_ops.py) or else per call.
+// A task owns (batch, MC channels, NC times) and walks the channels in chunks of KC1; per chunk and panel of
+// NR times it copies the chunk's source panel (KC1 rows x (NR + the taps' span)) into a contiguous
+// L1-sized buffer, which every weight tile of the task then reads (the rows in place sit a page or more
+// apart: one TLB and L2 access per channel step, which starved the K = 3 / 7 convs). Partial sums wait in
+// y between chunks. Taps spanning more than kMaxPanelSpan (strided conv1d) read the rows in place, in
+// chunks of KC sized so a weight tile's chunk stays in L1. Ragged edges: weight tiles are zero-padded to
+// MR rows, the source rows are zero-padded to whole panels (so loads never check bounds), stores are partial.
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -48,12 +52,37 @@ constexpr int NV = 3;                // vectors (along time) of the register til
 constexpr int NR = NV * W;           // times of the register tile
 constexpr int64_t MC = 16 * MR;      // output channels of a task
 constexpr int64_t NC = 8 * NR;       // times of a task
-constexpr int64_t KCT = 4096 / MR;   // (channel, tap) pairs per chunk: a weight tile's chunk is 16 KiB
+constexpr int64_t KCT = 4096 / MR;   // (channel, tap) pairs per chunk: a weight tile's chunk is 16 KiB (wide spans)
+constexpr int64_t kPanelFloats = 6144;    // a packed source panel: 24 KiB of the 32 KiB L1 (16 and 12 KiB measured alike)
+constexpr int64_t kMaxPanelSpan = 4 * NR;  // taps reaching further (strided conv1d's planes) read the rows in place
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-std::unique_ptr<float[]> scratch(int64_t n) { return std::unique_ptr<float[]>(new float[std::max<int64_t>(n, 1)]); }
+// A kernel's scratch array (uninitialized). Up to kKeepBytes it lives in a per-thread buffer kept between calls
+// (slot: one per array a call holds at once): fresh memory for every call cost page faults and the kernel's
+// zeroing, ~1 s of system time per 2 s of audio in the HiFi-GAN. Larger arrays are allocated per call.
+constexpr int64_t kKeepBytes = int64_t(64) << 20;
+
+class Scratch {
+ public:
+  Scratch(int slot, int64_t n) {
+    n = std::max<int64_t>(n, 1);
+    thread_local std::vector<float> kept[3];
+    if (n * static_cast<int64_t>(sizeof(float)) > kKeepBytes) {
+      own_.reset(new float[n]);
+      p_ = own_.get();
+      return;
+    }
+    if (static_cast<int64_t>(kept[slot].size()) < n) kept[slot].resize(n);
+    p_ = kept[slot].data();
+  }
+  float* get() const { return p_; }
+
+ private:
+  std::unique_ptr<float[]> own_;
+  float* p_ = nullptr;
+};
 
 // One correlation (see the top of the file). Rows of batch b: src + b * src_sb + c * src_sc, out + b * out_sb + o * out_so.
 struct Corr {
@@ -72,8 +101,8 @@ struct Corr {
 // The register tile: out[o0 : o0 + rows, m0 : m0 + NR) (clipped at M) over channels [c0, c1).
 // first: start from the bias (or 0), else from the partial sums in out.
 template <int STEP>  // Corr::w_step: 1 (weights in place) or MR (packed)
-void tile(const Corr& j, const float* wt, int64_t ntaps, const float* src, float* out, const float* bias, int64_t o0,
-          int rows, int64_t m0, int64_t c0, int64_t c1, bool first) {
+void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xs0, int64_t xsc, const int64_t* off, float* out,
+          const float* bias, int64_t o0, int rows, int64_t m0, int64_t c0, int64_t c1, bool first) {
   int lanes[NV];
   for (int v = 0; v < NV; ++v) lanes[v] = static_cast<int>(std::clamp<int64_t>(j.M - m0 - v * W, 0, W));
   V acc[MR][NV];
@@ -84,12 +113,11 @@ void tile(const Corr& j, const float* wt, int64_t ntaps, const float* src, float
       else acc[r][v] = lanes[v] ? load_n<V>(yr + v * W, lanes[v]) : V::zero();
     }
   }
-  const int64_t* off = j.off.data();
   const float* wr[MR];  // rows past Cout read the last row (their sums are not stored)
   for (int r = 0; r < MR; ++r) wr[r] = wt + std::min(r, rows - 1) * j.w_row + c0 * ntaps * STEP;
   int64_t idx = 0;
   for (int64_t c = c0; c < c1; ++c) {
-    const float* xc = src + c * j.src_sc + m0;
+    const float* xc = xs0 + (c - c0) * xsc;
     for (int64_t i = 0; i < ntaps; ++i, idx += STEP) {
       const float* xs = xc + off[i];
       V xv[NV];
@@ -122,19 +150,51 @@ void run(const std::vector<Corr>& jobs, int64_t B, int64_t Cin, int64_t Cout, co
     const Corr& j = jobs[t.job];
     const int64_t ntaps = static_cast<int64_t>(j.off.size());
     const int64_t Ceff = ntaps ? Cin : 0;  // a phase without taps writes the bias only
-    const int64_t KC = std::max<int64_t>(1, KCT / std::max<int64_t>(ntaps, 1));
     const float* src = j.src + t.b * j.src_sb;
     float* out = j.out + t.b * j.out_sb;
     const int64_t o1 = std::min(Cout, t.o0 + MC), m1 = std::min(j.M, t.m0 + NC);
+    int64_t lo = j.off.empty() ? 0 : j.off[0], hi = lo;  // the taps' span: [lo, hi] past a time's row start
+    for (int64_t v : j.off) lo = std::min(lo, v), hi = std::max(hi, v);
     int64_t c0 = 0;
+    if (hi - lo <= kMaxPanelSpan) {
+      // The panel of KC1 channels x (NR + span) times, copied contiguous (rows of LW floats, whole cache lines): a
+      // few pages, L1-resident while every weight tile of the task passes over it (read in place, the rows sit a
+      // page or more apart and every channel step would cost a TLB and an L2 access).
+      const int64_t LW = round_up(NR + hi - lo, 16), KC1 = std::max<int64_t>(1, kPanelFloats / LW);
+      thread_local std::vector<float> panel_buf;
+      if (static_cast<int64_t>(panel_buf.size()) < KC1 * LW) panel_buf.resize(KC1 * LW);
+      float* panel = panel_buf.data();
+      std::vector<int64_t> poff(j.off.size());
+      for (size_t i = 0; i < poff.size(); ++i) poff[i] = j.off[i] - lo;
+      do {
+        const int64_t c1 = std::min(Ceff, c0 + KC1);
+        for (int64_t m = t.m0; m < m1; m += NR) {
+          for (int64_t c = c0; c < c1; ++c) {  // panel[c - c0][u] = src row c [m + lo + u]
+            const float* xr = src + c * j.src_sc + m + lo;
+            std::copy(xr, xr + NR + hi - lo, panel + (c - c0) * LW);
+          }
+          for (int64_t o = t.o0; o < o1; o += MR) {
+            const float* wt = j.w + (o / MR) * j.w_tile;
+            const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
+            if (j.w_step == 1) tile<1>(j, wt, ntaps, panel, LW, poff.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
+            else tile<MR>(j, wt, ntaps, panel, LW, poff.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
+          }
+        }
+        c0 = c1;
+      } while (c0 < Ceff);
+      return;
+    }
+    // Wide spans (strided conv1d: the taps reach into other planes): the rows in place, a weight tile's chunk in L1.
+    const int64_t KC = std::max<int64_t>(1, KCT / std::max<int64_t>(ntaps, 1));
     do {
       const int64_t c1 = std::min(Ceff, c0 + KC);
       for (int64_t o = t.o0; o < o1; o += MR) {
         const float* wt = j.w + (o / MR) * j.w_tile;
         const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
         for (int64_t m = t.m0; m < m1; m += NR) {
-          if (j.w_step == 1) tile<1>(j, wt, ntaps, src, out, bias, o, rows, m, c0, c1, c0 == 0);
-          else tile<MR>(j, wt, ntaps, src, out, bias, o, rows, m, c0, c1, c0 == 0);
+          const float* xs0 = src + c0 * j.src_sc + m;
+          if (j.w_step == 1) tile<1>(j, wt, ntaps, xs0, j.src_sc, j.off.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
+          else tile<MR>(j, wt, ntaps, xs0, j.src_sc, j.off.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
         }
       }
       c0 = c1;
@@ -151,7 +211,7 @@ void conv1d<ISA>(const ConvArgs& a) {
   int64_t max_q = 0;
   for (int64_t k = 0; k < K; ++k) max_q = std::max(max_q, k * d / s);
   const int64_t Lp = max_q + round_up(a.To, NR), rows = a.B * a.Cin, plane = rows * Lp;
-  auto planes = scratch(s * plane);
+  Scratch planes(0, s * plane);
   float* xs = planes.get();
   parallel_for(s * rows, [&](int64_t pr) {  // plane r, row (b, c): xs[r][b, c][u] = x[b, c][u s + r - p] or 0
     const int64_t r = pr / rows, row = pr % rows;
@@ -177,56 +237,90 @@ void conv1d<ISA>(const ConvArgs& a) {
   run({j}, a.B, a.Cin, a.Cout, a.b);
 }
 
-template <>
-void conv_transpose1d<ISA>(const ConvArgs& a) {
-  const int64_t s = a.stride, d = a.dilation, p = a.padding, K = a.K, T = a.T, Cout = a.Cout;
-  // Phase ph: the taps k with (ph + p - k d) % s == 0, at shift e = (ph + p - k d) / s; M_ph = ceil((To - ph) / s).
-  std::vector<std::vector<int64_t>> taps(s), shifts(s);
+namespace {
+
+// conv_transpose1d's stride phases: phase ph takes the taps k with (ph + p - k d) % s == 0, at shift
+// e = (ph + p - k d) / s; M_ph = ceil((To - ph) / s). Depends on (s, p, d, K) only.
+struct Phases {
+  std::vector<std::vector<int64_t>> taps, shifts;
   int64_t min_e = 0, max_e = 0;
-  for (int64_t ph = 0; ph < s; ++ph)
+  std::vector<int64_t> at;  // (s + 1,): phase ph's packed tiles start at wp + at[ph]; at[s] = the packed size
+};
+
+Phases phases(const ConvArgs& a) {
+  const int64_t s = a.stride, d = a.dilation, p = a.padding, K = a.K;
+  Phases P;
+  P.taps.resize(s), P.shifts.resize(s), P.at.assign(s + 1, 0);
+  for (int64_t ph = 0; ph < s; ++ph) {
     for (int64_t k = 0; k < K; ++k) {
       const int64_t u = ph + p - k * d;
       if (((u % s) + s) % s) continue;
       const int64_t e = (u - (((u % s) + s) % s)) / s;  // exact
-      taps[ph].push_back(k), shifts[ph].push_back(e);
-      min_e = std::min(min_e, e), max_e = std::max(max_e, e);
+      P.taps[ph].push_back(k), P.shifts[ph].push_back(e);
+      P.min_e = std::min(P.min_e, e), P.max_e = std::max(P.max_e, e);
     }
+    P.at[ph + 1] = P.at[ph] + round_up(a.Cout, MR) * a.Cin * static_cast<int64_t>(P.taps[ph].size());
+  }
+  return P;
+}
+
+// Phase ph's packed tiles: wp[at[ph] + ((t Cin + c) nt + i) MR + r] = w[c, t MR + r, taps[ph][i]] (0 past Cout). One
+// pass over w: a tile's block w[c, t MR : t MR + MR, :] is MR K contiguous floats, read once for every phase.
+void pack(float* wp, const ConvArgs& a, const Phases& P) {
+  const int64_t s = a.stride, K = a.K, Cout = a.Cout;
+  parallel_for(ceil_div(Cout, MR), [&](int64_t t) {
+    for (int64_t c = 0; c < a.Cin; ++c) {
+      const float* blk = a.w + (c * Cout + t * MR) * K;
+      for (int64_t ph = 0; ph < s; ++ph) {
+        const int64_t nt = static_cast<int64_t>(P.taps[ph].size());
+        float* dst = wp + P.at[ph] + (t * a.Cin + c) * nt * MR;
+        for (int64_t i = 0; i < nt; ++i)
+          for (int r = 0; r < MR; ++r) dst[i * MR + r] = t * MR + r < Cout ? blk[r * K + P.taps[ph][i]] : 0.0f;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <>
+int64_t conv_transpose1d_packed_size<ISA>(const ConvArgs& a) {
+  return phases(a).at[a.stride];
+}
+
+template <>
+void conv_transpose1d_pack<ISA>(float* wp, const ConvArgs& a) {
+  pack(wp, a, phases(a));
+}
+
+template <>
+void conv_transpose1d<ISA>(const ConvArgs& a) {
+  const int64_t s = a.stride, T = a.T, Cout = a.Cout;
+  const Phases P = phases(a);
   const int64_t M0 = ceil_div(a.To, s);  // the longest phase (ph = 0)
-  const int64_t padL = -min_e, Lx = std::max(padL + T, padL + max_e + round_up(M0, NR)), rows = a.B * a.Cin;
-  auto xpad = scratch(rows * Lx);
+  const int64_t padL = -P.min_e, Lx = std::max(padL + T, padL + P.max_e + round_up(M0, NR)), rows = a.B * a.Cin;
+  Scratch xpad(0, rows * Lx);
   parallel_for(rows, [&](int64_t row) {  // xpad[b, c] = [padL zeros, x[b, c], zeros]
     float* dst = xpad.get() + row * Lx;
     std::fill(dst, dst + padL, 0.0f);
     std::copy(a.x + row * T, a.x + (row + 1) * T, dst + padL);
     std::fill(dst + padL + T, dst + Lx, 0.0f);
   });
-  int64_t packed = 0;
-  for (int64_t ph = 0; ph < s; ++ph) packed += round_up(Cout, MR) * a.Cin * static_cast<int64_t>(taps[ph].size());
-  auto wp = scratch(packed);
+  std::unique_ptr<Scratch> owned;  // the packed weights, unless the caller packed them once (a.wp)
+  const float* wp = a.wp;
+  if (!wp) {
+    owned = std::make_unique<Scratch>(1, P.at[s]);
+    pack(owned->get(), a, P);
+    wp = owned->get();
+  }
   // With stride 1 the only phase is the output itself; else each phase has its own (B, Cout, M0) plane.
-  std::unique_ptr<float[]> yph = s > 1 ? scratch(s * a.B * Cout * M0) : nullptr;
-  // Phase ph's packed tiles: wph[ph][t][c][i][r] = w[c, t MR + r, taps[ph][i]] (0 past Cout). One pass over w:
-  // a tile's block w[c, t MR : t MR + MR, :] is MR K contiguous floats, read once for every phase.
-  std::vector<float*> wph(s);
-  for (int64_t ph = 0, at = 0; ph < s; at += round_up(Cout, MR) * a.Cin * static_cast<int64_t>(taps[ph].size()), ++ph)
-    wph[ph] = wp.get() + at;
-  parallel_for(ceil_div(Cout, MR), [&](int64_t t) {
-    for (int64_t c = 0; c < a.Cin; ++c) {
-      const float* blk = a.w + (c * Cout + t * MR) * K;
-      for (int64_t ph = 0; ph < s; ++ph) {
-        const int64_t nt = static_cast<int64_t>(taps[ph].size());
-        float* dst = wph[ph] + (t * a.Cin + c) * nt * MR;
-        for (int64_t i = 0; i < nt; ++i)
-          for (int r = 0; r < MR; ++r) dst[i * MR + r] = t * MR + r < Cout ? blk[r * K + taps[ph][i]] : 0.0f;
-      }
-    }
-  });
+  Scratch yph(2, s > 1 ? s * a.B * Cout * M0 : 0);
   std::vector<Corr> jobs;
   for (int64_t ph = 0; ph < s && ph < a.To; ++ph) {
-    const int64_t nt = static_cast<int64_t>(taps[ph].size());
+    const int64_t nt = static_cast<int64_t>(P.taps[ph].size());
     Corr j;
-    j.w = wph[ph], j.w_row = 1, j.w_tile = a.Cin * nt * MR, j.w_step = MR;
-    for (int64_t e : shifts[ph]) j.off.push_back(e + padL);
+    j.w = wp + P.at[ph], j.w_row = 1, j.w_tile = a.Cin * nt * MR, j.w_step = MR;
+    for (int64_t e : P.shifts[ph]) j.off.push_back(e + padL);
     j.src = xpad.get(), j.src_sb = a.Cin * Lx, j.src_sc = Lx;
     j.M = ceil_div(a.To - ph, s);
     if (s > 1) j.out = yph.get() + ph * a.B * Cout * M0, j.out_sb = Cout * M0, j.out_so = M0;
