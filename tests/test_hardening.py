@@ -73,3 +73,86 @@ def test_zero_size_work_returns_at_once():
         _core.attention(q, k, k)
     assert _core.gelu(np.lib.stride_tricks.as_strided(z, (huge, 0), (0, 0))).shape == (huge, 0)
     assert time.monotonic() - t0 < 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. A DecoderSession holds exactly the arrays it points into
+
+from conftest import load_tiny  # noqa: E402
+from pyclvp.ops.cpu_decoder import CpuDecoder  # noqa: E402
+
+
+class CopyingT(np.ndarray):
+    """An ndarray subclass whose .T is a fresh copy (not a view): a pointer taken from it dangles."""
+
+    @property
+    def T(self):
+        return np.array(np.asarray(self).T, order="C")
+
+
+def _greedy(dec, steps=3):
+    p = np.random.default_rng(1).standard_normal((2, 4, dec.cfg.hidden_size)).astype(np.float32)
+    s = dec.new_state(2, 4 + steps)
+    out = [dec.prefill(p, None, s)]
+    for k in range(steps):
+        out.append(dec.step(out[-1].argmax(-1), np.full(2, k + 2), s))
+    return np.stack(out)
+
+
+def _owned(params, wrap=lambda k, a: a):  # every array a fresh copy that owns its memory
+    return {k: (None if a is None else wrap(k, np.array(np.asarray(a)))) for k, a in params.items()}
+
+
+def test_session_points_into_the_arrays_it_holds_not_temporaries():
+    base = load_tiny("tiny_a", "cpu").decoder
+    want = _greedy(CpuDecoder(_owned(base.params), base.cfg))
+    params = _owned(base.params, lambda k, a: a.view(CopyingT) if "mlp.c_" in k and a.ndim == 2 else a)
+    dec = CpuDecoder(params, base.cfg)
+    del params
+    dec.params = None  # the session alone keeps its arrays
+    junk = [np.full(1 << 16, np.nan, np.float32) for _ in range(64)]  # reuse whatever memory was freed
+    np.testing.assert_array_equal(_greedy(dec), want)
+    del junk
+
+
+def test_resizing_a_bound_weight_is_refused_or_caught():
+    base = load_tiny("tiny_a", "cpu").decoder
+    params = _owned(base.params)
+    key = next(k for k in params if k.endswith("lm_head.weight"))
+    w = params[key]
+    dec = CpuDecoder(params, base.cfg)
+    want = _greedy(dec)
+    dec.params = params = None
+    with pytest.raises(ValueError, match="cannot resize"):  # the session's view pins it (refcheck)
+        w.resize((w.shape[0] * 64, w.shape[1]))
+    np.testing.assert_array_equal(_greedy(dec), want)
+    w.resize((w.shape[0] * 64, w.shape[1]), refcheck=False)  # numpy's unchecked path: reallocates anyway
+    with pytest.raises(ValueError, match=f"weight '{key.split('speech_decoder_model.')[-1]}' was resized"):
+        _greedy(dec)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Attention with every key masked, or with no key at all
+
+@pytest.mark.parametrize("T, S", [(1, 1), (3, 5), (40, 70)])
+@pytest.mark.parametrize("fill", [np.finfo(np.float32).min, -np.inf, -1e30])
+def test_attention_with_every_key_masked_agrees(T, S, fill):
+    from pyclvp.ops.cpu_ops import CpuOps
+    r = np.random.default_rng(T * S)
+    q, k, v = (r.standard_normal(shape, dtype=np.float32) for shape in [(2, 2, T, 8), (2, 2, S, 8), (2, 2, S, 8)])
+    mask = np.full((2, 1, T, S), fill, np.float32)
+    want = numpy_ops.attention(q, k, v, mask)
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(CpuOps().attention(q, k, v, mask), want, atol=1e-6)
+    np.testing.assert_allclose(want, np.broadcast_to(v.mean(2, keepdims=True), want.shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_without_keys_is_zeros_on_both(masked):
+    from pyclvp.ops.cpu_ops import CpuOps
+    q = np.ones((2, 3, 4, 8), np.float32)
+    k = np.zeros((2, 3, 0, 8), np.float32)
+    mask = np.zeros((2, 1, 4, 0), np.float32) if masked else None
+    want = numpy_ops.attention(q, k, k, mask)
+    assert want.shape == q.shape and not want.any()
+    np.testing.assert_array_equal(CpuOps().attention(q, k, k, mask), want)
