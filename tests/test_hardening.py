@@ -156,3 +156,55 @@ def test_attention_without_keys_is_zeros_on_both(masked):
     want = numpy_ops.attention(q, k, k, mask)
     assert want.shape == q.shape and not want.any()
     np.testing.assert_array_equal(CpuOps().attention(q, k, k, mask), want)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Generation allocates per chunk of batch_size rows
+
+from pyclvp.decoding import Uniforms  # noqa: E402
+
+
+@pytest.mark.parametrize("steps, R, size", [(7, 10, 3), (1, 1, 1), (5, 16, 16), (4, 33, 5)])
+@pytest.mark.parametrize("seed", [0, 123])
+def test_uniform_columns_equal_the_whole_table(seed, steps, R, size):
+    full = np.random.default_rng(seed).random((steps, R))  # the draw rule: unchanged
+    u = Uniforms(seed, steps, R)
+    got = np.concatenate([u.columns(r0, min(size, R - r0)) for r0 in range(0, R, size)], axis=1)
+    np.testing.assert_array_equal(got, full)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_million_candidates_allocate_per_chunk():
+    import tracemalloc
+
+    model = load_tiny("tiny_b", "numpy")
+    rng = np.random.default_rng(0)
+    ids, feats = rng.integers(1, 200, size=(1, 6)), rng.standard_normal((1, 80, 16)).astype(np.float32)
+
+    def progress(done, total):
+        if done >= 8:  # the first chunk is through: stop there
+            raise _Stop
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(_Stop):
+            model.generate(ids, feats, do_sample=True, max_new_tokens=8, num_return_sequences=10 ** 6, seed=1,
+                           batch_size=4, progress=progress)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # whole-table uniforms and tokens would be 10**6 x 8 x (8 + 8) bytes = 128 MB
+    assert peak < 16 * 2 ** 20, f"peak {peak / 2 ** 20:.1f} MiB"
+
+
+def test_sampled_tokens_unchanged_for_a_seed_any_batch_size():
+    model = load_tiny("tiny_b", "numpy")
+    rng = np.random.default_rng(0)
+    ids, feats = rng.integers(1, 200, size=(2, 6)), rng.standard_normal((2, 80, 16)).astype(np.float32)
+    kw = dict(do_sample=True, temperature=0.9, top_p=0.9, max_new_tokens=6, num_return_sequences=5, seed=7)
+    want = model.generate(ids, feats, **kw, batch_size=10).speech_ids
+    for size in (1, 3, 4):
+        np.testing.assert_array_equal(model.generate(ids, feats, **kw, batch_size=size).speech_ids, want)
