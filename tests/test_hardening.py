@@ -208,3 +208,27 @@ def test_sampled_tokens_unchanged_for_a_seed_any_batch_size():
     want = model.generate(ids, feats, **kw, batch_size=10).speech_ids
     for size in (1, 3, 4):
         np.testing.assert_array_equal(model.generate(ids, feats, **kw, batch_size=size).speech_ids, want)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. The CLI: every expected failure from an input file is one line and exit code 2
+
+@pytest.mark.parametrize("exc, words", [
+    (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
+    (OverflowError("cannot convert float infinity to integer"), "too large"),
+    (MemoryError(), "out of memory"),
+    (ValueError("bad header"), "bad header"),
+])
+def test_cli_input_failures_are_one_line_exit_2(exc, words, tmp_path, monkeypatch, capsys):
+    import pyclvp.audio
+    from pyclvp import cli
+
+    def boom(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(pyclvp.audio, "load_audio", boom)
+    clip = tmp_path / "x.wav"
+    clip.write_bytes(b"RIFF")
+    assert cli.main(["mel", str(clip), "-o", str(tmp_path / "out.npy")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and words in err, err
