@@ -232,3 +232,17 @@ def test_cli_input_failures_are_one_line_exit_2(exc, words, tmp_path, monkeypatc
     assert cli.main(["mel", str(clip), "-o", str(tmp_path / "out.npy")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Unspeakable text is named so, not "empty"
+
+@pytest.mark.parametrize("text", ["\U0001F600\U0001F600", "\u200b", "\U0001F44D \U0001F600"])
+def test_unspeakable_text_is_named_so(text):
+    from pyclvp.rank import rank
+    model = load_tiny("tiny_a", "numpy")
+    clip = np.sin(np.arange(22050) / 10).astype(np.float32)
+    with pytest.raises(ValueError, match="is speakable"):
+        rank(model, text, clip, num_candidates=1, max_new_tokens=2)
+    with pytest.raises(ValueError, match="the text is empty"):
+        rank(model, "   ", clip, num_candidates=1, max_new_tokens=2)
