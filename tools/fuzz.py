@@ -139,7 +139,23 @@ def mutate_json(data: bytes, rng: random.Random) -> bytes:
 
 
 def mutate_zip(data: bytes, rng: random.Random) -> bytes:
-    """A torch.save zip: mostly mutate inside the data.pkl member (stored uncompressed), else anywhere."""
+    """A torch.save zip: half the time a new, valid zip whose data.pkl (the pickle) is mutated (so the
+    unpickler, not the CRC check, meets the damage); else the pickle bytes in place, or anywhere."""
+    import io
+    import zipfile
+    if rng.random() < 0.5:
+        try:
+            src = zipfile.ZipFile(io.BytesIO(data))
+            out = io.BytesIO()
+            with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+                for info in src.infolist():
+                    body = src.read(info)
+                    if info.filename.endswith("data.pkl"):
+                        body = mutate_bytes(body, rng)
+                    dst.writestr(info.filename, body)
+            return out.getvalue()
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+            pass
     i = data.find(b"data.pkl")
     if i >= 0 and rng.random() < 0.7:
         # the pickle starts after the local header's name + extra; find PROTO (0x80) after it
@@ -179,8 +195,17 @@ def run_safetensors(path: str) -> None:
 
 def run_torch(path: str) -> None:
     from pyclvp.io import torch_pickle
-    for a in torch_pickle.load(path).values():
-        np.asarray(a).sum()
+
+    def walk(obj, depth=0):  # every array in the object (a training checkpoint nests its state_dict)
+        if isinstance(obj, np.ndarray):
+            obj.sum()
+        elif isinstance(obj, dict) and depth < 50:
+            for v in obj.values():
+                walk(v, depth + 1)
+        elif isinstance(obj, (list, tuple)) and depth < 50:
+            for v in obj:
+                walk(v, depth + 1)
+    walk(torch_pickle.load_object(path))
 
 
 def run_wav(path: str) -> None:
@@ -203,7 +228,7 @@ TARGETS = {
     "config": (run_config, mutate_json, ".json"),
 }
 
-OK, REPORT = 0, 3
+OK, REPORT, REJECTED = 0, 3, 4
 
 
 def child(fn, path: str, report_fd: int) -> None:
@@ -212,7 +237,7 @@ def child(fn, path: str, report_fd: int) -> None:
     try:
         fn(path)
     except (ValueError, OSError):
-        pass
+        code = REJECTED
     except BaseException as e:  # noqa: BLE001: everything else is a finding
         code = REPORT
         tb = traceback.extract_tb(e.__traceback__)[-3:]
@@ -222,7 +247,7 @@ def child(fn, path: str, report_fd: int) -> None:
 
 
 def run_case(fn, path: str) -> tuple[str, str, int]:
-    """-> (kind, detail, peak RSS KiB): kind in ok / exception / crash / hang."""
+    """-> (kind, detail, peak RSS KiB): kind in ok (read) / rejected (ValueError, OSError) / exception / crash / hang."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -246,6 +271,8 @@ def run_case(fn, path: str) -> tuple[str, str, int]:
         return "crash", f"signal {signal.Signals(os.WTERMSIG(status)).name}", usage.ru_maxrss
     if os.WEXITSTATUS(status) == REPORT:
         return "exception", detail, usage.ru_maxrss
+    if os.WEXITSTATUS(status) == REJECTED:
+        return "rejected", "", usage.ru_maxrss
     if os.WEXITSTATUS(status) != OK:
         return "crash", f"exit status {os.WEXITSTATUS(status)}", usage.ru_maxrss
     return "ok", "", usage.ru_maxrss
@@ -271,7 +298,7 @@ def main(argv=None) -> int:
             fn, mutate, ext = TARGETS[target]
             pool = seeds(target)
             rng = random.Random(f"{args.seed}-{target}")
-            counts = dict(cases=0, ok=0, exception=0, crash=0, hang=0, rss=0)
+            counts = dict(cases=0, ok=0, rejected=0, exception=0, crash=0, hang=0, rss=0)
             t0 = time.monotonic()
             folder = Path(tmp) / target
             folder.mkdir()
@@ -285,7 +312,7 @@ def main(argv=None) -> int:
                 counts[kind] += 1
                 big = rss > RSS_LIMIT_KB
                 counts["rss"] += big
-                if kind != "ok" or big:
+                if kind not in ("ok", "rejected") or big:
                     keep.mkdir(parents=True, exist_ok=True)
                     stem = keep / f"{target}-{n}"
                     stem.with_suffix(ext).write_bytes(data)
