@@ -246,3 +246,29 @@ def test_unspeakable_text_is_named_so(text):
         rank(model, text, clip, num_candidates=1, max_new_tokens=2)
     with pytest.raises(ValueError, match="the text is empty"):
         rank(model, "   ", clip, num_candidates=1, max_new_tokens=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. What tools/fuzz.py found: a WAV at 127 Hz upsampled for 20 s+; resampling kernels sized by a rate
+
+def test_a_clip_below_speech_rates_is_refused_at_once(tmp_path):
+    from pyclvp.audio import load_audio, load_voice
+    from pyclvp.io.wav import write_wav
+    path = write_wav(tmp_path / "low.wav", np.zeros(44100, np.float32), 127)
+    t0 = time.monotonic()
+    for load in (load_audio, load_voice):
+        with pytest.raises(ValueError, match="127 Hz, below 4000 Hz"):
+            load(path)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_resampling_bounds_and_both_polyphase_paths_agree(monkeypatch):
+    from pyclvp.audio import resample as R
+    with pytest.raises(ValueError, match="too fine a ratio"):  # a 22050 x 44127 kernel: 3.9 GB in torchaudio
+        R.sinc_resample(np.zeros(100, np.float32), 44101, 22050)
+    x = np.random.default_rng(0).standard_normal(3000)
+    for rate in (8000, 16000, 48000, 4001):
+        want = R.resample(x, rate, 22050)
+        monkeypatch.setattr(R, "BRANCH_LOOP_MAX", 0)  # every rate pair through the blocked gather
+        np.testing.assert_allclose(R.resample(x, rate, 22050), want, rtol=0, atol=1e-12)
+        monkeypatch.undo()
