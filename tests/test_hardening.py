@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,3 +273,14 @@ def test_resampling_bounds_and_both_polyphase_paths_agree(monkeypatch):
         monkeypatch.setattr(R, "BRANCH_LOOP_MAX", 0)  # every rate pair through the blocked gather
         np.testing.assert_allclose(R.resample(x, rate, 22050), want, rtol=0, atol=1e-12)
         monkeypatch.undo()
+
+
+def test_config_epsilon_past_float_range_is_a_config_error(tmp_path):
+    import json
+
+    from pyclvp.config import ClvpConfig
+    cfg = json.loads((Path(__file__).parent / "data" / "tiny_a" / "config.json").read_text())
+    cfg.setdefault("text_config", {})["layer_norm_eps"] = 10 ** 400  # fuzz: OverflowError in math.isfinite
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"layer_norm_eps: expected a finite number > 0, got 1000.*\.\.\.$"):
+        ClvpConfig.from_pretrained(str(tmp_path))
