@@ -651,8 +651,26 @@ def main(argv=None) -> int:
     except _user_errors() as e:  # a few clear lines, no traceback
         print(f"{prog}: error: {_as_typed(str(e), args)}", file=sys.stderr)
         return 2
+    except _INPUT_FAILURES as e:  # what a hostile or broken input file can make the readers run into: one line
+        print(f"{prog}: error: {_input_failure(e)}", file=sys.stderr)
+        return 2
     finally:
         warnings.showwarning = shown
+
+
+# Failures an input file can cause beside the readers' ValueError / OSError: nesting deeper than the
+# interpreter's stack, a number too big for a float or an index, a size that does not fit in memory.
+_INPUT_FAILURES = (RecursionError, OverflowError, MemoryError)
+
+
+def _input_failure(e: BaseException) -> str:
+    """One line for an _INPUT_FAILURES exception."""
+    detail = " ".join(str(e).split())[:300]
+    if isinstance(e, RecursionError):
+        return "an input is nested too deeply to read" + (f" ({detail})" if detail else "")
+    if isinstance(e, MemoryError):
+        return "out of memory: an input asks for more memory than this machine has" + (f" ({detail})" if detail else "")
+    return "a number in an input is too large" + (f" ({detail})" if detail else "")
 
 
 def _user_errors() -> tuple:

@@ -162,8 +162,13 @@ def _check_positive(cfg, *keys: str) -> None:
 
 def _check_epsilon(cfg, key: str) -> None:
     value = getattr(cfg, key)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{_key(cfg, key)}: expected a finite number > 0, got {value!r}")
+    try:
+        ok = math.isfinite(value) and value > 0
+    except OverflowError:  # an integer past float's range (1e400 written out): not an epsilon either
+        ok = False
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ConfigError(f"{_key(cfg, key)}: expected a finite number > 0, got {shown}")
 
 
 def _check_heads(cfg) -> None:

@@ -27,8 +27,10 @@ transformers/generation/logits_process.py):
       set of the most likely tokens whose probability reaches top_p, at least one)
       (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
   then greedy argmax (the lowest id on a tie), or a draw from softmax by inverse CDF with uniforms
-  from numpy.random.Generator(seed): one uniform per (step, candidate row), drawn up front, so a
-  candidate's tokens do not depend on batch_size or on when other rows stop.
+  from numpy.random.default_rng(seed): one uniform per (step, candidate row), u[k, r] being the table
+  rng.random((steps, R)), so a candidate's tokens do not depend on batch_size or on when other rows
+  stop. The table is never made whole: each chunk of rows takes its columns by jumping the PCG64
+  stream (Uniforms, PCG64.advance), so memory grows with batch_size, not with num_return_sequences.
   The loop reaches these through a picker (HostPicker here, when the decoder's `picker` is None); the
   CUDA decoder brings its own, which runs the same processors and draw on the device
   (csrc/cuda/sampling.cu) so that only token ids cross to the host; its cumulative sums round
@@ -50,7 +52,7 @@ import numpy as np
 from .checks import check_choice, is_int, is_real
 
 __all__ = ["GenerationOptions", "PRESETS", "PRESET_SAMPLING", "TORTOISE_SAMPLING", "POSITIONS", "DEFAULT_BATCH_SIZE", "process_logits", "sample",
-           "decode", "stream", "chunks", "HostPicker", "ProgressBar"]
+           "decode", "stream", "chunks", "HostPicker", "ProgressBar", "Uniforms"]
 
 # Tortoise's presets (tortoise/api.py, TextToSpeech.tts_with_preset): candidates per text, and the
 # sampling settings all of them share.
@@ -242,47 +244,83 @@ def chunks(R: int, size: int):  # -> row indices, `size` at a time
     return [np.arange(i, min(i + size, R)) for i in range(0, R, size)]
 
 
-def _start(decoder, prompt, opts: GenerationOptions, R: int):  # -> steps, state (B rows), logits (B, V), u
+class Uniforms:
+    """The table u = numpy.random.default_rng(seed).random((steps, R)), one chunk of columns at a time.
+
+    Generator.random draws one 64-bit PCG64 output per double, in C order, so u[k, r] is output
+    k * R + r: columns(r0, n) copies the stream, advances it to output r0, and per step takes n
+    outputs and skips the other R - n (PCG64.advance jumps in O(log) time). Bitwise the same values as
+    the whole table (tests/test_hardening.py), in O(steps * n) memory.
+    """
+
+    def __init__(self, seed, steps: int, R: int):
+        self.state = np.random.PCG64(seed).state  # seed None: fresh entropy, fixed here for every chunk
+        self.steps, self.R = steps, R
+
+    def columns(self, r0: int, n: int) -> np.ndarray:  # -> (steps, n) = u[:, r0:r0 + n]
+        bits = np.random.PCG64()
+        bits.state = self.state
+        bits.advance(r0)
+        gen, out = np.random.Generator(bits), np.empty((self.steps, n))
+        for k in range(self.steps):
+            out[k] = gen.random(n)
+            if k + 1 < self.steps:
+                bits.advance(self.R - n)
+        return out
+
+
+def _start(decoder, prompt, opts: GenerationOptions, R: int):  # -> steps, state (B rows), logits (B, V), uniforms
     """Prefill the B prompts (B, P, C) once, in a cache long enough for every step; the uniforms of R rows."""
     B, P, _ = prompt.shape
     # the last token fed is token steps-1, at mel position steps (cached) or steps-1 (uncached)
     steps = min(opts.max_new_tokens, decoder.cfg.max_position_embeddings - (opts.positions == "cached"))
     state = decoder.new_state(B, P + steps - 1)
     logits = decoder.prefill(prompt, None, state)  # (B, V)
-    u = np.random.default_rng(opts.seed).random((steps, R)) if opts.do_sample else None  # (steps, R)
-    return steps, state, logits, u
+    uniforms = Uniforms(opts.seed, steps, R) if opts.do_sample else None
+    return steps, state, logits, uniforms
 
 
 def decode(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (B, P, C) -> (R, N) int64
-    """Generate num_return_sequences rows per prompt; rows b*n .. b*n+n-1 belong to prompt b."""
+    """Generate num_return_sequences rows per prompt; rows b*n .. b*n+n-1 belong to prompt b.
+
+    Memory per chunk of batch_size rows (the cache, the uniforms, the tokens); the result is put
+    together at the end, each chunk's tokens trimmed to the steps it ran."""
     n, R = opts.num_return_sequences, prompt.shape[0] * opts.num_return_sequences
-    steps, state0, logits0, u = _start(decoder, prompt, opts, R)
-    tokens = np.full((R, steps), eos, np.int64)
-    parts = chunks(R, opts.batch_size or DEFAULT_BATCH_SIZE)
-    report, used, total = _progress_fn(opts.progress), 0, len(parts) * steps
-    for c, rows in enumerate(parts):
+    steps, state0, logits0, uniforms = _start(decoder, prompt, opts, R)
+    size = opts.batch_size or DEFAULT_BATCH_SIZE
+    report, used, total = _progress_fn(opts.progress), 0, -(-R // size) * steps
+    done_parts = []  # (first row, tokens (rows, done))
+    for c, r0 in enumerate(range(0, R, size)):
+        rows = np.arange(r0, min(r0 + size, R))
+        tokens = np.full((len(rows), steps), eos, np.int64)  # (rows, steps)
+        u = uniforms.columns(r0, len(rows)) if uniforms else None  # (steps, rows)
         done = 0
-        for done in _decode_chunk(decoder, state0.select(rows // n), logits0[rows // n], rows, tokens, u, opts, bos,
-                                  eos):
+        for done in _decode_chunk(decoder, state0.select(rows // n), logits0[rows // n], tokens, u, opts, bos, eos):
             if report:
                 report(c * steps + done, total)
         used = max(used, done)
+        done_parts.append((r0, tokens[:, :done].copy()))
+        del tokens
         if report:
             report((c + 1) * steps, total)  # a chunk that stopped early jumps to its end
+    out = np.full((R, used), eos, np.int64)  # (R, N)
+    for r0, part in done_parts:
+        out[r0:r0 + len(part), :part.shape[1]] = part
     table = decoder.cfg.max_position_embeddings
-    if used == steps < opts.max_new_tokens and (tokens[:, -1] != eos).any():
+    if used == steps < opts.max_new_tokens and (out[:, -1] != eos).any():
         warnings.warn(f"generation stopped at {steps} tokens: the decoder's mel position table "
                       f"(max_position_embeddings={table}) ends there", stacklevel=3)
-    return tokens[:, :used]
+    return out
 
 
 def stream(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (1, P, C) -> yields token ids
     """One candidate's tokens as they are chosen (one prompt, one row, as decode() would make it), eos last."""
     if prompt.shape[0] != 1 or opts.num_return_sequences != 1:
         raise ValueError("stream() decodes one prompt into one candidate")
-    steps, state, logits, u = _start(decoder, prompt, opts, 1)
+    steps, state, logits, uniforms = _start(decoder, prompt, opts, 1)
     tokens = np.full((1, steps), eos, np.int64)
-    for done in _decode_chunk(decoder, state, logits, np.arange(1), tokens, u, opts, bos, eos):
+    u = uniforms.columns(0, 1) if uniforms else None
+    for done in _decode_chunk(decoder, state, logits, tokens, u, opts, bos, eos):
         yield int(tokens[0, done - 1])
 
 
@@ -329,8 +367,9 @@ class HostPicker:
         return state.select(keep)
 
 
-def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos):
-    """Decode one chunk of rows into tokens[rows], yielding the number of steps done after each step.
+def _decode_chunk(decoder, state, logits, tokens, u, opts, bos, eos):
+    """Decode one chunk of rows into tokens (rows, steps), yielding the number of steps done after each step.
+    u: the chunk's uniforms (steps, rows) when sampling.
 
     `live` lists the chunk rows still held in `state` (aligned with its rows and with `logits`). When
     half of them have finished, they are dropped from the state (a copy) so that no step is spent
@@ -339,14 +378,15 @@ def _decode_chunk(decoder, state, logits, rows, tokens, u, opts, bos, eos):
     steps = tokens.shape[1]
     # the device picker marks only the start token as seen: extra prompt tokens are chosen on the host
     device = decoder.picker if not opts.prompt_token_ids else None
-    picker = (device or HostPicker)(decoder, opts, bos, eos, len(rows))
-    finished = np.zeros(len(rows), bool)
-    live = np.arange(len(rows))
+    rows = tokens.shape[0]
+    picker = (device or HostPicker)(decoder, opts, bos, eos, rows)
+    finished = np.zeros(rows, bool)
+    live = np.arange(rows)
     for k in range(steps):  # producing token k + 1
-        uk = u[k, rows[live]] if opts.do_sample else None  # (live,)
+        uk = u[k, live] if opts.do_sample else None  # (live,)
         nxt = picker.first(logits, state, uk) if k == 0 else picker.next(state, k, uk)  # (live,)
         nxt = np.where(finished[live], eos, nxt)
-        tokens[rows[live], k] = nxt
+        tokens[live, k] = nxt
         finished[live] |= nxt == eos
         yield k + 1
         if finished.all() or k + 1 == steps:

@@ -122,6 +122,11 @@ def _text_ids(model, text_or_ids, tokenizer):  # -> (1, T) int64
             raise ValueError("the text is empty")
         tokenizer = tokenizer or _default_tokenizer(model)
         ids = np.array(tokenizer.encode(text_or_ids), dtype=np.int64)
+        normalize = getattr(tokenizer, "normalize", None)
+        if ids.size == 0 or (normalize and not normalize(text_or_ids).strip()):  # emoji, symbols, zero-width spaces
+            shown = text_or_ids if len(text_or_ids) <= 40 else text_or_ids[:37] + "..."
+            raise ValueError(f"nothing in the text {shown!r} is speakable: the normalizer drops emoji and the "
+                             "symbols it cannot spell out; give words")
     else:
         ids = np.asarray(text_or_ids)
     if ids.size == 0:

@@ -325,6 +325,20 @@ def test_attention_literal(ops):
     assert MAX_HEAD_DIM == 128
 
 
+@gpu
+@pytest.mark.parametrize("fill", [MASK_MIN, -np.inf])
+def test_attention_every_key_masked_or_none(ops, fill):
+    # tests/test_hardening.py's edge cases on the CUDA kernel: the mean of v, and zeros for S = 0
+    rng = np.random.default_rng(3)
+    q, k, v = rand(rng, 2, 2, 3, 8), rand(rng, 2, 2, 5, 8), rand(rng, 2, 2, 5, 8)
+    mask = np.full((2, 1, 3, 5), fill, np.float32)
+    assert_close(ops.attention(q, k, v, mask), ref.attention(q, k, v, mask), **TOL, name="every key masked")
+    none = np.zeros((2, 2, 0, 8), np.float32)
+    assert_close(ops.attention(q, none, none), ref.attention(q, none, none), atol=0, name="no keys")
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (10 ** 12, 2, 0, 8), (0, 0, 0, 0))
+    assert _core.cuda.gelu(huge).shape == huge.shape  # zero-size work returns at once
+
+
 # ----------------------------------------------------------------------------------------------
 # Convolutions (on a GPU): tests/test_ops.py's conv tests, on the CUDA backend
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "common/check.h"
 #include "common/half.h"
@@ -87,15 +88,59 @@ inline cpu::WeightView weight(const py::handle& obj, const char* name, int64_t C
   return w;
 }
 
-// A Conv1D weight as stored, logical shape (Cin, Cout) (transformers' Conv1D).
+// A Conv1D weight as stored, logical shape (Cin, Cout) (transformers' Conv1D): the WeightView of its
+// transpose, taken from this array's own memory (not from `.T`, which an ndarray subclass may make a copy).
+// (Cin, Cout) in Fortran order is (Cout, Cin) in C order (kn = false); in C order it is the kn layout.
 inline cpu::WeightView conv1d_weight(const py::handle& obj, const char* name, int64_t Cin, int64_t Cout) {
   PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array");
   py::array a = py::reinterpret_borrow<py::array>(obj);
   PYCLVP_CHECK(a.ndim() == 2 && a.shape(0) == Cin && a.shape(1) == Cout, name, " has shape ", shape_str(a),
                ", expected (", Cin, ", ", Cout, ")");
-  cpu::WeightView w = weight(a.attr("T"), name, Cout, Cin);
+  cpu::WeightView w;
+  w.data = a.data();
+  w.dtype = weight_dtype(a, name);
+  if (f_contiguous(a)) w.kn = false;  // checked first, as weight() checks its transpose's C order first
+  else if (c_contiguous(a)) w.kn = true;
+  else fail(__func__, name, " must be C- or Fortran-contiguous");
   return w;
 }
+
+// The arrays a session points into (csrc/bindings/decoder.cc). For each: a read-only plain-ndarray
+// view (the same memory; its base keeps the caller's array alive, and while it exists numpy refuses
+// to resize that array: "cannot resize an array that references or is referenced"). Views, not
+// copies: the weights are the model's bulk (GBs, often memory-mapped), and a copy would double them.
+// numpy still lets `resize(refcheck=False)` reallocate an array that has views, so the data pointer
+// and size of the array and of every ndarray below it (its .base chain) are recorded too, and
+// verify() (before every call) refuses to run once one has moved instead of reading freed memory.
+struct HeldArrays {
+  struct Watched {
+    py::array array;
+    const void* data;
+    py::ssize_t nbytes;
+    std::string name;
+  };
+  std::vector<py::array> views;
+  std::vector<Watched> watched;
+
+  void hold(const py::array& a, const std::string& name) {
+    py::array view(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()),
+                   std::vector<py::ssize_t>(a.strides(), a.strides() + a.ndim()), a.data(), a);
+    view.attr("setflags")(py::arg("write") = false);
+    views.push_back(view);
+    py::object b = a;
+    for (int depth = 0; depth < 64 && py::isinstance<py::array>(b); ++depth) {
+      py::array arr = py::reinterpret_borrow<py::array>(b);
+      watched.push_back({arr, arr.data(), arr.nbytes(), name});
+      b = arr.attr("base");
+    }
+  }
+
+  void verify() const {
+    for (const Watched& w : watched)
+      PYCLVP_CHECK(w.array.data() == w.data && w.array.nbytes() == w.nbytes, "weight '", w.name,
+                   "' was resized or reallocated after the session was built; build a new session");
+  }
+};
 
 // An embedding table (rows, C) in float32 / float16 / bfloat16 bits, C-contiguous.
 inline py::array table(const py::handle& obj, const char* name, int64_t rows, int64_t C, DType& dtype) {

@@ -102,6 +102,7 @@ py::array_t<float> linear(const py::handle& x_, const Weight& w, const py::handl
   const Host hx = host(x), hb{b, static_cast<size_t>(Cout) * 4};
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), db = upload(hb, "b"), dy(oy.bytes, "y");
   cuda::LinearArgs a;
@@ -119,6 +120,7 @@ py::array_t<float> layer_norm(const py::handle& x_, const py::handle& g_, const 
   const Host hx = host(in.x), hg = host(in.g), hb = host(in.b);
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), db = upload(hb, "b"), dy(oy.bytes, "y");
   cuda::layer_norm(dy.as<float>(), dx.as<float>(), in.C, dg.as<float>(), db.as<float>(), eps, in.N, in.C, kOps);
@@ -133,6 +135,7 @@ py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float ep
   const Host hx = host(in.x), hg = host(in.g);
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), dy(oy.bytes, "y");
   cuda::rms_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), eps, clamp, in.N, in.C, kOps);
@@ -148,6 +151,7 @@ py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const 
   const Host hx = host(in.x), hg = host(in.g), hb = host(in.b);
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), db = upload(hb, "b"), dy(oy.bytes, "y");
   cuda::group_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), db.as<float>(), in.G, eps, in.B, in.C, in.T, kOps);
@@ -164,6 +168,7 @@ py::array_t<float> elementwise(const py::handle& x_) {
   const Host hx = host(x);
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
   if constexpr (Which == 0) cuda::gelu_new(dy.as<float>(), dx.as<float>(), n, kOps);
@@ -179,6 +184,7 @@ py::array_t<float> gated_gelu(const py::handle& x_) {
   const Host hx = host(in.x);
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
   cuda::gated_gelu(dy.as<float>(), dx.as<float>(), in.N, in.C / 2, kOps);
@@ -193,6 +199,7 @@ py::array_t<float> softmax(const py::handle& x_) {
   const Host hx = host(in.x);
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
   cuda::softmax(dy.as<float>(), dx.as<float>(), in.N, in.C, kOps);
@@ -207,6 +214,7 @@ py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py
   const Host hx = host(in.x), hc = host(in.cos), hs = host(in.sin);
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dc = upload(hc, "cos"), ds = upload(hs, "sin"), dy(oy.bytes, "y");
   cuda::rotary(dy.as<float>(), dx.as<float>(), dc.as<float>(), ds.as<float>(), in.M, in.T, in.D, in.R, kOps);
@@ -226,6 +234,7 @@ py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const p
   const Host hq = host(in.q), hk = host(in.k), hv = host(in.v), hm = in.masked ? host(in.mask) : Host{};
   const Out oo = out(o);
   cuda::require_device();
+  if (o.size() == 0) return o;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dq = upload(hq, "q"), dk = upload(hk, "k"), dv = upload(hv, "v"), dm = upload(hm, "mask");
   DeviceBuffer dout(oo.bytes, "out");
@@ -246,6 +255,7 @@ py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::ha
   const Host hx = host(in.x), hw = host(in.w), hb = in.biased ? host(in.b) : Host{};
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dw = upload(hw, "w"), db = upload(hb, "b"), dy(oy.bytes, "y");
   cuda::ConvArgs a;
@@ -271,6 +281,7 @@ py::array_t<float> leaky_relu(const py::handle& x_, float slope) {
   const Host hx = host(x);
   const Out oy = out(y);
   cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
   cuda::leaky_relu(dy.as<float>(), dx.as<float>(), n, slope, kOps);

@@ -1,7 +1,8 @@
 // register_decoder(m): DecoderSession, the fused KV-cached speech decoder (csrc/cpu/decoder_step.h).
 //
 //   s = DecoderSession(config, weights)       config: {"L","C","H","F","V","P","eps"}; weights: checkpoint
-//                                             key (relative to `speech_decoder_model.`) -> array; kept alive, not copied
+//                                             key (relative to `speech_decoder_model.`) -> array; held as read-only
+//                                             views (not copied): see HeldArrays in arrays.h
 //   s.prefill(embeds, mask, k, v, key_mask, length) -> logits (B, V)   embeds (B, T, C) f32; mask (B, T) bool | None
 //   s.step(ids, pos, k, v, key_mask, length)        -> logits (B, V)   ids, pos (B,) int64
 //
@@ -29,10 +30,11 @@ namespace {
 class DecoderSession {
  public:
   DecoderSession(const py::dict& config, const py::dict& weights)
-      : weights_(weights.attr("copy")()), m_(read_decoder_model(config, weights_)) {}
+      : m_(read_decoder_model(config, weights, &held_)) {}
 
   py::array_t<float> prefill(const py::handle& embeds_, const py::handle& mask_, const py::handle& k_,
                              const py::handle& v_, const py::handle& key_mask_, int64_t length) {
+    held_.verify();
     py::array embeds = f32(embeds_, "inputs_embeds", {}, 3);
     const int64_t B = embeds.shape(0), T = embeds.shape(1);
     PYCLVP_CHECK(embeds.shape(2) == m_.C, "inputs_embeds has shape ", shape_str(embeds), ", expected (B, T, ", m_.C, ")");
@@ -62,6 +64,7 @@ class DecoderSession {
 
   py::array_t<float> step(const py::handle& ids_, const py::handle& pos_, const py::handle& k_, const py::handle& v_,
                           const py::handle& key_mask_, int64_t length) {
+    held_.verify();
     const StepInputs in(ids_, pos_, -1, m_.V, m_.P);
     const int64_t B = in.B;
     const int64_t *idp = in.ids, *pp = in.pos;
@@ -113,7 +116,7 @@ class DecoderSession {
     return a.nbytes() > 0 && b.nbytes() > 0 && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
   }
 
-  py::dict weights_;  // keeps every bound array alive (the session holds raw pointers into them)
+  HeldArrays held_;  // exactly the arrays m_ points into, held (declared before m_: filled while m_ is built)
   cpu::DecoderModel m_;
   cpu::DecoderScratch scratch_;
   std::mutex mu_;  // one call at a time per session (the scratch is shared)

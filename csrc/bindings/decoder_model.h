@@ -13,9 +13,11 @@
 namespace pyclvp::bind {
 
 // config: {"L","C","H","F","V","P","eps"}; weights: checkpoint key (relative to `speech_decoder_model.`)
-// -> array. The model points into the arrays: `weights` must keep them alive while it is used.
+// -> array. The model points into the arrays: with `held`, each array it points into is held there
+// (HeldArrays, arrays.h); without, the caller keeps `weights` alive while the model is used.
 // (Its checks name "decoder": inside the lambdas below, PYCLVP_CHECK's __func__ would be "operator()".)
-inline cpu::DecoderModel read_decoder_model(const py::dict& config, const py::dict& weights) {
+inline cpu::DecoderModel read_decoder_model(const py::dict& config, const py::dict& weights,
+                                           HeldArrays* held = nullptr) {
   auto number = [&](const char* key, bool integer) -> py::handle {  // an int (not a bool), or any real
     if (!config.contains(key)) fail("decoder", "config is missing '", key, "'");
     py::handle v = config[key];
@@ -39,7 +41,9 @@ inline cpu::DecoderModel read_decoder_model(const py::dict& config, const py::di
       if (!optional) fail("decoder", "weights is missing '", key, "'");
       return py::handle();
     }
-    return weights[key.c_str()];
+    py::handle h = weights[key.c_str()];
+    if (held && py::isinstance<py::array>(h)) held->hold(py::reinterpret_borrow<py::array>(h), key);
+    return h;
   };
   auto vec = [&](const std::string& key, int64_t n, bool optional = false) -> const float* {
     py::handle h = obj(key, optional);

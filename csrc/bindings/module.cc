@@ -1,5 +1,7 @@
 // PYBIND11_MODULE(_core): version(), build_info(), the ISA switch, and the op registrations.
-// Exceptions: std::invalid_argument -> ValueError (pybind11's default translation).
+// Exceptions: std::invalid_argument -> ValueError (pybind11's default translation); Interrupted (a
+// Ctrl-C seen by the thread pool between chunks of a long call) -> the signal handler's exception,
+// KeyboardInterrupt by default.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -19,6 +21,40 @@ void register_ops(py::module_& m);      // bindings/ops.cc
 void register_decoder(py::module_& m);  // bindings/decoder.cc
 void register_cuda(py::module_& m);     // bindings/cuda_ops.cc (+ cuda_decoder.cc; only with PYCLVP_WITH_CUDA)
 }  // namespace pyclvp::bind
+
+// The thread pool's interrupt check (common/threadpool.h): on the main thread only (where Python runs
+// signal handlers), take the GIL for a moment and run the pending handlers. Their exception is kept
+// here, off the thread state, until the Interrupted exception reaches the translator below.
+namespace {
+unsigned long g_main_thread = 0;
+thread_local PyObject* t_pending[3] = {nullptr, nullptr, nullptr};  // (type, value, traceback) of the handler's error
+
+bool check_signals() {
+  if (PyThread_get_thread_ident() != g_main_thread || !Py_IsInitialized()) return false;
+  PyGILState_STATE g = PyGILState_Ensure();
+  bool stop = false;
+  if (PyErr_CheckSignals() != 0) {
+    stop = true;
+    Py_XDECREF(t_pending[0]), Py_XDECREF(t_pending[1]), Py_XDECREF(t_pending[2]);
+    PyErr_Fetch(&t_pending[0], &t_pending[1], &t_pending[2]);
+  }
+  PyGILState_Release(g);
+  return stop;
+}
+
+void translate_interrupted(std::exception_ptr p) {
+  try {
+    if (p) std::rethrow_exception(p);
+  } catch (const Interrupted&) {
+    if (t_pending[0]) {
+      PyErr_Restore(t_pending[0], t_pending[1], t_pending[2]);
+      t_pending[0] = t_pending[1] = t_pending[2] = nullptr;
+    } else {
+      PyErr_SetNone(PyExc_KeyboardInterrupt);
+    }
+  }
+}
+}  // namespace
 
 static py::list isa_names(const std::vector<cpu::CpuIsa>& isas) {
   py::list out;
@@ -63,6 +99,9 @@ PYBIND11_MODULE(_core, m) {
     return 0;
 #endif
   });
+  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  set_interrupt_check(&check_signals);
+  py::register_exception_translator(&translate_interrupted);
   bind::register_ops(m);
   bind::register_decoder(m);
 #ifdef PYCLVP_WITH_CUDA

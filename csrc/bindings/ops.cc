@@ -37,6 +37,7 @@ py::array_t<float> linear(const py::handle& x_, const py::handle& w_, const py::
   j.b = optional_f32(b_, "b", {Cout});
   auto y = empty({N, Cout});
   j.y = out_ptr(y), j.x = f32_ptr(x), j.N = N, j.Cin = Cin, j.Cout = Cout, j.ldx = Cin, j.ldy = Cout;
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::linear<isa.value>(&j, 1); });
   return y;
@@ -47,6 +48,7 @@ py::array_t<float> layer_norm(const py::handle& x_, const py::handle& g_, const 
   const NormArgs in = layer_norm_args(x_, g_, b_);
   auto y = empty({in.N, in.C});
   float* yp = out_ptr(y);
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) {
     cpu::layer_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), f32_ptr(in.b), in.N, in.C, eps);
@@ -59,6 +61,7 @@ py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float ep
   const NormArgs in = rms_norm_args(x_, g_);
   auto y = empty({in.N, in.C});
   float* yp = out_ptr(y);
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::rms_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), in.N, in.C, eps, clamp); });
   return y;
@@ -69,6 +72,7 @@ py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const 
   const GroupNormArgs in = group_norm_args(x_, g_, b_, groups);
   auto y = empty({in.B, in.C, in.T});
   float* yp = out_ptr(y);
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) {
     cpu::group_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), f32_ptr(in.b), in.B, in.C, in.T, in.G, eps);
@@ -83,6 +87,7 @@ py::array_t<float> elementwise(const py::handle& x_) {
   py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
   float* yp = out_ptr(y);
   const int64_t n = x.size();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) {
     if constexpr (Which == 0) cpu::gelu_new<isa.value>(yp, f32_ptr(x), n);
@@ -96,6 +101,7 @@ py::array_t<float> gated_gelu(const py::handle& x_) {
   const RowsArgs in = gated_gelu_args(x_);
   auto y = empty({in.N, in.C / 2});
   float* yp = out_ptr(y);
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::gated_gelu<isa.value>(yp, f32_ptr(in.x), in.N, in.C / 2); });
   return y;
@@ -106,6 +112,7 @@ py::array_t<float> softmax(const py::handle& x_) {
   const RowsArgs in = softmax_args(x_);
   auto y = empty({in.N, in.C});
   float* yp = out_ptr(y);
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::softmax<isa.value>(yp, f32_ptr(in.x), in.N, in.C); });
   return y;
@@ -116,6 +123,7 @@ py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py
   const RotaryArgs in = rotary_args(x_, cos_, sin_);
   auto y = empty({in.M, in.T, in.D});
   float* yp = out_ptr(y);
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) {
     cpu::rotary<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.cos), f32_ptr(in.sin), in.M, in.T, in.D, in.R);
@@ -132,6 +140,7 @@ py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const p
   set_attention_layout(a, in, scale, causal);
   a.q = f32_ptr(in.q), a.k = in.k.data(), a.v = in.v.data(), a.out = out_ptr(out);
   a.mask = in.masked ? f32_ptr(in.mask) : nullptr;
+  if (out.size() == 0) return out;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::attention<isa.value>(a); });
   return out;
@@ -173,6 +182,7 @@ py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::ha
   }
   auto y = empty({a.B, a.Cout, a.To});
   a.y = out_ptr(y), a.x = f32_ptr(in.x), a.w = f32_ptr(in.w), a.b = in.biased ? f32_ptr(in.b) : nullptr;
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(isa, [&](auto i) {
     if constexpr (Transposed) cpu::conv_transpose1d<i.value>(a);
@@ -217,6 +227,7 @@ py::array_t<float> leaky_relu(const py::handle& x_, float slope) {
   py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
   float* yp = out_ptr(y);
   const int64_t n = x.size();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::leaky_relu<isa.value>(yp, f32_ptr(x), n, slope); });
   return y;

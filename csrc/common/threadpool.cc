@@ -30,6 +30,22 @@ constexpr auto kYield = std::chrono::microseconds(300);  // ... then yields the 
 
 thread_local bool t_in_job = false;  // set while this thread runs chunks: nested calls run inline
 
+// Interruption: the outermost caller asks g_interrupt at most every kInterruptPeriod (a thread-local
+// clock, so a call made of many short jobs, like the decoder step, is covered too).
+constexpr auto kInterruptPeriod = std::chrono::milliseconds(50);
+std::atomic<bool (*)()> g_interrupt{nullptr};
+thread_local std::chrono::steady_clock::time_point t_last_check{};
+
+// True when the caller should stop: the check is installed, its period has passed, and it says so.
+bool interrupt_due() {
+  bool (*fn)() = g_interrupt.load(std::memory_order_relaxed);
+  if (!fn) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - t_last_check < kInterruptPeriod) return false;
+  t_last_check = now;
+  return fn();
+}
+
 // One job at a time. `state` packs (generation << 32 | next chunk index); a thread claims chunk i of
 // generation g with a compare-exchange, so a worker that wakes up late cannot take a chunk of a
 // newer job it has not read. The caller waits for the chunks to be *done*, never for the workers to
@@ -49,6 +65,7 @@ class Pool {
   }
 
   // Runs the job on the pool and returns true, or returns false at once if the pool is busy.
+  // Throws Interrupted (after the chunks already claimed are done) when interrupt_due() says stop.
   bool try_run(int64_t n, const std::function<void(int64_t)>& fn) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock() || n >= (int64_t{1} << 31)) return false;
@@ -62,13 +79,23 @@ class Pool {
       cv_.notify_all();
     }
     t_in_job = true;
-    int64_t mine = 0;
-    for (int64_t i; (i = claim(gen)) >= 0; ++mine) fn(i);
-    t_in_job = false;
-    if (mine < n) {
-      done_.fetch_add(mine, std::memory_order_acq_rel);
-      wait_until([&] { return done_.load(std::memory_order_acquire) >= n; });
+    int64_t mine = 0, handed_out = n;
+    bool stop = false;
+    for (int64_t i; (i = claim(gen)) >= 0;) {
+      fn(i);
+      ++mine;
+      stop = interrupt_due();  // t_in_job stays set: kernels run from a signal handler run inline
+      if (stop) {
+        handed_out = close(gen);
+        break;
+      }
     }
+    t_in_job = false;
+    if (mine < handed_out) {
+      done_.fetch_add(mine, std::memory_order_acq_rel);
+      wait_until([&] { return done_.load(std::memory_order_acquire) >= handed_out; });
+    }
+    if (stop) throw Interrupted();
     return true;
   }
 
@@ -81,6 +108,17 @@ class Pool {
       const int64_t i = static_cast<int64_t>(s & 0xffffffffu);
       if (i >= n_.load(std::memory_order_relaxed)) return -1;
       if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) return i;
+    }
+  }
+
+  // Hands out no more chunks of generation `gen`; returns how many were handed out (all to be waited for).
+  int64_t close(uint64_t gen) {
+    const int64_t n = n_.load(std::memory_order_relaxed);
+    uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      const int64_t i = static_cast<int64_t>(s & 0xffffffffu);
+      if (i >= n) return n;
+      if (state_.compare_exchange_weak(s, (gen << 32) | static_cast<uint64_t>(n), std::memory_order_acq_rel)) return i;
     }
   }
 
@@ -186,13 +224,23 @@ void set_num_threads(int n) {
   }
 }
 
+void set_interrupt_check(bool (*fn)()) { g_interrupt.store(fn); }
+
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
-  if (n > 1 && !t_in_job) {
+  if (t_in_job) {  // nested in a pool job: inline, never interrupted (only the outermost caller stops)
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  if (n > 1) {
     std::shared_ptr<Pool> p = pool();
     if (p && p->try_run(n, fn)) return;
   }
-  for (int64_t i = 0; i < n; ++i) fn(i);  // one chunk, nested, single-threaded or pool busy
+  // one chunk, single-threaded or pool busy: inline, checking for an interrupt between chunks
+  for (int64_t i = 0; i < n; ++i) {
+    fn(i);
+    if (interrupt_due()) throw Interrupted();
+  }
 }
 
 }  // namespace pyclvp

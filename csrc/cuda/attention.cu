@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
           x = -FLT_MAX;  // as the reference's additive finfo(float32).min
         } else {
           x = dot_q(qs[warp], k + s * a.k_ss, D, vec);
-          if (mrow) x += mrow[s];
+          if (mrow) x += fmaxf(mrow[s], -FLT_MAX);  // -inf counts as finfo.min (numpy_ops.attention)
         }
       }
       const float m_new = fmaxf(m, warp_max(x));

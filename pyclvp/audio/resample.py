@@ -31,6 +31,7 @@ __all__ = ["resample", "kaiser_sinc_filter", "sinc_resample", "sinc_resample_ker
 
 ATTENUATION_DB = 90.0  # design target; the stopband is tested to stay below -80 dB
 ROLLOFF = 0.9          # the passband ends at ROLLOFF times the lower Nyquist frequency
+BRANCH_LOOP_MAX = 512  # resample(): up to this many polyphase branches, a loop over branches (every usual rate pair)
 MAX_TAPS = 1 << 22     # 32 MiB of filter: rates whose ratio reduces to up/down with max(up, down) <= ~20,000
 
 
@@ -91,6 +92,14 @@ def _polyphase(x: np.ndarray, h: np.ndarray, up: int, down: int) -> np.ndarray: 
     padded = np.concatenate([np.zeros(taps - 1), x, np.zeros(right)])  # (taps - 1 + T + right,)
     windows = np.lib.stride_tricks.sliding_window_view(padded, taps)   # (., taps): windows[s] ends at x[s]
     y = np.empty(n_out)
+    if up > BRANCH_LOOP_MAX:  # many branches, few outputs each: a Python loop over branches would crawl
+        # the same sums, a block of outputs at a time: y[n] = windows[t // up] @ branches[t % up], t = n*down + delay
+        block = max(1, (1 << 20) // taps)
+        branches = np.ascontiguousarray(branches)                      # (up, taps): rows gathered below
+        for n0 in range(0, n_out, block):
+            t = np.arange(n0, min(n0 + block, n_out), dtype=np.int64) * down + delay  # (block,)
+            y[n0:n0 + len(t)] = np.einsum("ij,ij->i", windows[t // up], branches[t % up])  # (block, taps) x2 -> (block,)
+        return y
     for r in range(min(up, n_out)):                                    # outputs r, r + up, r + 2*up, ...
         t0 = r * down + delay
         count = len(range(r, n_out, up))
@@ -139,6 +148,11 @@ def sinc_resample(x: np.ndarray, orig_rate: int, new_rate: int, lowpass_filter_w
         return x.copy()
     g = math.gcd(int(orig_rate), int(new_rate))
     o, n = int(orig_rate) // g, int(new_rate) // g
+    base = min(o, n) * rolloff
+    K = 2 * math.ceil(lowpass_filter_width * o / base) + o
+    if n * K > MAX_TAPS:  # torchaudio builds it whatever its size: 44,101 Hz -> 22,050 Hz would be 3.9 GB
+        raise ValueError(f"resampling from {orig_rate} Hz to {new_rate} Hz needs a {n} x {K} filter kernel, more than "
+                         f"{MAX_TAPS} values: the two sampling rates have too fine a ratio")
     kernel, width = sinc_resample_kernel(o, n, lowpass_filter_width, rolloff)         # (n, K)
     padded = np.concatenate([np.zeros(width, np.float32), x, np.zeros(width + o, np.float32)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::o]  # (blocks, K), a view

@@ -23,13 +23,21 @@ from .resample import resample, sinc_resample
 __all__ = ["load_audio", "load_voice", "CONDITIONING_SAMPLES", "TORTOISE_RATE"]
 
 TORTOISE_RATE = 22050
+MIN_SPEECH_RATE = 4000  # Hz: below it a file is no speech recording (telephone speech is 8 kHz); upsampling a
+                        # 127 Hz "clip" to 22,050 Hz would make minutes of samples from a second of file
 CONDITIONING_SAMPLES = 132300  # ref: tortoise/api.py format_conditioning(clip, cond_length=132300)
+
+
+def _check_rate(rate: int) -> None:
+    if rate < MIN_SPEECH_RATE:
+        raise ValueError(f"the file's sampling rate is {rate} Hz, below {MIN_SPEECH_RATE} Hz: not a speech recording")
 
 
 def load_audio(path, sampling_rate: int = 22050) -> np.ndarray:  # -> (T,) float32
     """A WAV file (path, bytes or file object) as mono float32 samples at `sampling_rate`, resampled when
     the file's rate differs (channels averaged; pyclvp's Kaiser resampler)."""
     samples, rate = read_wav(path)                     # (T, channels)
+    _check_rate(rate)
     mono = samples.mean(axis=1)                        # (T, channels) -> (T,)
     if rate != sampling_rate:
         mono = resample(mono, rate, sampling_rate)     # (T,) -> (T * sampling_rate / rate,)
@@ -44,6 +52,7 @@ def load_voice(path, window: int | None = CONDITIONING_SAMPLES) -> np.ndarray:  
     tortoise/api.py format_conditioning (F.pad to cond_length, or a random crop: here the crop at 0).
     """
     samples, rate = read_wav(path)                     # (T, channels)
+    _check_rate(rate)
     x = samples[:, 0].astype(np.float32)               # (T,) the first channel, as Tortoise's audio[0]
     if rate != TORTOISE_RATE:
         x = sinc_resample(x, rate, TORTOISE_RATE)      # (T,) -> (ceil(T * 22050 / rate),)

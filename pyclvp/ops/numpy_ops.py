@@ -121,9 +121,16 @@ def rotary(x, cos, sin):  # (B, H, T, D), (T, R), (T, R) -> (B, H, T, D)
 
 def attention(q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B,1,T,S) -> (B,H,T,D)
     # ref: transformers ClvpSelfAttention.forward: softmax((q * scale) @ k^T + mask) @ v
+    # Edge cases, shared with the C++ and CUDA kernels (tests/test_hardening.py):
+    #   every key masked: the scores are all finfo(float32).min, so the weights are uniform (the mean of v);
+    #     a -inf mask entry counts as finfo(float32).min, so an all -inf row gives that mean too, not NaN
+    #   no keys (S = 0): softmax over nothing is empty and the product is zeros, as torch computes it
     scores = (q * f32(scale)) @ k.transpose(0, 1, 3, 2)  # (B,H,T,D) @ (B,H,D,S) -> (B,H,T,S)
+    if k.shape[-2] == 0:
+        return np.zeros(np.broadcast_shapes(q.shape[:-1], v.shape[:-2] + (1,)) + v.shape[-1:], f32)  # (B,H,T,D)
     if mask is not None:
-        scores = scores + mask  # additive: 0 keeps, finfo(float32).min drops (not -inf: no NaN rows)
+        # additive: 0 keeps, finfo(float32).min drops (not -inf: no NaN rows)
+        scores = scores + np.maximum(mask, np.finfo(f32).min)
     return softmax(scores, axis=-1) @ v  # (B,H,T,S) @ (B,H,S,D) -> (B,H,T,D)
 
 
