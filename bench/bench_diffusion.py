@@ -2,7 +2,7 @@
 DiffusionTts, on the same random weights, in one run.
 
     /work/venv-ref/bin/python bench/bench_diffusion.py --site /work/venv-quality/lib/python3.11/site-packages \\
-        [--frames 870] [--threads 2] [--rounds 2] [--impl numpy cpu torch]
+        [--frames 870] [--threads 2] [--rounds 2] [--impl numpy cpu-base cpu torch]
 
 The model is tortoise/api.py's DiffusionTts (model_channels 1024, 10 layers, 16 heads, 100 mel bins, 1024-wide
 latents) with pyclvp.speech.diffusion.random_weights (seed 0), written once to the gitignored
@@ -30,6 +30,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "bench" / "checkpoints" / "diffusion_full"
 SDIST = Path("/work/tortoise_sdist/tortoise-tts-3.0.0")
+
+
+def baseline_ops():
+    """"cpu-base": the cpu backend as it was before the speed branch (bench/RESULTS.md "Diffusion: speed"), for an
+    interleaved comparison in one run: attention with a per-head mask (the relative-position bias) ran the NumPy
+    reference."""
+    from pyclvp.ops import numpy_ops
+    from pyclvp.ops.cpu_ops import CpuOps
+
+    class BaselineOps(CpuOps):
+        def attention(self, q, k, v, mask=None, scale=1.0):
+            if mask is not None and mask.ndim == 4 and mask.shape[1] != 1:
+                return numpy_ops.attention(q, k, v, mask, scale)
+            return super().attention(q, k, v, mask, scale)
+
+    return BaselineOps()
 
 
 def main() -> int:
@@ -90,7 +106,7 @@ def main() -> int:
                 with torch.no_grad():
                     return m(torch.from_numpy(x), torch.from_numpy(t), precomputed_aligned_embeddings=emb).numpy()
         else:
-            m = DiffusionTts(weights, cfg, get_ops(impl))
+            m = DiffusionTts(weights, cfg, baseline_ops() if impl == "cpu-base" else get_ops(impl))
             emb = m.timestep_independent(latents, cond, T, False)
 
             def run(m=m, emb=emb):

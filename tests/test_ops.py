@@ -265,6 +265,22 @@ def test_hyp_attention(isa, B, H, T, S, D, seed, kind):
 
 
 @ISA
+@hyp
+@given(B=st.integers(1, 3), H=st.integers(1, 4), T=st.integers(1, 40), S=st.one_of(st.integers(1, 40), st.integers(120, 300)),
+       D=SIZES, seed=SEEDS, mb=st.booleans(), mt=st.booleans(), drop=st.booleans())
+def test_hyp_attention_per_head_mask(isa, B, H, T, S, D, seed, mb, mt, drop):
+    """A per-head additive mask (B|1, H, T|1, S): the diffusion decoder's relative-position bias is (1, H, T, T)."""
+    rng = np.random.default_rng(seed)
+    q, k, v = rand(rng, B, H, T, D), rand(rng, B, H, S, D), rand(rng, B, H, S, D)
+    mask = rand(rng, B if mb else 1, H, T if mt else 1, S)  # (B|1, H, T|1, S)
+    if drop:  # some keys dropped in some heads, as an additive finfo.min
+        mask = np.where(rng.random(mask.shape) < 0.3, MASK_MIN, mask).astype(np.float32)
+    with using(isa):
+        got = ops.attention(q, k, v, mask, scale=D ** -0.5)
+    assert_close(got, ref.attention(q, k, v, mask, scale=D ** -0.5), **TOL, name="attention (per-head mask)")
+
+
+@ISA
 @pytest.mark.parametrize("T,S", [(1, 1), (5, 5), (3, 300), (200, 200)])
 def test_attention_causal_flag_equals_causal_mask(isa, T, S):
     rng = np.random.default_rng(T)

@@ -129,20 +129,18 @@ class CpuOps(NumpyOps):
         y = self.core.rotary(x.reshape(-1, T, D), cos.reshape(T, R), sin.reshape(T, R))  # (B*H, T, D)
         return y.reshape(x.shape)
 
-    def attention(self, q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B,1,T,S) -> (B,H,T,D)
+    def attention(self, q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B|1,H|1,T|1,S) -> (B,H,T,D)
         q, k, v = _act(q), _act(k), _act(v)
         if (q.ndim != 4 or k.shape != v.shape or k.shape[:2] != q.shape[:2]
                 or (self._max_head_dim and q.shape[-1] > self._max_head_dim)):
             return numpy_ops.attention(q, k, v, mask, scale)  # broadcast q/k/v, a big head: outside the contract
         if mask is not None:
             mask = _act(mask)
-            B, _, T, _ = q.shape
+            B, H, T, _ = q.shape
             S = k.shape[2]
             mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)  # (..., T|1, S) -> (B|1, H|1, T|1, S)
-            if mask.shape[1] != 1:
-                return numpy_ops.attention(q, k, v, mask, scale)  # a per-head mask
-            if mask.shape[0] not in (1, B) or mask.shape[2] not in (1, T):
-                mask = np.ascontiguousarray(np.broadcast_to(mask, (B, 1, T, S)))
+            if mask.shape[0] not in (1, B) or mask.shape[1] not in (1, H) or mask.shape[2] not in (1, T):
+                mask = np.ascontiguousarray(np.broadcast_to(mask, (B, H, T, S)))
         return self.core.attention(q, k, v, mask, float(scale))
 
     # ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ The model's hooks, as CpuOps has them:
 Convolution weights are not cached: conv1d / conv_transpose1d upload theirs on every call (with x).
 
 Outside the kernels' contract, these run through the NumPy reference: attention with a head dim
-above 128 (_core.cuda's limit), broadcast q/k/v or a per-head mask; rotary with per-batch tables.
+above 128 (_core.cuda's limit) or broadcast q/k/v; rotary with per-batch tables.
 
 Shape legend: B batch, T time, S key positions, C hidden, H heads, D head dim, R rotary dim, N rows.
 """
