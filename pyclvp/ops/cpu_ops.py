@@ -97,6 +97,9 @@ class CpuOps(NumpyOps):
     def group_norm(self, x, g, b, groups, eps):  # (B, C, T) -> (B, C, T)
         return self.core.group_norm(_act(x), _vec(g), _vec(b), int(groups), float(eps))
 
+    def group_norm_silu(self, x, g, b, groups, eps):  # (B, C, T) -> (B, C, T): silu(group_norm(x)) in one pass
+        return self.core.group_norm(_act(x), _vec(g), _vec(b), int(groups), float(eps), True)
+
     # ------------------------------------------------------------------------------------------
     # Activations
 
@@ -105,6 +108,9 @@ class CpuOps(NumpyOps):
 
     def gelu(self, x):  # (...) -> (...)
         return self.core.gelu(_act(x))
+
+    def silu(self, x):  # (...) -> (...)
+        return self.core.silu(_act(x))
 
     def gated_gelu(self, x):  # (..., 2F) -> (..., F)
         x = _act(x)
@@ -156,6 +162,10 @@ class CpuOps(NumpyOps):
 
     def leaky_relu(self, x, slope=0.01):  # (...) -> (...)
         return self.core.leaky_relu(_act(x), float(slope))
+
+    def location_variable_conv(self, x, kernels, bias, hop):
+        # (B, Cin, T), (B, Cin, Cout, K, L), (B, Cout, L) -> (B, Cout, T), T = L * hop
+        return self.core.location_variable_conv(_act(x), _act(kernels), _act(bias), int(hop))
 
     # ------------------------------------------------------------------------------------------
     # Hooks for the model
