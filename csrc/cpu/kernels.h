@@ -159,8 +159,8 @@ void attention(const AttentionArgs& a);
 // matches pyclvp/ops/numpy_ops.py::location_variable_conv: frame l of batch b convolves its own window of
 // hop samples (with K - 1 neighbours, zeros past the ends) with its own kernel:
 //   y[b, o, l hop + s] = bias[b, o, l] + sum_{c, k} kernels[b, c, o, k, l] x[b, c, l hop + s + k - (K - 1) / 2]
-// One task per (b, l): the kernel slice is gathered into (Cout, Cin K), the window into (Cin, hop + K - 1),
-// and the (Cout, hop) output is a small GEMM over register tiles.
+// A task is (b, a block of frames): their kernel slices are gathered into (Cout, Cin K) each, a frame's window
+// into (Cin, hop + K - 1), and its (Cout, hop) output is a small GEMM over register tiles.
 //   y       : (B, Cout, T) f32 contiguous, written (must not overlap the inputs);  T = L hop
 //   x       : (B, Cin, T) f32 contiguous
 //   kernels : (B, Cin, Cout, K, L) f32 contiguous;  K odd
