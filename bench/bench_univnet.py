@@ -86,8 +86,9 @@ def main() -> int:
             sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
             from tortoise.models.vocoder import UnivNetGenerator
 
-            g = UnivNetGenerator(**cfg_json["constructor"]).eval()
-            g.load_state_dict(torch.load(CKPT / "vocoder.pth"))
+            g = UnivNetGenerator(**cfg_json["constructor"])
+            g.load_state_dict(torch.load(CKPT / "vocoder.pth")["model_g"])
+            g.eval(inference=True)  # as tortoise/api.py: the weight norm folded
 
             def run(g=g):
                 with torch.no_grad():
