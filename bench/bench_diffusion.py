@@ -2,7 +2,7 @@
 DiffusionTts, on the same random weights, in one run.
 
     /work/venv-ref/bin/python bench/bench_diffusion.py --site /work/venv-quality/lib/python3.11/site-packages \\
-        [--frames 870] [--threads 2] [--rounds 2] [--impl numpy cpu torch]
+        [--frames 870] [--threads 2] [--rounds 2] [--impl numpy cpu-base cpu cpu-pair torch]
 
 The model is tortoise/api.py's DiffusionTts (model_channels 1024, 10 layers, 16 heads, 100 mel bins, 1024-wide
 latents) with pyclvp.speech.diffusion.random_weights (seed 0), written once to the gitignored
@@ -12,6 +12,8 @@ conditioning-free guidance runs it twice per step). T = 870 frames is 200 speech
 ~9.3 s of audio at 24 kHz (256 samples per frame). Each implementation is called `rounds` times in turn; the
 minimum is reported (the machine is shared). Threads: PYCLVP_NUM_THREADS / OMP / OpenBLAS and
 torch.set_num_threads are set before anything loads. The outputs are compared (max abs difference to torch).
+cpu-base is the cpu backend as it was before the speed branch (baseline_ops); cpu-pair runs the conditioned and the
+conditioning-free pass of a guided step as one batch of 2 (DiffusionTts.forward_guided) and reports half its time.
 
 Per-preset cost is extrapolated in README.md ("Quality path"): steps * passes per step * seconds per pass, divided
 by the seconds of speech; the sampling of candidates, CLVP, the latents and UnivNet are not included.
@@ -30,6 +32,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "bench" / "checkpoints" / "diffusion_full"
 SDIST = Path("/work/tortoise_sdist/tortoise-tts-3.0.0")
+
+
+def baseline_ops():
+    """"cpu-base": the cpu backend as it was before the speed branch (bench/RESULTS.md "Diffusion: speed"), for an
+    interleaved comparison in one run: attention with a per-head mask (the relative-position bias) ran the NumPy
+    reference, GroupNorm -> SiLU was two ops and silu ran the NumPy reference."""
+    from pyclvp.ops import numpy_ops
+    from pyclvp.ops.cpu_ops import CpuOps
+
+    class BaselineOps(CpuOps):
+        def attention(self, q, k, v, mask=None, scale=1.0):
+            if mask is not None and mask.ndim == 4 and mask.shape[1] != 1:
+                return numpy_ops.attention(q, k, v, mask, scale)
+            return super().attention(q, k, v, mask, scale)
+
+        silu = staticmethod(numpy_ops.silu)
+
+        def group_norm_silu(self, x, g, b, groups, eps):
+            return numpy_ops.silu(self.group_norm(x, g, b, groups, eps))
+
+    return BaselineOps()
 
 
 def main() -> int:
@@ -89,8 +112,14 @@ def main() -> int:
             def run(m=m, emb=emb):
                 with torch.no_grad():
                     return m(torch.from_numpy(x), torch.from_numpy(t), precomputed_aligned_embeddings=emb).numpy()
+        elif impl == "cpu-pair":  # a guided step's two passes as one batch of 2 (forward_guided): time / 2
+            m = DiffusionTts(weights, cfg, get_ops("cpu"))
+            emb = m.timestep_independent(latents, cond, T, False)
+
+            def run(m=m, emb=emb):
+                return m.forward_guided(x, t, emb)[0]
         else:
-            m = DiffusionTts(weights, cfg, get_ops(impl))
+            m = DiffusionTts(weights, cfg, baseline_ops() if impl == "cpu-base" else get_ops(impl))
             emb = m.timestep_independent(latents, cond, T, False)
 
             def run(m=m, emb=emb):
@@ -100,14 +129,16 @@ def main() -> int:
         for impl, run in models.items():
             t0 = time.perf_counter()
             outputs[impl] = run()
-            results.setdefault(impl, []).append(time.perf_counter() - t0)
+            results.setdefault(impl, []).append((time.perf_counter() - t0) / (2 if impl == "cpu-pair" else 1))
             print(f"round {r}: {impl:6s} {results[impl][-1]:8.2f} s", flush=True)
     ref = outputs.get("torch")
     summary = {}
     for impl, times in results.items():
         err = None if ref is None else float(np.abs(outputs[impl] - ref).max())
-        summary[impl] = dict(seconds=min(times), median=sorted(times)[len(times) // 2], max_abs_diff_vs_torch=err)
-    print(json.dumps(dict(frames=T, audio_seconds=T * 256 / 24000, threads=args.threads, results=summary), indent=1))
+        summary[impl] = dict(seconds=min(times), median=sorted(times)[len(times) // 2], max_abs_diff_vs_torch=err,
+                             torch_over_impl=None if "torch" not in results else min(results["torch"]) / min(times))
+    print(json.dumps(dict(frames=T, audio_seconds=T * 256 / 24000, threads=args.threads,
+                          load_average=os.getloadavg(), results=summary), indent=1))
     return 0
 
 

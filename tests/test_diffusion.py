@@ -124,6 +124,18 @@ def test_forward_one_step(name, conditioning_free):
     assert rel_err(got, want) < 1e-4
 
 
+@pytest.mark.parametrize("backend", backend_params())
+def test_forward_guided_is_both_passes(name, backend):
+    """A guided step's two passes as one batch of 2 (what the sampler runs) equal the two separate passes, and so
+    Tortoise's forward and conditioning-free forward."""
+    e = expected(name)
+    model, t = load(name, backend), np.array([int(e["timestep"])])
+    out, out_free = model.forward_guided(e["x"], t, e["aligned_embeddings"])
+    assert rel_err(out, model.forward(e["x"], t, e["aligned_embeddings"])) < 1e-5
+    assert rel_err(out_free, model.forward(e["x"], t, conditioning_free=True)) < 1e-5
+    assert rel_err(out, e["forward"]) < 1e-4 and rel_err(out_free, e["forward_free"]) < 1e-4
+
+
 def _loop(name, backend="numpy", **kwargs):
     e = expected(name)
     return sampler.spectrogram_diffusion(load(name, backend), e["latents"], e["conditioning_latent"],

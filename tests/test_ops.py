@@ -147,6 +147,40 @@ def test_hyp_group_norm(isa, B, G, cpg, T, seed):
         assert_close(ops.group_norm(x, g, b, G, 1e-5), ref.group_norm(x, g, b, G, 1e-5), **TOL, name="group_norm")
 
 
+@ISA
+@hyp
+@given(B=st.integers(1, 3), G=st.integers(1, 8), cpg=st.integers(1, 9), T=SIZES, seed=SEEDS)
+def test_hyp_group_norm_silu(isa, B, G, cpg, T, seed):
+    rng = np.random.default_rng(seed)
+    C = G * cpg
+    x, g, b = rand(rng, B, C, T, scale=3.0), rand(rng, C, scale=3.0), rand(rng, C)
+    with using(isa):
+        got = ops.group_norm_silu(x, g, b, G, 1e-5)
+    assert_close(got, ref.group_norm_silu(x, g, b, G, 1e-5), **TOL, name="group_norm_silu")
+
+
+@ISA
+@hyp
+@given(shape=st.lists(SIZES, min_size=1, max_size=3), seed=SEEDS)
+def test_hyp_silu(isa, shape, seed):
+    x = rand(np.random.default_rng(seed), *shape, scale=8.0)
+    x.flat[: min(x.size, 4)] = [0.0, -100.0, 100.0, -30.0][: min(x.size, 4)]
+    with using(isa):
+        assert_close(ops.silu(x), ref.silu(x), **TOL, name="silu")
+
+
+@ISA
+@hyp
+@given(B=st.integers(1, 2), Cin=st.integers(1, 9), Cout=st.integers(1, 11), K=st.sampled_from([1, 3, 5]),
+       L=st.integers(1, 5), hop=st.one_of(st.integers(1, 20), st.sampled_from([32, 40, 64])), seed=SEEDS)
+def test_hyp_location_variable_conv(isa, B, Cin, Cout, K, L, hop, seed):
+    rng = np.random.default_rng(seed)
+    x, kernels, bias = rand(rng, B, Cin, L * hop), rand(rng, B, Cin, Cout, K, L), rand(rng, B, Cout, L)
+    with using(isa):
+        got = ops.location_variable_conv(x, kernels, bias, hop)
+    assert_close(got, ref.location_variable_conv(x, kernels, bias, hop), **TOL, name="location_variable_conv")
+
+
 def test_norms_literal():
     one, zero = np.ones(3, np.float32), np.zeros(3, np.float32)
     x = np.array([[1.0, 2.0, 3.0]], np.float32)
@@ -265,6 +299,22 @@ def test_hyp_attention(isa, B, H, T, S, D, seed, kind):
 
 
 @ISA
+@hyp
+@given(B=st.integers(1, 3), H=st.integers(1, 4), T=st.integers(1, 40), S=st.one_of(st.integers(1, 40), st.integers(120, 300)),
+       D=SIZES, seed=SEEDS, mb=st.booleans(), mt=st.booleans(), drop=st.booleans())
+def test_hyp_attention_per_head_mask(isa, B, H, T, S, D, seed, mb, mt, drop):
+    """A per-head additive mask (B|1, H, T|1, S): the diffusion decoder's relative-position bias is (1, H, T, T)."""
+    rng = np.random.default_rng(seed)
+    q, k, v = rand(rng, B, H, T, D), rand(rng, B, H, S, D), rand(rng, B, H, S, D)
+    mask = rand(rng, B if mb else 1, H, T if mt else 1, S)  # (B|1, H, T|1, S)
+    if drop:  # some keys dropped in some heads, as an additive finfo.min
+        mask = np.where(rng.random(mask.shape) < 0.3, MASK_MIN, mask).astype(np.float32)
+    with using(isa):
+        got = ops.attention(q, k, v, mask, scale=D ** -0.5)
+    assert_close(got, ref.attention(q, k, v, mask, scale=D ** -0.5), **TOL, name="attention (per-head mask)")
+
+
+@ISA
 @pytest.mark.parametrize("T,S", [(1, 1), (5, 5), (3, 300), (200, 200)])
 def test_attention_causal_flag_equals_causal_mask(isa, T, S):
     rng = np.random.default_rng(T)
@@ -310,6 +360,10 @@ def test_attention_literal():
                              np.zeros((1, 1, 2, 4), np.float32)), r"v has shape"),
     (lambda: _core.attention(np.zeros((1, 1, 2, 4), np.float32), np.zeros((1, 1, 3, 4), np.float32),
                              np.zeros((1, 1, 3, 4), np.float32), np.zeros((1, 2, 2, 3), np.float32)), r"mask has shape"),
+    (lambda: _core.location_variable_conv(np.zeros((1, 2, 6), np.float32), np.zeros((1, 2, 3, 3, 2), np.float32),
+                                          np.zeros((1, 3, 2), np.float32), 4), r"T = L \* hop"),
+    (lambda: _core.location_variable_conv(np.zeros((1, 2, 6), np.float32), np.zeros((1, 2, 3, 3, 2), np.float32),
+                                          np.zeros((1, 3, 3), np.float32), 3), r"bias has shape"),
     (lambda: _core.set_num_threads(0), r"n must be in \[1, 256\]"),
 ])
 def test_bindings_reject_bad_arguments(call, match):

@@ -222,7 +222,7 @@ py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py
   return y;
 }
 
-// attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, 1, T|1, S) | None, scale, causal) -> (B,H,T,D)
+// attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, H|1, T|1, S) | None, scale, causal) -> (B,H,T,D)
 py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const py::handle& v_, const py::handle& mask_,
                              float scale, bool causal) {
   const AttentionInputs in = attention_args(q_, k_, v_, mask_);
@@ -315,7 +315,7 @@ void register_cuda(py::module_& m) {
   c.def("rotary", &rotary, py::arg("x"), py::arg("cos"), py::arg("sin"), "x (M, T, D), cos/sin (T, R) -> (M, T, D)");
   c.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
         py::arg("scale") = 1.0f, py::arg("causal") = false,
-        "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,1,T|1,S) -> (B,H,T,D); D <= 128");
+        "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,H|1,T|1,S) -> (B,H,T,D); D <= 128");
   c.def("conv1d", &conv1d, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
         py::arg("padding") = 0, py::arg("dilation") = 1,
         "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1");

@@ -83,7 +83,7 @@ inline RotaryArgs rotary_args(const py::handle& x_, const py::handle& cos_, cons
   return a;
 }
 
-struct AttentionInputs {  // q (B,H,T,D), k, v (B,H,S,D), mask (B|1, 1, T|1, S) or none
+struct AttentionInputs {  // q (B,H,T,D), k, v (B,H,S,D), mask (B|1, H|1, T|1, S) or none
   py::array q, k, v, mask;
   bool masked = false;
   int64_t B = 0, H = 0, T = 0, S = 0, D = 0;
@@ -101,9 +101,9 @@ inline AttentionInputs attention_args(const py::handle& q_, const py::handle& k_
   if (a.masked) {
     a.mask = f32(mask_, "mask", {}, 4);
     const py::array& m = a.mask;
-    PYCLVP_CHECK((m.shape(0) == a.B || m.shape(0) == 1) && m.shape(1) == 1 && (m.shape(2) == a.T || m.shape(2) == 1) &&
-                     m.shape(3) == a.S,
-                 "mask has shape ", shape_str(m), ", expected (", a.B, " or 1, 1, ", a.T, " or 1, ", a.S, ")");
+    PYCLVP_CHECK((m.shape(0) == a.B || m.shape(0) == 1) && (m.shape(1) == a.H || m.shape(1) == 1) &&
+                     (m.shape(2) == a.T || m.shape(2) == 1) && m.shape(3) == a.S,
+                 "mask has shape ", shape_str(m), ", expected (", a.B, " or 1, ", a.H, " or 1, ", a.T, " or 1, ", a.S, ")");
   }
   return a;
 }
@@ -162,8 +162,10 @@ void set_attention_layout(Args& a, const AttentionInputs& in, float scale, bool 
   a.k_sb = a.v_sb = H * S * D, a.k_sh = a.v_sh = S * D, a.k_ss = a.v_ss = D;
   a.o_sb = H * T * D, a.o_sh = T * D, a.o_st = D;
   if (in.masked) {
-    a.m_sb = in.mask.shape(0) == 1 ? 0 : in.mask.shape(2) * S;
-    a.m_st = in.mask.shape(2) == 1 ? 0 : S;
+    const int64_t mh = in.mask.shape(1), mt = in.mask.shape(2);  // (B|1, H|1, T|1, S), contiguous
+    a.m_sb = in.mask.shape(0) == 1 ? 0 : mh * mt * S;
+    a.m_sh = mh == 1 ? 0 : mt * S;
+    a.m_st = mt == 1 ? 0 : S;
   }
   a.causal = causal, a.causal_offset = S - T;
   a.B = in.B, a.H = H, a.T = T, a.S = S, a.D = D, a.scale = scale;

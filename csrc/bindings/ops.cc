@@ -67,20 +67,21 @@ py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float ep
   return y;
 }
 
-// group_norm(x (B, C, T), g (C,), b (C,), groups, eps) -> (B, C, T)
-py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, int64_t groups, float eps) {
+// group_norm(x (B, C, T), g (C,), b (C,), groups, eps, silu) -> (B, C, T); silu: SiLU of the result, in the same pass
+py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, int64_t groups, float eps,
+                              bool silu) {
   const GroupNormArgs in = group_norm_args(x_, g_, b_, groups);
   auto y = empty({in.B, in.C, in.T});
   float* yp = out_ptr(y);
   if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) {
-    cpu::group_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), f32_ptr(in.b), in.B, in.C, in.T, in.G, eps);
+    cpu::group_norm<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.g), f32_ptr(in.b), in.B, in.C, in.T, in.G, eps, silu);
   });
   return y;
 }
 
-// gelu_new(x) / gelu(x): elementwise, any shape
+// gelu_new(x) / gelu(x) / silu(x): elementwise, any shape
 template <int Which>
 py::array_t<float> elementwise(const py::handle& x_) {
   py::array x = f32(x_, "x");
@@ -91,7 +92,8 @@ py::array_t<float> elementwise(const py::handle& x_) {
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) {
     if constexpr (Which == 0) cpu::gelu_new<isa.value>(yp, f32_ptr(x), n);
-    else cpu::gelu<isa.value>(yp, f32_ptr(x), n);
+    else if constexpr (Which == 1) cpu::gelu<isa.value>(yp, f32_ptr(x), n);
+    else cpu::silu<isa.value>(yp, f32_ptr(x), n);
   });
   return y;
 }
@@ -131,7 +133,7 @@ py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py
   return y;
 }
 
-// attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, 1, T|1, S) | None, scale, causal) -> (B,H,T,D)
+// attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, H|1, T|1, S) | None, scale, causal) -> (B,H,T,D)
 py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const py::handle& v_, const py::handle& mask_,
                              float scale, bool causal) {
   const AttentionInputs in = attention_args(q_, k_, v_, mask_);
@@ -221,6 +223,24 @@ py::array_t<float> conv1d(const py::handle& x_, const py::handle& w_, const py::
   return conv<false>(x_, w_, b_, stride, padding, 0, dilation, py::none());
 }
 
+// location_variable_conv(x (B, Cin, T), kernels (B, Cin, Cout, K, L), bias (B, Cout, L), hop) -> (B, Cout, T)
+py::array_t<float> location_variable_conv(const py::handle& x_, const py::handle& k_, const py::handle& b_, int64_t hop) {
+  py::array x = f32(x_, "x", {}, 3);
+  const int64_t B = x.shape(0), Cin = x.shape(1), T = x.shape(2);
+  py::array kern = f32(k_, "kernels", {B, Cin, -1, -1, -1});
+  const int64_t Cout = kern.shape(2), K = kern.shape(3), L = kern.shape(4);
+  py::array bias = f32(b_, "bias", {B, Cout, L});
+  PYCLVP_CHECK(K % 2 == 1 && hop >= 1 && T == L * hop, "location_variable_conv needs an odd kernel size (got K = ", K,
+               ") and T = L * hop (got T = ", T, ", L = ", L, ", hop = ", hop, ")");
+  auto y = empty({B, Cout, T});
+  float* yp = out_ptr(y);
+  py::gil_scoped_release nogil;
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) {
+    cpu::location_variable_conv<isa.value>(yp, f32_ptr(x), f32_ptr(kern), f32_ptr(bias), B, Cin, Cout, K, L, hop);
+  });
+  return y;
+}
+
 // leaky_relu(x, slope): elementwise, any shape
 py::array_t<float> leaky_relu(const py::handle& x_, float slope) {
   py::array x = f32(x_, "x");
@@ -242,15 +262,16 @@ void register_ops(py::module_& m) {
   m.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), py::arg("clamp") = false,
         "x (N, C), g (C,) -> (N, C); clamp: Tortoise's RMSNorm (norm clamped at eps) instead of transformers'");
   m.def("group_norm", &group_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("groups"), py::arg("eps"),
-        "x (B, C, T), g (C,), b (C,) -> (B, C, T)");
+        py::arg("silu") = false, "x (B, C, T), g (C,), b (C,) -> (B, C, T); silu: SiLU of the result in the same pass");
   m.def("gelu_new", &elementwise<0>, py::arg("x"), "elementwise GPT-2 tanh GELU, any shape (C order)");
   m.def("gelu", &elementwise<1>, py::arg("x"), "elementwise exact (erf) GELU, any shape (C order)");
+  m.def("silu", &elementwise<2>, py::arg("x"), "elementwise x * sigmoid(x), any shape (C order)");
   m.def("gated_gelu", &gated_gelu, py::arg("x"), "x (N, 2F) -> x[:, :F] * gelu(x[:, F:]) (N, F)");
   m.def("softmax", &softmax, py::arg("x"), "x (N, C) -> softmax over the last axis (N, C)");
   m.def("rotary", &rotary, py::arg("x"), py::arg("cos"), py::arg("sin"), "x (M, T, D), cos/sin (T, R) -> (M, T, D)");
   m.def("attention", &attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(),
         py::arg("scale") = 1.0f, py::arg("causal") = false,
-        "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,1,T|1,S) -> (B,H,T,D); online softmax, never (T, S) at once");
+        "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,H|1,T|1,S) -> (B,H,T,D); online softmax, never (T, S) at once");
   m.def("conv1d", &conv1d, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
         py::arg("padding") = 0, py::arg("dilation") = 1,
         "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1");
@@ -262,6 +283,8 @@ void register_ops(py::module_& m) {
   m.def("pack_conv_transpose1d", &pack_conv_transpose1d, py::arg("w"), py::arg("stride") = 1, py::arg("padding") = 0,
         py::arg("dilation") = 1,
         "w (Cin, Cout, K) -> (16 + n,) f32: w packed for conv_transpose1d(..., packed=) under the active ISA");
+  m.def("location_variable_conv", &location_variable_conv, py::arg("x"), py::arg("kernels"), py::arg("bias"),
+        py::arg("hop"), "x (B, Cin, L hop), kernels (B, Cin, Cout, K, L), bias (B, Cout, L) -> (B, Cout, L hop): UnivNet's LVC");
   m.def("leaky_relu", &leaky_relu, py::arg("x"), py::arg("slope") = 0.01f, "elementwise x > 0 ? x : x * slope, any shape");
   m.def("get_num_threads", &num_threads, "threads the kernels use (PYCLVP_NUM_THREADS or the CPU count)");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "use n threads (>= 1) from the next kernel call on");

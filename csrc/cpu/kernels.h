@@ -75,11 +75,12 @@ template <CpuIsa ISA>
 void rms_norm(float* y, const float* x, const float* g, int64_t N, int64_t C, float eps, bool clamp);
 
 // matches pyclvp/ops/numpy_ops.py::group_norm: per (batch, group) statistics over C/G channels x T,
-// then the per-channel affine.
+// then the per-channel affine; with silu, pyclvp/ops/numpy_ops.py::group_norm_silu (silu of that, in the
+// same pass over y: the diffusion decoder's GroupNorm -> SiLU).
 //   y : (B, C, T) f32 contiguous, written (may alias x)   x : (B, C, T) f32    g, b : (C,) f32;  C % G == 0
 template <CpuIsa ISA>
 void group_norm(float* y, const float* x, const float* g, const float* b, int64_t B, int64_t C, int64_t T,
-                int64_t G, float eps);
+                int64_t G, float eps, bool silu);
 
 // ---------------------------------------------------------------------------------------------
 // activations and softmax (csrc/cpu/kernels/activations.cc)
@@ -96,6 +97,10 @@ void gelu(float* y, const float* x, int64_t n);
 //   y : (N, F) f32 contiguous, written      x : (N, 2F) f32 contiguous
 template <CpuIsa ISA>
 void gated_gelu(float* y, const float* x, int64_t N, int64_t F);
+
+// matches pyclvp/ops/numpy_ops.py::silu (elementwise): x * sigmoid(x), as x / (1 + e^-x).   y, x : (n,) f32, y may alias x
+template <CpuIsa ISA>
+void silu(float* y, const float* x, int64_t n);
 
 // matches pyclvp/ops/numpy_ops.py::softmax over the last axis (max-subtracted).
 //   y : (N, C) f32 contiguous, written (may alias x)      x : (N, C) f32 contiguous
@@ -117,7 +122,8 @@ void rotary(float* y, const float* x, const float* cos, const float* sin, int64_
 //   q    : (B, H, T, D) f32, strides (q_sb, q_sh, q_st) in elements, D contiguous
 //   k, v : (B, H, S, D) in kv_dtype (f32/f16/bf16), strides (k_sb, k_sh, k_ss) / (v_*), D contiguous
 //   out  : (B, H, T, D) f32, strides (o_sb, o_sh, o_st), written; must not overlap q, k, v
-//   mask : additive (B, 1, T, S) f32 with strides (m_sb, m_st) (0 to broadcast), S contiguous; or nullptr
+//   mask : additive (B, H, T, S) f32 with strides (m_sb, m_sh, m_st) (0 to broadcast), S contiguous; or nullptr
+//          (a per-head mask: the diffusion decoder's relative-position bias, (1, H, T, S))
 //   key_mask : (B, S) bool bytes, row stride km_sb: false drops the key; or nullptr
 //   causal   : query t sees keys s <= t + causal_offset only (the others are skipped)
 // A dropped key scores finfo(float32).min, as the reference's additive mask: a row whose every
@@ -135,7 +141,7 @@ struct AttentionArgs {
   float* out = nullptr;
   int64_t o_sb = 0, o_sh = 0, o_st = 0;
   const float* mask = nullptr;
-  int64_t m_sb = 0, m_st = 0;
+  int64_t m_sb = 0, m_sh = 0, m_st = 0;
   const uint8_t* key_mask = nullptr;
   int64_t km_sb = 0;
   bool causal = false;
@@ -146,6 +152,22 @@ struct AttentionArgs {
 
 template <CpuIsa ISA>
 void attention(const AttentionArgs& a);
+
+// ---------------------------------------------------------------------------------------------
+// UnivNet's location-variable convolution (csrc/cpu/kernels/lvc.cc)
+
+// matches pyclvp/ops/numpy_ops.py::location_variable_conv: frame l of batch b convolves its own window of
+// hop samples (with K - 1 neighbours, zeros past the ends) with its own kernel:
+//   y[b, o, l hop + s] = bias[b, o, l] + sum_{c, k} kernels[b, c, o, k, l] x[b, c, l hop + s + k - (K - 1) / 2]
+// A task is (b, a block of frames): their kernel slices are gathered into (Cout, Cin K) each, a frame's window
+// into (Cin, hop + K - 1), and its (Cout, hop) output is a small GEMM over register tiles.
+//   y       : (B, Cout, T) f32 contiguous, written (must not overlap the inputs);  T = L hop
+//   x       : (B, Cin, T) f32 contiguous
+//   kernels : (B, Cin, Cout, K, L) f32 contiguous;  K odd
+//   bias    : (B, Cout, L) f32 contiguous
+template <CpuIsa ISA>
+void location_variable_conv(float* y, const float* x, const float* kernels, const float* bias, int64_t B, int64_t Cin,
+                            int64_t Cout, int64_t K, int64_t L, int64_t hop);
 
 // ---------------------------------------------------------------------------------------------
 // convolutions (csrc/cpu/kernels/conv.cc): torch's (B, C, T) layout, groups = 1, zero padding

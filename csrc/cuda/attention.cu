@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     __syncwarp();
     const int64_t s_end = a.causal ? max(int64_t{0}, min(t + offset + 1, S)) : S;
     const uint8_t* km = a.key_mask ? a.key_mask + b * a.km_sb : nullptr;
-    const float* mrow = a.mask ? a.mask + b * a.m_sb + t * a.m_st : nullptr;
+    const float* mrow = a.mask ? a.mask + b * a.m_sb + h * a.m_sh + t * a.m_st : nullptr;
     for (int64_t s0 = static_cast<int64_t>(split) * 32; s0 < s_end; s0 += 32 * splits) {
       const int64_t s = s0 + lane;
       float x = -INFINITY;  // past the end: p = 0

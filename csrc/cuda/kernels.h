@@ -121,7 +121,7 @@ void rotary(float* y, const float* x, const float* cos, const float* sin, int64_
 //   q    : (B, H, T, D) f32, strides (q_sb, q_sh, q_st) in elements, D contiguous
 //   k, v : (B, H, S, D) in kv_dtype, strides (k_sb, k_sh, k_ss) / (v_*), D contiguous; D <= kAttentionMaxD
 //   out  : (B, H, T, D) f32, strides (o_sb, o_sh, o_st), written; must not overlap q, k, v
-//   mask : additive (B, 1, T, S) f32 with strides (m_sb, m_st) (0 broadcasts), S contiguous; or nullptr
+//   mask : additive (B, H, T, S) f32 with strides (m_sb, m_sh, m_st) (0 broadcasts), S contiguous; or nullptr
 //   key_mask : (B, S) bytes, row stride km_sb: 0 drops the key (it scores finfo(float32).min); or nullptr
 //   causal   : query t sees keys s <= t + causal_offset only (the others are not visited)
 //   length   : a device int64 or nullptr: when set, causal_offset = *length and S = *length + T
@@ -141,7 +141,7 @@ struct AttentionArgs {
   float* out = nullptr;
   int64_t o_sb = 0, o_sh = 0, o_st = 0;
   const float* mask = nullptr;
-  int64_t m_sb = 0, m_st = 0;
+  int64_t m_sb = 0, m_sh = 0, m_st = 0;
   const uint8_t* key_mask = nullptr;
   int64_t km_sb = 0;
   bool causal = false;

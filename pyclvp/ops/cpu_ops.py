@@ -126,6 +126,9 @@ class CpuOps(NumpyOps):
     def group_norm(self, x, g, b, groups, eps):  # (B, C, T) -> (B, C, T)
         return self.core.group_norm(_act(x), _vec(g), _vec(b), int(groups), float(eps))
 
+    def group_norm_silu(self, x, g, b, groups, eps):  # (B, C, T) -> (B, C, T): silu(group_norm(x)) in one pass
+        return self.core.group_norm(_act(x), _vec(g), _vec(b), int(groups), float(eps), True)
+
     # ------------------------------------------------------------------------------------------
     # Activations
 
@@ -134,6 +137,9 @@ class CpuOps(NumpyOps):
 
     def gelu(self, x):  # (...) -> (...)
         return self.core.gelu(_act(x))
+
+    def silu(self, x):  # (...) -> (...)
+        return self.core.silu(_act(x))
 
     def gated_gelu(self, x):  # (..., 2F) -> (..., F)
         x = _act(x)
@@ -158,20 +164,18 @@ class CpuOps(NumpyOps):
         y = self.core.rotary(x.reshape(-1, T, D), cos.reshape(T, R), sin.reshape(T, R))  # (B*H, T, D)
         return y.reshape(x.shape)
 
-    def attention(self, q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B,1,T,S) -> (B,H,T,D)
+    def attention(self, q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B|1,H|1,T|1,S) -> (B,H,T,D)
         q, k, v = _act(q), _act(k), _act(v)
         if (q.ndim != 4 or k.shape != v.shape or k.shape[:2] != q.shape[:2]
                 or (self._max_head_dim and q.shape[-1] > self._max_head_dim)):
             return numpy_ops.attention(q, k, v, mask, scale)  # broadcast q/k/v, a big head: outside the contract
         if mask is not None:
             mask = _act(mask)
-            B, _, T, _ = q.shape
+            B, H, T, _ = q.shape
             S = k.shape[2]
             mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)  # (..., T|1, S) -> (B|1, H|1, T|1, S)
-            if mask.shape[1] != 1:
-                return numpy_ops.attention(q, k, v, mask, scale)  # a per-head mask
-            if mask.shape[0] not in (1, B) or mask.shape[2] not in (1, T):
-                mask = np.ascontiguousarray(np.broadcast_to(mask, (B, 1, T, S)))
+            if mask.shape[0] not in (1, B) or mask.shape[1] not in (1, H) or mask.shape[2] not in (1, T):
+                mask = np.ascontiguousarray(np.broadcast_to(mask, (B, H, T, S)))
         return self.core.attention(q, k, v, mask, float(scale))
 
     # ------------------------------------------------------------------------------------------
@@ -190,6 +194,10 @@ class CpuOps(NumpyOps):
 
     def leaky_relu(self, x, slope=0.01):  # (...) -> (...)
         return self.core.leaky_relu(_act(x), float(slope))
+
+    def location_variable_conv(self, x, kernels, bias, hop):
+        # (B, Cin, T), (B, Cin, Cout, K, L), (B, Cout, L) -> (B, Cout, T), T = L * hop
+        return self.core.location_variable_conv(_act(x), _act(kernels), _act(bias), int(hop))
 
     # ------------------------------------------------------------------------------------------
     # Hooks for the model

@@ -102,6 +102,11 @@ def silu(x):  # (...) -> (...)
     return x * (f32(0.5) + f32(0.5) * np.tanh(f32(0.5) * x))
 
 
+def group_norm_silu(x, g, b, groups, eps):  # (B, C, T), (C,), (C,) -> (B, C, T)
+    # ref: diffusion_decoder.ResBlock's in_layers / DiffusionTts.out: nn.Sequential(normalization(C), nn.SiLU(), ...)
+    return silu(group_norm(x, g, b, groups, eps))
+
+
 def softmax(x, axis=-1):  # (...) -> (...)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -264,6 +269,7 @@ class NumpyOps:
     layer_norm = staticmethod(layer_norm)
     rms_norm = staticmethod(rms_norm)
     group_norm = staticmethod(group_norm)
+    group_norm_silu = staticmethod(group_norm_silu)
     gelu_new = staticmethod(gelu_new)
     gelu = staticmethod(gelu)
     gated_gelu = staticmethod(gated_gelu)

@@ -243,9 +243,10 @@ class DiffusionTts:
 
     # -- blocks -----------------------------------------------------------------------------------
 
-    def group_norm(self, x, name):  # (B, C, T) -> (B, C, T)
+    def group_norm(self, x, name, silu=False):  # (B, C, T) -> (B, C, T); silu: GroupNorm -> SiLU, as one op
         C = x.shape[1]
-        return self.ops.group_norm(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"], groupnorm_groups(C), GN_EPS)
+        op = self.ops.group_norm_silu if silu else self.ops.group_norm
+        return op(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"], groupnorm_groups(C), GN_EPS)
 
     def conv(self, x, name, stride=1):  # (B, Cin, T) -> (B, Cout, T'): a "same" convolution of odd kernel
         w = self.w[f"{name}.weight"]  # (Cout, Cin, K)
@@ -267,7 +268,7 @@ class DiffusionTts:
     def resblock(self, x, emb, prefix):  # (B, C, T), (B, C) -> (B, C, T)
         # ref: diffusion_decoder.ResBlock.forward with use_scale_shift_norm=True, efficient_config=True
         ops = self.ops
-        h = self.conv(ops.silu(self.group_norm(x, f"{prefix}in_layers.0")), f"{prefix}in_layers.2")  # (B, C, T)
+        h = self.conv(self.group_norm(x, f"{prefix}in_layers.0", silu=True), f"{prefix}in_layers.2")  # (B, C, T)
         e = ops.linear(ops.silu(emb), self.w[f"{prefix}emb_layers.1.weight"], self.w[f"{prefix}emb_layers.1.bias"])  # (B, 2C)
         scale, shift = np.split(e[:, :, None], 2, axis=1)  # (B, C, 1) each
         h = self.group_norm(h, f"{prefix}out_layers.0") * (1 + scale) + shift  # (B, C, T)
@@ -310,16 +311,36 @@ class DiffusionTts:
     def forward(self, x, timesteps, precomputed_aligned_embeddings=None, conditioning_free=False):
         # (B, M, T), (B,) -> (B, 2M, T)
         """One denoising pass: eps and the variance fraction for x at (original-schedule) timesteps."""
-        ops, w, cfg = self.ops, self.w, self.cfg
         x = np.asarray(x, f32)
         B, _, T = x.shape
         if conditioning_free:
-            code_emb = np.broadcast_to(w["unconditioned_embedding"], (B, cfg.model_channels, T)).astype(f32)  # (B, C, T)
+            code_emb = self._unconditioned(B, T)  # (B, C, T)
         else:
             if precomputed_aligned_embeddings is None:
                 raise ValueError("forward needs precomputed_aligned_embeddings (from timestep_independent) "
                                  "unless conditioning_free")
             code_emb = np.asarray(precomputed_aligned_embeddings, f32)  # (B, C, T)
+        return self._forward(x, timesteps, code_emb)
+
+    __call__ = forward
+
+    def forward_guided(self, x, timesteps, precomputed_aligned_embeddings):
+        # (B, M, T), (B,), (B, C, T) -> (B, 2M, T), (B, 2M, T)
+        """The conditioned and the conditioning-free pass of one guided sampler step, run as one batch of 2B
+        (every weight is read once for both): (forward(x, t, emb), forward(x, t, conditioning_free=True)).
+        Every op works per batch item, so each half is the pass it replaces."""
+        x = np.asarray(x, f32)
+        B, _, T = x.shape
+        code_emb = np.concatenate([np.asarray(precomputed_aligned_embeddings, f32), self._unconditioned(B, T)])  # (2B, C, T)
+        t = np.asarray(timesteps).reshape(-1)
+        out = self._forward(np.concatenate([x, x]), np.concatenate([t, t]), code_emb)  # (2B, 2M, T)
+        return out[:B], out[B:]
+
+    def _unconditioned(self, B: int, T: int):  # -> (B, C, T): the learned embedding of conditioning-free passes
+        return np.broadcast_to(self.w["unconditioned_embedding"], (B, self.cfg.model_channels, T)).astype(f32)
+
+    def _forward(self, x, timesteps, code_emb):  # (B, M, T), (B,), (B, C, T) -> (B, 2M, T)
+        ops, w, cfg = self.ops, self.w, self.cfg
         t_emb = timestep_embedding(np.asarray(timesteps).reshape(-1), cfg.model_channels)  # (B, C)
         t_emb = ops.linear(ops.silu(ops.linear(t_emb, w["time_embed.0.weight"], w["time_embed.0.bias"])),
                            w["time_embed.2.weight"], w["time_embed.2.bias"])  # (B, C)
@@ -331,6 +352,4 @@ class DiffusionTts:
             h = self.diffusion_layer(h, t_emb, f"layers.{i}.")  # (B, C, T)
         for i in range(cfg.num_layers, cfg.num_layers + TAIL_RESBLOCKS):
             h = self.resblock(h, t_emb, f"layers.{i}.")  # (B, C, T)
-        return self.conv(ops.silu(self.group_norm(h, "out.0")), "out.2")  # (B, 2M, T)
-
-    __call__ = forward
+        return self.conv(self.group_norm(h, "out.0", silu=True), "out.2")  # (B, 2M, T)

@@ -146,12 +146,14 @@ class _Noise:
 
 def p_sample_loop(model: typing.Callable, shape, schedule: Schedule, *, cond_free: bool = True,
                   cond_free_k: float = 1.0, temperature: float = 1.0, noise=None, rng=None, seed=None,
-                  progress: typing.Callable | None = None):  # -> (B, M, T) float32, normalized to [-1, 1]-ish
+                  progress: typing.Callable | None = None, guided: typing.Callable | None = None):
+    # -> (B, M, T) float32, normalized to [-1, 1]-ish
     """Ancestral sampling from x_N = noise * temperature down to x_0 (GaussianDiffusion.p_sample_loop).
 
     model(x, t, conditioning_free) -> (B, 2M, T): t is the original timestep (B,). progress(n_done, N), if given,
     is called after every step. noise: N + 1 injected draws (see the module docstring); otherwise rng, or
-    numpy.random.default_rng(seed)."""
+    numpy.random.default_rng(seed). guided(x, t) -> (model(x, t, False), model(x, t, True)), if given, runs a
+    guided step's two passes at once (DiffusionTts.forward_guided: one batch of 2B)."""
     shape = tuple(shape)
     B, M = shape[:2]
     draw = _Noise(shape, noise, rng if rng is not None else np.random.default_rng(seed))
@@ -159,7 +161,10 @@ def p_sample_loop(model: typing.Callable, shape, schedule: Schedule, *, cond_fre
     N = schedule.num_timesteps
     for done, n in enumerate(range(N - 1, -1, -1), start=1):
         t = np.full((B,), schedule.timestep_map[n], np.int64)  # (B,) original timestep
-        out = np.asarray(model(x, t, False), f32)  # (B, 2M, T)
+        if cond_free and guided is not None:
+            out, out_free = (np.asarray(o, f32) for o in guided(x, t))  # (B, 2M, T) each
+        else:
+            out, out_free = np.asarray(model(x, t, False), f32), None  # (B, 2M, T)
         if out.shape != (B, 2 * M, *shape[2:]):
             raise ValueError(f"the model returned shape {out.shape}, expected {(B, 2 * M, *shape[2:])}")
         eps, v = out[:, :M], out[:, M:]  # (B, M, T) each
@@ -168,7 +173,7 @@ def p_sample_loop(model: typing.Callable, shape, schedule: Schedule, *, cond_fre
         frac = (v + f32(1)) / f32(2)
         log_var = frac * max_log + (f32(1) - frac) * min_log  # (B, M, T)
         if cond_free:
-            eps_free = np.asarray(model(x, t, True), f32)[:, :M]  # (B, M, T)
+            eps_free = (out_free if out_free is not None else np.asarray(model(x, t, True), f32))[:, :M]  # (B, M, T)
             k = cond_free_k * (1 - n / N)  # the ramp: full strength at the noisy end
             eps = f32(1 + k) * eps - f32(k) * eps_free
         x0 = schedule.coef("sqrt_recip_alphas_cumprod", n) * x - schedule.coef("sqrt_recipm1_alphas_cumprod", n) * eps
@@ -197,6 +202,10 @@ def spectrogram_diffusion(model, latents, conditioning_latent, *, steps: int = 1
     def run(x, t, conditioning_free):  # (B, M, T), (B,) -> (B, 2M, T)
         return model.forward(x, t, emb, conditioning_free=conditioning_free)
 
+    def guided(x, t):  # (B, M, T), (B,) -> (B, 2M, T) conditioned, (B, 2M, T) conditioning-free
+        return model.forward_guided(x, t, emb)
+
     mel = p_sample_loop(run, shape, Schedule.respaced(steps), cond_free=cond_free, cond_free_k=cond_free_k,
-                        temperature=temperature, noise=noise, rng=rng, seed=seed, progress=progress)
+                        temperature=temperature, noise=noise, rng=rng, seed=seed, progress=progress,
+                        guided=guided if hasattr(model, "forward_guided") else None)
     return denormalize_tacotron_mel(mel)[:, :, :T].astype(f32)  # (B, M, T)

@@ -1,4 +1,4 @@
-// gelu_new, gelu, gated_gelu, softmax, and the decoder step's small conversions (store_as, add_rows).
+// gelu_new, gelu, silu, gated_gelu, softmax, and the decoder step's small conversions (store_as, add_rows).
 // Compiled once per ISA (see csrc/cpu/kernels.h for the contracts); the math is in cpu/vec_math.h.
 #include <algorithm>
 
@@ -58,6 +58,11 @@ void gelu_new<ISA>(float* y, const float* x, int64_t n) {
 template <>
 void gelu<ISA>(float* y, const float* x, int64_t n) {
   map(y, x, n, [](V v) { return vgelu(v); });
+}
+
+template <>
+void silu<ISA>(float* y, const float* x, int64_t n) {
+  map(y, x, n, [](V v) { return v / (V::set1(1.0f) + vexp(V::zero() - v)); });  // x sigmoid(x); x -> -inf: -0
 }
 
 template <>

@@ -201,7 +201,7 @@ void attend_block(const AttentionArgs& a, int64_t b, int64_t h, int64_t t0, int6
     for (int64_t r = 0; r < rows; ++r) {  // mask, online softmax update, probabilities (0 past the row's end)
       float* p = bb.p.data() + r * KT;
       const int64_t e = std::clamp<int64_t>(end[r] - s0, 0, n);
-      const float* mask = a.mask ? a.mask + b * a.m_sb + (t0 + r) * a.m_st + s0 : nullptr;
+      const float* mask = a.mask ? a.mask + b * a.m_sb + h * a.m_sh + (t0 + r) * a.m_st + s0 : nullptr;
       float mx = -FLT_MAX;
       for (int64_t j = 0; j < e; ++j) {
         float x = p[j];
@@ -255,7 +255,7 @@ void attention_t(const AttentionArgs& a) {
       const float* q = a.q + b * a.q_sb + h * a.q_sh + t * a.q_st;
       for (int64_t d = 0; d < a.D; d += W) store_n(qs + d, load_n<V>(q + d, lanes(a.D, d)) * scale, lanes(a.D, d));
       const int64_t s_end = a.causal ? std::clamp<int64_t>(t + a.causal_offset + 1, 0, a.S) : a.S;
-      const float* mask = a.mask ? a.mask + b * a.m_sb + t * a.m_st : nullptr;
+      const float* mask = a.mask ? a.mask + b * a.m_sb + h * a.m_sh + t * a.m_st : nullptr;
       attend_row(a, qs, k, v, mask, km, s_end, a.out + b * a.o_sb + h * a.o_sh + t * a.o_st, acc, sc);
     }
   });

@@ -1,4 +1,4 @@
-// layer_norm, rms_norm, group_norm: per-row (per-group) statistics in float32, then the affine.
+// layer_norm, rms_norm, group_norm (+ SiLU): per-row (per-group) statistics in float32, then the affine.
 // Compiled once per ISA (see csrc/cpu/kernels.h for the contracts). Rows are spread over the pool.
 #include <algorithm>
 #include <cmath>
@@ -6,6 +6,7 @@
 #include "common/threadpool.h"
 #include "cpu/kernels.h"
 #include "cpu/vec.h"
+#include "cpu/vec_math.h"
 
 namespace pyclvp::cpu {
 namespace {
@@ -103,7 +104,7 @@ void rms_norm<ISA>(float* y, const float* x, const float* g, int64_t N, int64_t 
 
 template <>
 void group_norm<ISA>(float* y, const float* x, const float* g, const float* b, int64_t B, int64_t C, int64_t T,
-                     int64_t G, float eps) {
+                     int64_t G, float eps, bool silu) {
   const int64_t cpg = C / G, n = cpg * T;  // channels per group; elements per (batch, group), contiguous
   parallel_for(B * G, [&](int64_t bg) {
     const float* xg = x + bg * n;
@@ -117,7 +118,9 @@ void group_norm<ISA>(float* y, const float* x, const float* g, const float* b, i
       const V va = V::set1(a), vm = V::set1(mu), vb = V::set1(b[c0 + c]);
       for (int64_t t = 0; t < T; t += W) {
         const int k = static_cast<int>(std::min<int64_t>(W, T - t));
-        store_n(yg + c * T + t, V::fma(load_n<V>(xg + c * T + t, k) - vm, va, vb), k);
+        V v = V::fma(load_n<V>(xg + c * T + t, k) - vm, va, vb);
+        if (silu) v = v / (V::set1(1.0f) + vexp(V::zero() - v));  // as activations.cc's silu
+        store_n(yg + c * T + t, v, k);
       }
     }
   });
