@@ -132,25 +132,19 @@ class TextToSpeech:
         """The CLVP model in `path` and whichever of hifigan/, diffusion/ and univnet/ are beside it."""
         model = ClvpModelForConditionalGeneration.from_pretrained(path, backend=backend)
         width = model.config.decoder_config.hidden_size
-        hifigan = diffusion = univnet = None
-        if (Path(path) / HIFIGAN_FOLDER).is_dir():  # without it, it still ranks; tts() says what is missing
-            folder = _weights_folder(path, HIFIGAN_FOLDER)
-            cfg = HifiganConfig.from_pretrained(folder)
-            if cfg.in_channels != width:
-                raise ValueError(f"{folder}: the HiFi-GAN takes {cfg.in_channels}-wide latents but the decoder's "
-                                 f"are {width} wide")
-            hifigan = Hifigan(load_weights(folder, hifigan_spec(cfg)), cfg, model.ops)
-        if (Path(path) / DIFFUSION_FOLDER).is_dir():
-            folder = _weights_folder(path, DIFFUSION_FOLDER)
-            cfg = DiffusionConfig.from_pretrained(folder)
-            if cfg.in_latent_channels != width:
-                raise ValueError(f"{folder}: the diffusion decoder takes {cfg.in_latent_channels}-wide latents but "
-                                 f"the autoregressive decoder's are {width} wide")
-            diffusion = DiffusionTts(load_weights(folder, diffusion_spec(cfg)), cfg, model.ops)
-        if (Path(path) / UNIVNET_FOLDER).is_dir():
-            folder = _weights_folder(path, UNIVNET_FOLDER)
-            cfg = UnivNetConfig.from_pretrained(folder)
-            univnet = UnivNet(load_weights(folder, univnet_spec(cfg)), cfg, model.ops)
+        decoders = {}  # without one, it still ranks; tts() says what is missing
+        for name, config, spec, make, latent_width in (
+                (HIFIGAN_FOLDER, HifiganConfig, hifigan_spec, Hifigan, lambda c: c.in_channels),
+                (DIFFUSION_FOLDER, DiffusionConfig, diffusion_spec, DiffusionTts, lambda c: c.in_latent_channels),
+                (UNIVNET_FOLDER, UnivNetConfig, univnet_spec, UnivNet, None)):
+            if (Path(path) / name).is_dir():
+                folder = _weights_folder(path, name)
+                cfg = config.from_pretrained(folder)
+                if latent_width is not None and latent_width(cfg) != width:
+                    raise ValueError(f"{folder}: it takes {latent_width(cfg)}-wide latents but the autoregressive "
+                                     f"decoder's are {width} wide")
+                decoders[name] = make(load_weights(folder, spec(cfg)), cfg, model.ops)
+        hifigan, diffusion, univnet = (decoders.get(n) for n in (HIFIGAN_FOLDER, DIFFUSION_FOLDER, UNIVNET_FOLDER))
         if diffusion is not None and univnet is not None and univnet.cfg.n_mel_channels != diffusion.cfg.in_channels:
             raise ValueError(f"{path}: UnivNet takes {univnet.cfg.n_mel_channels} mel bins but the diffusion "
                              f"decoder makes {diffusion.cfg.in_channels}")
