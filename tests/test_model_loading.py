@@ -169,3 +169,14 @@ def test_constructor_checks_weights_too():
     del weights["logit_scale"]
     with pytest.raises(CheckpointError, match="1 missing: logit_scale"):
         ClvpModelForConditionalGeneration(cfg, weights)
+
+
+@pytest.mark.parametrize("shard", ["../elsewhere.safetensors", "/etc/passwd", "sub/model.safetensors", ".."])
+def test_a_safetensors_index_cannot_reach_outside_its_folder(tmp_path, shard):
+    import json
+
+    from pyclvp.io.checkpoints import find_weight_files
+
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"logit_scale": shard}}))
+    with pytest.raises(CheckpointError, match="is not a file name in the folder"):
+        find_weight_files(tmp_path)
