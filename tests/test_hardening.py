@@ -43,9 +43,10 @@ except KeyboardInterrupt:
 
 @pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("op", ["attention", "linear"])
-def test_ctrl_c_stops_a_long_call(op, threads, monkeypatch):
+def test_ctrl_c_stops_a_long_call(op, threads, monkeypatch, tmp_path):
     monkeypatch.setenv("PYCLVP_NUM_THREADS", threads)
-    child = subprocess.Popen([sys.executable, "-c", _LONG_CALL, op], stdout=subprocess.PIPE, text=True)
+    # cwd: away from a source checkout, whose pyclvp/ (no built core) `python -c` would import first
+    child = subprocess.Popen([sys.executable, "-c", _LONG_CALL, op], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     assert child.stdout.readline().strip() == "ready"
     time.sleep(0.5)
     t0 = time.monotonic()
