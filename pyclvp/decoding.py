@@ -344,8 +344,9 @@ class HostPicker:
         self.logits = None
 
     def _pick(self, logits, k, u):  # (rows, V) -> (rows,)
-        bad = np.flatnonzero(~np.isfinite(logits).all(-1))
-        if bad.size:  # argmax would emit token 0 forever, with plausible-looking scores
+        # NaN or +inf: argmax would emit token 0 forever, with plausible-looking scores (-inf only removes a token)
+        bad = np.flatnonzero((np.isnan(logits) | (logits == np.inf)).any(-1))
+        if bad.size:
             raise ValueError(f"the decoder's logits hold NaN or infinity at step {k + 1} (row {bad[0]}): the "
                              "checkpoint has non-finite weights, or the inputs overflowed")
         proc = process_logits(logits, self.seen, k, self.opts, self.eos)
