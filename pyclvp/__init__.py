@@ -1,4 +1,4 @@
-"""pyclvp: torch-free CLVP (the Tortoise-TTS speech-token generator and ranker).
+"""pyclvp: torch-free CLVP (the Tortoise-TTS speech-token generator and ranker) and Tortoise's speech out.
 
 Map of the package, in pipeline order (imports run downwards only):
   cli.py, png.py    the `pyclvp` command, and its pictures           demo.py  a random model + a voice clip
@@ -12,7 +12,8 @@ Map of the package, in pipeline order (imports run downwards only):
   text/             normalizer.py (transformers) or cleaners.py (Tortoise) + tokenizer.py: text -> ids (ClvpTokenizer)
   audio/            resample.py, voice.py (load_audio, load_voice), stft.py, features.py (ClvpFeatureExtractor), processor.py,
                     univnet_mel.py (the diffusion decoder's 24 kHz voice mels)
-  io/               safetensors.py, torch_pickle.py (.bin/.pth without torch), checkpoints.py, wav.py, half.py
+  io/               safetensors.py, torch_pickle.py (.bin/.pth without torch), checkpoints.py, wav.py, half.py,
+                    files.py (atomic writes, bounded reads)
   config.py         ClvpConfig and friends                           convert.py  .bin and Tortoise .pth -> safetensors
   checks.py         the shared input checks
 Nothing heavy is imported here; the submodules are imported on first use.
