@@ -487,24 +487,31 @@ def conv_shapes(draw, transposed):
     return B, Cin, Cout, T, K, dict(stride=stride, padding=padding, dilation=dilation)
 
 
+SLOPES = st.sampled_from([None, None, 0.1, 0.01, 0.0])  # the fused input activation (None: none)
+
+
 @KERNEL_BACKENDS
 @hyp
-@given(data=st.data(), seed=SEEDS, bias=st.booleans())
-def test_hyp_conv1d(backend, data, seed, bias):
+@given(data=st.data(), seed=SEEDS, bias=st.booleans(), slope=SLOPES, residual=st.booleans())
+def test_hyp_conv1d(backend, data, seed, bias, slope, residual):
     B, Cin, Cout, T, K, kw = conv_shapes(data.draw, transposed=False)
     rng = np.random.default_rng(seed)
     x, w, b = rand(rng, B, Cin, T), rand(rng, Cout, Cin, K, scale=0.3), rand(rng, Cout) if bias else None
+    if residual:
+        kw["residual"] = rand(rng, *ref.conv1d(x, w, None, **kw).shape)
+    kw["leaky_slope"] = slope
     got = run_op(backend, "conv1d", x, w, b, **kw)
-    assert_close(got, ref.conv1d(x, w, b, **kw), **TOL, name=f"conv1d {x.shape} {w.shape} {kw}")
+    assert_close(got, ref.conv1d(x, w, b, **kw), **TOL, name=f"conv1d {x.shape} {w.shape} {slope} {residual}")
 
 
 @KERNEL_BACKENDS
 @hyp
-@given(data=st.data(), seed=SEEDS, bias=st.booleans())
-def test_hyp_conv_transpose1d(backend, data, seed, bias):
+@given(data=st.data(), seed=SEEDS, bias=st.booleans(), slope=SLOPES)
+def test_hyp_conv_transpose1d(backend, data, seed, bias, slope):
     B, Cin, Cout, T, K, kw = conv_shapes(data.draw, transposed=True)
     rng = np.random.default_rng(seed)
     x, w, b = rand(rng, B, Cin, T), rand(rng, Cin, Cout, K, scale=0.3), rand(rng, Cout) if bias else None
+    kw["leaky_slope"] = slope
     got = run_op(backend, "conv_transpose1d", x, w, b, **kw)
     assert_close(got, ref.conv_transpose1d(x, w, b, **kw), **TOL, name=f"conv_transpose1d {x.shape} {w.shape} {kw}")
 
@@ -540,13 +547,13 @@ def test_conv_transpose1d_packed(backend):
             args = (kw.get("stride", 1), kw.get("padding", 0), 0, kw.get("dilation", 1))
             packed = _core.pack_conv_transpose1d(w, args[0], args[1], args[3])
             want = _core.conv_transpose1d(x, w, b, *args)
-            np.testing.assert_array_equal(_core.conv_transpose1d(x, w, b, *args, packed), want)
+            np.testing.assert_array_equal(_core.conv_transpose1d(x, w, b, *args, packed=packed), want)
             np.testing.assert_array_equal(ops.conv_transpose1d(x, w, b, **kw), want)  # the cached packing
             np.testing.assert_array_equal(ops.conv_transpose1d(x, w, b, **kw), want)
         with pytest.raises(ValueError, match="packed"):
-            _core.conv_transpose1d(x, w, b, 2, 1, 0, 1, _core.pack_conv_transpose1d(w, 3, 1, 1))
+            _core.conv_transpose1d(x, w, b, 2, 1, 0, 1, packed=_core.pack_conv_transpose1d(w, 3, 1, 1))
         with pytest.raises(ValueError, match="packed"):
-            _core.conv_transpose1d(x, w, b, 2, 1, 0, 1, packed[: len(packed) - 1])
+            _core.conv_transpose1d(x, w, b, 2, 1, 0, 1, packed=packed[: len(packed) - 1])
         assert id(w) in cpu_ops._PACKED
         key = id(w)
         del w
@@ -634,6 +641,8 @@ def _conv_bad_calls(z=np.zeros, f=np.float32):
         ("conv1d", (z((1, 3, 5), f), z((4, 3, 2), f), None, 0), "stride = 0 and dilation = 1 must be >= 1"),
         ("conv1d", (z((1, 3, 5), f), z((4, 3, 2), f), None, 1, -1), "padding = -1 >= 0"),
         ("conv_transpose1d", (z((1, 3, 5), f), z((3, 4, 2), f), None, 2, 0, 2), "output_padding = 2 must be"),
+        ("conv1d", (z((1, 3, 5), f), z((4, 3, 2), f), None, 1, 0, 1, None, z((1, 4, 5), f)),
+         r"residual has shape \(1, 4, 5\), expected \(1, 4, 4\)"),
     ]
 
 

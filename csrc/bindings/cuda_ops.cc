@@ -244,24 +244,30 @@ py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const p
   return o;
 }
 
-// conv1d(x (B, Cin, T), w (Cout, Cin, K), b | None, stride, padding, dilation) -> (B, Cout, To)
-// conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b | None, stride, padding, output_padding, dilation) -> (B, Cout, To)
+// conv1d(x (B, Cin, T), w (Cout, Cin, K), b | None, stride, padding, dilation, leaky_slope, residual) -> (B, Cout, To)
+// conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b | None, stride, padding, output_padding, dilation, leaky_slope)
+//   -> (B, Cout, To)
 template <bool Transposed>
 py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
-                        int64_t padding, int64_t output_padding, int64_t dilation) {
-  const ConvInputs in = conv_args(x_, w_, b_, stride, padding, dilation, output_padding, Transposed);
+                        int64_t padding, int64_t output_padding, int64_t dilation, const py::handle& leaky_slope_,
+                        const py::handle& residual_) {
+  const ConvInputs in = conv_args(x_, w_, b_, stride, padding, dilation, output_padding, Transposed, leaky_slope_,
+                                  residual_);
   const cpu::ConvArgs& c = in.a;
   auto y = empty({c.B, c.Cout, c.To});
   const Host hx = host(in.x), hw = host(in.w), hb = in.biased ? host(in.b) : Host{};
+  const Host hr = in.has_residual ? host(in.residual) : Host{};
   const Out oy = out(y);
   cuda::require_device();
   if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
-  DeviceBuffer dx = upload(hx, "x"), dw = upload(hw, "w"), db = upload(hb, "b"), dy(oy.bytes, "y");
+  DeviceBuffer dx = upload(hx, "x"), dw = upload(hw, "w"), db = upload(hb, "b"), dr = upload(hr, "residual");
+  DeviceBuffer dy(oy.bytes, "y");
   cuda::ConvArgs a;
   a.y = dy.as<float>(), a.x = dx.as<float>(), a.w = dw.as<float>(), a.b = in.biased ? db.as<float>() : nullptr;
   a.B = c.B, a.Cin = c.Cin, a.Cout = c.Cout, a.T = c.T, a.K = c.K, a.To = c.To;
   a.stride = c.stride, a.padding = c.padding, a.dilation = c.dilation, a.output_padding = c.output_padding;
+  a.residual = in.has_residual ? dr.as<float>() : nullptr, a.leaky = c.leaky, a.slope = c.slope;
   if constexpr (Transposed) cuda::conv_transpose1d(a, kOps);
   else cuda::conv1d(a, kOps);
   download(oy, dy);
@@ -269,8 +275,14 @@ py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::ha
 }
 
 py::array_t<float> conv1d(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
-                          int64_t padding, int64_t dilation) {
-  return conv<false>(x_, w_, b_, stride, padding, 0, dilation);
+                          int64_t padding, int64_t dilation, const py::handle& leaky_slope_, const py::handle& residual_) {
+  return conv<false>(x_, w_, b_, stride, padding, 0, dilation, leaky_slope_, residual_);
+}
+
+py::array_t<float> conv_transpose1d(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
+                                    int64_t padding, int64_t output_padding, int64_t dilation,
+                                    const py::handle& leaky_slope_) {
+  return conv<true>(x_, w_, b_, stride, padding, output_padding, dilation, leaky_slope_, py::none());
 }
 
 // leaky_relu(x, slope): elementwise, any shape
@@ -317,11 +329,15 @@ void register_cuda(py::module_& m) {
         py::arg("scale") = 1.0f, py::arg("causal") = false,
         "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,H|1,T|1,S) -> (B,H,T,D); D <= 128");
   c.def("conv1d", &conv1d, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
-        py::arg("padding") = 0, py::arg("dilation") = 1,
-        "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1");
-  c.def("conv_transpose1d", &conv<true>, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
-        py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("dilation") = 1,
-        "x (B, Cin, T), w (Cin, Cout, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv_transpose1d, groups=1");
+        py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("leaky_slope") = py::none(),
+        py::arg("residual") = py::none(),
+        "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1, of"
+        " leaky_relu(x, leaky_slope) unless None, plus residual (B, Cout, To) unless None");
+  c.def("conv_transpose1d", &conv_transpose1d, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
+        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("dilation") = 1,
+        py::arg("leaky_slope") = py::none(),
+        "x (B, Cin, T), w (Cin, Cout, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv_transpose1d, groups=1,"
+        " of leaky_relu(x, leaky_slope) unless None");
   c.def("leaky_relu", &leaky_relu, py::arg("x"), py::arg("slope") = 0.01f, "elementwise x > 0 ? x : x * slope, any shape");
   register_cuda_decoder(c);
 }

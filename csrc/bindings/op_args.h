@@ -108,16 +108,18 @@ inline AttentionInputs attention_args(const py::handle& q_, const py::handle& k_
   return a;
 }
 
-// conv1d / conv_transpose1d: x (B, Cin, T), w (Cout, Cin, K) or, transposed, (Cin, Cout, K), b (Cout,) or none.
+// conv1d / conv_transpose1d: x (B, Cin, T), w (Cout, Cin, K) or, transposed, (Cin, Cout, K), b (Cout,) or none,
+// leaky_slope: None or a number (x is read as leaky_relu(x, leaky_slope)), residual (conv1d only): None or (B, Cout, To).
 // Returns the checked arrays and sizes (ConvArgs' pointers unset: the caller sets them, y included).
 struct ConvInputs {
-  py::array x, w, b;
-  bool biased = false;
-  cpu::ConvArgs a;  // sizes and hyperparameters
+  py::array x, w, b, residual;
+  bool biased = false, has_residual = false;
+  cpu::ConvArgs a;  // sizes, hyperparameters, the activation
 };
 
 inline ConvInputs conv_args(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
-                            int64_t padding, int64_t dilation, int64_t output_padding, bool transposed) {
+                            int64_t padding, int64_t dilation, int64_t output_padding, bool transposed,
+                            const py::handle& leaky_slope_ = py::none(), const py::handle& residual_ = py::none()) {
   ConvInputs in;
   cpu::ConvArgs& a = in.a;
   in.x = f32(x_, "x", {}, 3);
@@ -148,6 +150,20 @@ inline ConvInputs conv_args(const py::handle& x_, const py::handle& w_, const py
   }
   PYCLVP_CHECK(a.To >= 1, "output length To = ", a.To, " < 1 (T = ", a.T, ", K = ", a.K, ", padding = ", padding,
                ", dilation = ", dilation, ", stride = ", stride, ")");
+  a.leaky = !leaky_slope_.is_none();
+  if (a.leaky) {
+    PYCLVP_CHECK((py::isinstance<py::float_>(leaky_slope_) || py::isinstance<py::int_>(leaky_slope_)) &&
+                     !py::isinstance<py::bool_>(leaky_slope_),
+                 "leaky_slope must be None or a number, got ", std::string(Py_TYPE(leaky_slope_.ptr())->tp_name));
+    a.slope = py::cast<float>(leaky_slope_);
+  }
+  in.has_residual = !residual_.is_none();
+  if (in.has_residual) {
+    in.residual = f32(residual_, "residual", {}, 3);
+    const py::array& r = in.residual;
+    PYCLVP_CHECK(r.shape(0) == a.B && r.shape(1) == a.Cout && r.shape(2) == a.To, "residual has shape ", shape_str(r),
+                 ", expected (", a.B, ", ", a.Cout, ", ", a.To, ")");
+  }
   return in;
 }
 

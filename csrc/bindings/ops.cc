@@ -162,13 +162,15 @@ int64_t packed_size(CpuIsa isa, const cpu::ConvArgs& a) {
   return n;
 }
 
-// conv1d(x (B, Cin, T), w (Cout, Cin, K), b (Cout,) | None, stride, padding, dilation) -> (B, Cout, To)
-// conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b, stride, padding, output_padding, dilation, packed) -> (B, Cout, To)
-//   packed: None, or pack_conv_transpose1d(w, stride, padding, dilation) under the active ISA (checked)
+// conv1d(x (B, Cin, T), w (Cout, Cin, K), b (Cout,) | None, stride, padding, dilation, leaky_slope, residual)
+//   -> (B, Cout, To)
+// conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b, stride, padding, output_padding, dilation, leaky_slope, packed)
+//   -> (B, Cout, To); packed: None, or pack_conv_transpose1d(w, stride, padding, dilation) under the active ISA (checked)
 template <bool Transposed>
 py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
-                        int64_t padding, int64_t output_padding, int64_t dilation, const py::handle& packed_) {
-  ConvInputs in = conv_args(x_, w_, b_, stride, padding, dilation, output_padding, Transposed);
+                        int64_t padding, int64_t output_padding, int64_t dilation, const py::handle& leaky_slope_,
+                        const py::handle& residual_, const py::handle& packed_) {
+  ConvInputs in = conv_args(x_, w_, b_, stride, padding, dilation, output_padding, Transposed, leaky_slope_, residual_);
   cpu::ConvArgs& a = in.a;
   py::array packed;
   const CpuIsa isa = cpu::active_isa();
@@ -184,6 +186,7 @@ py::array_t<float> conv(const py::handle& x_, const py::handle& w_, const py::ha
   }
   auto y = empty({a.B, a.Cout, a.To});
   a.y = out_ptr(y), a.x = f32_ptr(in.x), a.w = f32_ptr(in.w), a.b = in.biased ? f32_ptr(in.b) : nullptr;
+  a.residual = in.has_residual ? f32_ptr(in.residual) : nullptr;
   if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   cpu::dispatch(isa, [&](auto i) {
@@ -219,8 +222,14 @@ py::array_t<float> pack_conv_transpose1d(const py::handle& w_, int64_t stride, i
 }
 
 py::array_t<float> conv1d(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
-                          int64_t padding, int64_t dilation) {
-  return conv<false>(x_, w_, b_, stride, padding, 0, dilation, py::none());
+                          int64_t padding, int64_t dilation, const py::handle& leaky_slope_, const py::handle& residual_) {
+  return conv<false>(x_, w_, b_, stride, padding, 0, dilation, leaky_slope_, residual_, py::none());
+}
+
+py::array_t<float> conv_transpose1d(const py::handle& x_, const py::handle& w_, const py::handle& b_, int64_t stride,
+                                    int64_t padding, int64_t output_padding, int64_t dilation,
+                                    const py::handle& leaky_slope_, const py::handle& packed_) {
+  return conv<true>(x_, w_, b_, stride, padding, output_padding, dilation, leaky_slope_, py::none(), packed_);
 }
 
 // location_variable_conv(x (B, Cin, T), kernels (B, Cin, Cout, K, L), bias (B, Cout, L), hop) -> (B, Cout, T)
@@ -273,13 +282,16 @@ void register_ops(py::module_& m) {
         py::arg("scale") = 1.0f, py::arg("causal") = false,
         "q (B,H,T,D), k/v (B,H,S,D), additive mask (B|1,H|1,T|1,S) -> (B,H,T,D); online softmax, never (T, S) at once");
   m.def("conv1d", &conv1d, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
-        py::arg("padding") = 0, py::arg("dilation") = 1,
-        "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1");
-  m.def("conv_transpose1d", &conv<true>, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
-        py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("dilation") = 1,
-        py::arg("packed") = py::none(),
-        "x (B, Cin, T), w (Cin, Cout, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv_transpose1d, groups=1;"
-        " packed: None or pack_conv_transpose1d(w, stride, padding, dilation) (w's tiles, made once)");
+        py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("leaky_slope") = py::none(),
+        py::arg("residual") = py::none(),
+        "x (B, Cin, T), w (Cout, Cin, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv1d, groups=1, of"
+        " leaky_relu(x, leaky_slope) unless None, plus residual (B, Cout, To) unless None");
+  m.def("conv_transpose1d", &conv_transpose1d, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
+        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("dilation") = 1,
+        py::arg("leaky_slope") = py::none(), py::arg("packed") = py::none(),
+        "x (B, Cin, T), w (Cin, Cout, K), b (Cout,) -> (B, Cout, To): torch.nn.functional.conv_transpose1d, groups=1,"
+        " of leaky_relu(x, leaky_slope) unless None; packed: None or pack_conv_transpose1d(w, stride, padding,"
+        " dilation) (w's tiles, made once)");
   m.def("pack_conv_transpose1d", &pack_conv_transpose1d, py::arg("w"), py::arg("stride") = 1, py::arg("padding") = 0,
         py::arg("dilation") = 1,
         "w (Cin, Cout, K) -> (16 + n,) f32: w packed for conv_transpose1d(..., packed=) under the active ISA");

@@ -177,6 +177,9 @@ void location_variable_conv(float* y, const float* x, const float* kernels, cons
 //   x : (B, Cin, T) f32 contiguous
 //   w : conv1d (Cout, Cin, K), conv_transpose1d (Cin, Cout, K) as nn.ConvTranspose1d stores it; f32 contiguous
 //   b : (Cout,) f32 or nullptr
+//   leaky, slope : when leaky, the convolution reads leaky_relu(x, slope) instead of x (the activation
+//       before every HiFi-GAN / UnivNet conv, applied while x is copied into the kernel's padded planes)
+//   residual : conv1d only: (B, Cout, To) f32 contiguous added to y (a residual block's skip), or nullptr
 //   stride, dilation >= 1, padding >= 0; output_padding (conv_transpose1d only) in [0, max(stride, dilation))
 //   To : conv1d (T + 2 padding - dilation (K - 1) - 1) / stride + 1, conv_transpose1d
 //        (T - 1) stride - 2 padding + dilation (K - 1) + output_padding + 1; >= 1
@@ -187,11 +190,15 @@ struct ConvArgs {
   const float* w = nullptr;
   const float* b = nullptr;
   const float* wp = nullptr;  // conv_transpose1d: w as conv_transpose1d_pack wrote it (same ISA and sizes), or nullptr
+  const float* residual = nullptr;
+  bool leaky = false;
+  float slope = 0.0f;
   int64_t B = 0, Cin = 0, Cout = 0, T = 0, K = 0, To = 0;
   int64_t stride = 1, padding = 0, dilation = 1, output_padding = 0;
 };
 
-// matches pyclvp/ops/numpy_ops.py::conv1d: y[:, o, t] = b[o] + sum_{c,k} w[o, c, k] x_padded[:, c, t stride + k dilation]
+// matches pyclvp/ops/numpy_ops.py::conv1d:
+//   y[:, o, t] = b[o] + sum_{c,k} w[o, c, k] act(x)_padded[:, c, t stride + k dilation] (+ residual[:, o, t])
 template <CpuIsa ISA>
 void conv1d(const ConvArgs& a);
 

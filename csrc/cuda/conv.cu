@@ -41,7 +41,8 @@ __global__ void __launch_bounds__(kConvThreads) conv_kernel(ConvArgs a) {
     }
     if (t < 0 || t >= a.T) continue;
     for (int64_t c = 0; c < a.Cin; ++c) {
-      const float xv = x[c * a.T + t];
+      float xv = x[c * a.T + t];
+      if (a.leaky && !(xv > 0.0f)) xv *= a.slope;  // leaky_relu's select, as the reference
 #pragma unroll
       for (int r = 0; r < kConvRows; ++r) {
         // conv1d: w (Cout, Cin, K); conv_transpose1d: w (Cin, Cout, K)
@@ -51,9 +52,10 @@ __global__ void __launch_bounds__(kConvThreads) conv_kernel(ConvArgs a) {
     }
   }
   float* y = a.y + bb * a.Cout * a.To + j;
+  const float* res = a.residual ? a.residual + bb * a.Cout * a.To + j : nullptr;
 #pragma unroll
   for (int r = 0; r < kConvRows; ++r)
-    if (o0 + r < a.Cout) y[(o0 + r) * a.To] = acc[r];
+    if (o0 + r < a.Cout) y[(o0 + r) * a.To] = res ? acc[r] + res[(o0 + r) * a.To] : acc[r];
 }
 
 __global__ void __launch_bounds__(256) leaky_relu_kernel(float* y, const float* x, int64_t n, float slope) {

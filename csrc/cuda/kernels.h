@@ -203,12 +203,16 @@ void sample(const SampleArgs& a, StreamHandle stream);
 // One convolution, torch's (B, C, T) layout, groups = 1, zero padding; the bindings checked the sizes.
 //   y : (B, Cout, To) f32 contiguous, written       x : (B, Cin, T) f32 contiguous
 //   w : conv1d (Cout, Cin, K), conv_transpose1d (Cin, Cout, K); f32 contiguous      b : (Cout,) f32 or nullptr
+//   leaky, slope, residual : as csrc/cpu/kernels.h ConvArgs says (x read as leaky_relu(x, slope); y += residual)
 //   To : as csrc/cpu/kernels.h ConvArgs says, >= 1
 struct ConvArgs {
   float* y = nullptr;
   const float* x = nullptr;
   const float* w = nullptr;
   const float* b = nullptr;
+  const float* residual = nullptr;
+  bool leaky = false;
+  float slope = 0.0f;
   int64_t B = 0, Cin = 0, Cout = 0, T = 0, K = 0, To = 0;
   int64_t stride = 1, padding = 0, dilation = 1, output_padding = 0;
 };

@@ -48,6 +48,10 @@ def _vec(p):  # small parameters (norm weights, biases): float32, C order
     return None if p is None else np.ascontiguousarray(to_float32(p))
 
 
+def _slope(s):  # a fused leaky_relu's slope: None (no activation) or a float
+    return None if s is None else float(s)
+
+
 def _conv_weight(w):  # a conv weight (Cout, Cin, K) / (Cin, Cout, K): float32, C order (kernels take f32 only)
     return np.ascontiguousarray(to_float32(w)) if isinstance(w, (np.ndarray, Bf16Array)) else w
 
@@ -181,15 +185,17 @@ class CpuOps(NumpyOps):
     # ------------------------------------------------------------------------------------------
     # Convolutions (B, C, T); conv weights (3-D) are widened to float32 here, whatever the model's dtype
 
-    def conv1d(self, x, w, b=None, stride=1, padding=0, dilation=1):  # (B, Cin, T), (Cout, Cin, K) -> (B, Cout, To)
-        return self.core.conv1d(_act(x), _conv_weight(w), _vec(b), int(stride), int(padding), int(dilation))
+    def conv1d(self, x, w, b=None, stride=1, padding=0, dilation=1, leaky_slope=None, residual=None):
+        # (B, Cin, T), (Cout, Cin, K) -> (B, Cout, To)
+        return self.core.conv1d(_act(x), _conv_weight(w), _vec(b), int(stride), int(padding), int(dilation),
+                                _slope(leaky_slope), None if residual is None else _act(residual))
 
-    def conv_transpose1d(self, x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
+    def conv_transpose1d(self, x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, leaky_slope=None):
         # (B, Cin, T), (Cin, Cout, K) -> (B, Cout, To)
         stride, padding, dilation = int(stride), int(padding), int(dilation)
         wf = _conv_weight(w)
         packed = _packed_conv_transpose(self.core, w, wf, stride, padding, dilation)
-        args = (_act(x), wf, _vec(b), stride, padding, int(output_padding), dilation)
+        args = (_act(x), wf, _vec(b), stride, padding, int(output_padding), dilation, _slope(leaky_slope))
         return self.core.conv_transpose1d(*args) if packed is None else self.core.conv_transpose1d(*args, packed)
 
     def leaky_relu(self, x, slope=0.01):  # (...) -> (...)

@@ -161,29 +161,38 @@ def _conv_check(x, w, b, stride, padding, dilation, cin_axis):  # the arguments'
         raise ValueError(f"stride = {stride} and dilation = {dilation} must be >= 1, padding = {padding} >= 0")
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1):  # (B, Cin, T), (Cout, Cin, K), (Cout,) -> (B, Cout, To)
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, leaky_slope=None, residual=None):
+    # (B, Cin, T), (Cout, Cin, K), (Cout,) -> (B, Cout, To)
     # ref: torch.nn.functional.conv1d (groups=1, zero padding):
     #   y[:, o, t] = b[o] + sum_{c, k} w[o, c, k] * x_padded[:, c, t * stride + k * dilation]
+    # Two optional fusions (the fast kernels apply them in passes they make anyway): x is read as
+    # leaky_relu(x, leaky_slope) unless that is None, and residual (B, Cout, To) is added to y unless None.
     _conv_check(x, w, b, stride, padding, dilation, 1)
     K = w.shape[2]
     To = (x.shape[2] + 2 * padding - dilation * (K - 1) - 1) // stride + 1
     if To < 1:
         raise ValueError(f"output length To = {To} < 1 (T = {x.shape[2]}, K = {K}, padding = {padding}, "
                          f"dilation = {dilation}, stride = {stride})")
+    if residual is not None and np.shape(residual) != (x.shape[0], w.shape[0], To):
+        raise ValueError(f"residual has shape {np.shape(residual)}, expected {(x.shape[0], w.shape[0], To)}")
     w = _f32(w)
+    if leaky_slope is not None:
+        x = leaky_relu(x, leaky_slope)
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding)))  # (B, Cin, T + 2 padding)
     y = np.zeros((x.shape[0], w.shape[0], To), f32)  # (B, Cout, To)
     for k in range(K):  # one shifted (strided) GEMM per tap
         xk = xp[:, :, k * dilation: k * dilation + stride * (To - 1) + 1: stride]  # (B, Cin, To)
         y += w[:, :, k] @ xk  # (Cout, Cin) @ (B, Cin, To) -> (B, Cout, To)
-    return y if b is None else y + _f32(b)[:, None]
+    y = y if b is None else y + _f32(b)[:, None]
+    return y if residual is None else y + residual
 
 
-def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
+def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, leaky_slope=None):
     # (B, Cin, T), (Cin, Cout, K) as ConvTranspose1d stores it, (Cout,) -> (B, Cout, To)
     # ref: torch.nn.functional.conv_transpose1d (groups=1), the adjoint of conv1d: every input step t
     # scatters w[:, :, k]^T x[:, :, t] to output position t * stride + k * dilation - padding;
     # output_padding lengthens the output at the end (only to pick one of the lengths a strided conv1d maps from).
+    # x is read as leaky_relu(x, leaky_slope) unless that is None (as conv1d).
     _conv_check(x, w, b, stride, padding, dilation, 0)
     if not 0 <= output_padding < max(stride, dilation):
         raise ValueError(f"output_padding = {output_padding} must be >= 0 and smaller than stride ({stride}) "
@@ -194,6 +203,8 @@ def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
         raise ValueError(f"output length To = {To} < 1 (T = {T}, K = {K}, padding = {padding}, "
                          f"dilation = {dilation}, stride = {stride}, output_padding = {output_padding})")
     w = _f32(w)
+    if leaky_slope is not None:
+        x = leaky_relu(x, leaky_slope)
     full = np.zeros((x.shape[0], w.shape[1], To + 2 * padding), f32)  # (B, Cout, To + 2 padding), before cropping
     for k in range(K):
         yk = w[:, :, k].T @ x  # (Cout, Cin) @ (B, Cin, T) -> (B, Cout, T)

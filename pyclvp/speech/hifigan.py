@@ -115,21 +115,22 @@ class Hifigan:
     def __init__(self, weights: dict, cfg: HifiganConfig, ops):
         self.w, self.cfg, self.ops = weights, cfg, ops
 
-    def conv(self, x, name, dilation=1):  # (B, Cin, T) -> (B, Cout, T): a "same" convolution of odd kernel
+    def conv(self, x, name, dilation=1, slope=None, residual=None):  # (B, Cin, T) -> (B, Cout, T)
+        # residual + a "same" convolution of odd kernel of leaky_relu(x, slope) (of x when slope is None)
         w = self.w[f"{name}.weight"]  # (Cout, Cin, K)
         pad = dilation * (w.shape[2] - 1) // 2
-        return self.ops.conv1d(x, w, self.w.get(f"{name}.bias"), padding=pad, dilation=dilation)
+        return self.ops.conv1d(x, w, self.w.get(f"{name}.bias"), padding=pad, dilation=dilation, leaky_slope=slope,
+                               residual=residual)
 
     def resblock(self, x, block: int, k: int, dilations):  # (B, C, T) -> (B, C, T)
-        ops, convs = self.ops, _resblock_convs(self.cfg, k, dilations)
-        step = 2 if self.cfg.resblock_type == "1" else 1
-        for n in range(0, len(convs), step):
-            xt = ops.leaky_relu(x, LRELU_SLOPE)
-            for name, d in convs[n:n + step]:
-                xt = self.conv(xt, f"resblocks.{block}.{name}", d)
-                if name.startswith("convs1."):
-                    xt = ops.leaky_relu(xt, LRELU_SLOPE)
-            x = x + xt
+        convs = _resblock_convs(self.cfg, k, dilations)
+        if self.cfg.resblock_type == "1":  # x = x + conv2(lrelu(conv1_d(lrelu(x))))
+            for (name1, d), (name2, _) in zip(convs[0::2], convs[1::2]):
+                xt = self.conv(x, f"resblocks.{block}.{name1}", d, slope=LRELU_SLOPE)
+                x = self.conv(xt, f"resblocks.{block}.{name2}", slope=LRELU_SLOPE, residual=x)
+        else:  # x = x + conv_d(lrelu(x))
+            for name, d in convs:
+                x = self.conv(x, f"resblocks.{block}.{name}", d, slope=LRELU_SLOPE, residual=x)
         return x
 
     def forward(self, x, g):  # (B, C_in, T'), (1, C_cond, 1) -> (B, out_channels, W)
@@ -137,12 +138,10 @@ class Hifigan:
         o = self.conv(x, "conv_pre") + self.conv(g, "cond_layer")  # (B, C0, T') + (1, C0, 1)
         blocks = list(zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes))
         for i, (u, k) in enumerate(zip(cfg.upsample_factors, cfg.upsample_kernel_sizes)):
-            o = ops.leaky_relu(o, LRELU_SLOPE)
             o = ops.conv_transpose1d(o, self.w[f"ups.{i}.weight"], self.w[f"ups.{i}.bias"], stride=u,
-                                     padding=(k - u) // 2)  # (B, C_i, T' * u)
+                                     padding=(k - u) // 2, leaky_slope=LRELU_SLOPE)  # (B, C_i, T' * u) of lrelu(o)
             o = sum(self.resblock(o, i * len(blocks) + j, kj, dj) for j, (kj, dj) in enumerate(blocks)) / len(blocks)
-        o = ops.leaky_relu(o, 0.01)
-        return np.tanh(self.conv(o, "conv_post"))  # (B, out_channels, W)
+        return np.tanh(self.conv(o, "conv_post", slope=0.01))  # (B, out_channels, W) of lrelu(o, 0.01)
 
     def inference(self, latents, conditioning):  # (B, T, C_in), (1, C_cond) -> (B, W) float32
         """The waveform for speech latents and the voice's conditioning latent (HifiganGenerator.inference)."""

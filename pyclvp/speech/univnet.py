@@ -124,21 +124,22 @@ class UnivNet:
     def __init__(self, weights: dict, cfg: UnivNetConfig, ops):
         self.w, self.cfg, self.ops = weights, cfg, ops
 
-    def conv(self, x, name, dilation=1, reflect=False):  # (B, Cin, T) -> (B, Cout, T): a "same" conv of odd kernel
+    def conv(self, x, name, dilation=1, reflect=False, slope=None):  # (B, Cin, T) -> (B, Cout, T)
+        # a "same" conv of odd kernel, of leaky_relu(x, slope) (of x when slope is None)
         w = self.w[f"{name}.weight"]  # (Cout, Cin, K)
         pad = dilation * (w.shape[2] - 1) // 2
         if reflect:  # padding_mode="reflect" (torch's reflect = NumPy's: the edge sample is not repeated)
             x, pad = np.pad(x, ((0, 0), (0, 0), (pad, pad)), mode="reflect"), 0  # (B, Cin, T + 2 pad)
-        return self.ops.conv1d(x, w, self.w[f"{name}.bias"], padding=pad, dilation=dilation)
+        return self.ops.conv1d(x, w, self.w[f"{name}.bias"], padding=pad, dilation=dilation, leaky_slope=slope)
 
     def kernel_predictor(self, mel, i: int):  # (B, M, L) -> (B, layers, C, 2C, K, L), (B, layers, 2C, L)
         """KernelPredictor.forward: block i's location-variable kernels and biases, one set per mel frame."""
         cfg, ops, p = self.cfg, self.ops, f"res_stack.{i}.kernel_predictor."
         slope = cfg.lReLU_slope
         c = ops.leaky_relu(self.conv(mel, p + "input_conv.0"), slope)  # (B, M, L) -> (B, H, L)
-        for j in range(KPNET_RESIDUAL_BLOCKS):
-            r = ops.leaky_relu(self.conv(c, p + f"residual_convs.{j}.1"), slope)  # (B, H, L)
-            c = c + ops.leaky_relu(self.conv(r, p + f"residual_convs.{j}.3"), slope)  # (B, H, L)
+        for j in range(KPNET_RESIDUAL_BLOCKS):  # c = c + lrelu(conv_3(lrelu(conv_1(c))))
+            r = self.conv(c, p + f"residual_convs.{j}.1")  # (B, H, L)
+            c = c + ops.leaky_relu(self.conv(r, p + f"residual_convs.{j}.3", slope=slope), slope)  # (B, H, L)
         B, _, L = mel.shape
         C, layers = cfg.channel_size, len(cfg.dilations)
         kernels = self.conv(c, p + "kernel_conv").reshape(B, layers, C, 2 * C, cfg.conv_kernel_size, L)
@@ -150,12 +151,12 @@ class UnivNet:
         """LVCBlock.forward: upsample by strides[i], then one gated location-variable convolution per dilation."""
         cfg, ops, p = self.cfg, self.ops, f"res_stack.{i}."
         s, slope, C = cfg.strides[i], cfg.lReLU_slope, cfg.channel_size
-        x = ops.conv_transpose1d(ops.leaky_relu(x, slope), self.w[p + "convt_pre.1.weight"],
-                                 self.w[p + "convt_pre.1.bias"], stride=s, padding=s // 2 + s % 2,
-                                 output_padding=s % 2)  # (B, C, L hop_{i-1}) -> (B, C, L hop_i)
+        x = ops.conv_transpose1d(x, self.w[p + "convt_pre.1.weight"], self.w[p + "convt_pre.1.bias"], stride=s,
+                                 padding=s // 2 + s % 2, output_padding=s % 2,
+                                 leaky_slope=slope)  # lrelu(x) (B, C, L hop_{i-1}) -> (B, C, L hop_i)
         kernels, bias = self.kernel_predictor(mel, i)  # (B, layers, C, 2C, K, L), (B, layers, 2C, L)
         for j, d in enumerate(cfg.dilations):
-            o = ops.leaky_relu(self.conv(ops.leaky_relu(x, slope), p + f"conv_blocks.{j}.1", dilation=d), slope)
+            o = ops.leaky_relu(self.conv(x, p + f"conv_blocks.{j}.1", dilation=d, slope=slope), slope)
             o = ops.location_variable_conv(o, kernels[:, j], bias[:, j], cfg.hop(i))  # (B, C, .) -> (B, 2C, L hop_i)
             x = x + _sigmoid(o[:, :C]) * np.tanh(o[:, C:])  # (B, C, L hop_i)
         return x
@@ -165,8 +166,8 @@ class UnivNet:
         x = self.conv(z, "conv_pre", reflect=True)  # (B, N, L) -> (B, C, L)
         for i in range(len(self.cfg.strides)):
             x = self.lvc_block(x, mel, i)  # (B, C, L hop_i)
-        x = self.ops.leaky_relu(x, self.cfg.lReLU_slope)
-        return np.tanh(self.conv(x, "conv_post.1", reflect=True))  # (B, C, W') -> (B, 1, W')
+        # (B, C, W') -> (B, 1, W'): lrelu commutes with the reflect padding (both act per sample)
+        return np.tanh(self.conv(x, "conv_post.1", reflect=True, slope=self.cfg.lReLU_slope))
 
     def inference(self, mel, noise=None, seed=0):  # (B, M, T) -> (B, W), W = T prod(strides) if hop_length = prod
         """The waveform for a denormalized mel (UnivNetGenerator.inference): 10 frames of silence appended, noise

@@ -6,8 +6,8 @@
 //
 //   out[b, o, m] = bias[o] + sum_{c, i} wp[o, c, i] * src[b, c, m + off[i]]      m in [0, M)
 //
-// i.e. one GEMM (Cout x Cin*taps) @ (Cin*taps x M) whose right operand is never built: its row (c, i)
-// is source row c shifted by off[i], read in place (the taps of one channel share their cache lines).
+// i.e. one GEMM (Cout x Cin*taps) @ (Cin*taps x M) whose right operand is never built whole: its row (c, i)
+// is source row c shifted by off[i], copied panel by panel (below).
 //
 //   conv1d            src = x zero-padded in time, split into `stride` phases (plane r holds
 //                     x_padded[r::stride]); tap k reads plane (k d) % stride at shift (k d) / stride.
@@ -25,12 +25,16 @@
 // tiles of MR output channels (wp[tile][c][i][0:MR], contiguous along the (c, i) loop), by the caller once
 // per weight (conv_transpose1d_pack, cached by pyclvp/ops/cpu_ops.py) or else per call.
 // A task owns (batch, MC channels, NC times) and walks the channels in chunks of KC1; per chunk and panel of
-// NR times it copies the chunk's source panel (KC1 rows x (NR + the taps' span)) into a contiguous
-// L1-sized buffer, which every weight tile of the task then reads (the rows in place sit a page or more
-// apart: one TLB and L2 access per channel step, which starved the K = 3 / 7 convs). Partial sums wait in
-// y between chunks. Taps spanning more than kMaxPanelSpan (strided conv1d) read the rows in place, in
-// chunks of KC sized so a weight tile's chunk stays in L1. Ragged edges: weight tiles are zero-padded to
+// NR times it copies the chunk's (c, i) source vectors -- NR floats of row c from m + off[i] -- one after the
+// other into an L1-sized buffer, which every weight tile of the task then streams with a single pointer: the
+// tile's loop is flat over (c, i), whatever the taps' shifts (dilations, strided conv1d's planes, transposed
+// phases). The rows in place sit a page or more apart (one TLB and L2 access per channel step, which starved
+// the K = 3 / 7 convs). Partial sums wait in y between chunks. Ragged edges: weight tiles are zero-padded to
 // MR rows, the source rows are zero-padded to whole panels (so loads never check bounds), stores are partial.
+//
+// Two fusions save the model a pass and an array each: the input activation (leaky_relu(x, slope), which precedes
+// every HiFi-GAN / UnivNet conv) is applied while x is copied into the padded planes, which the kernel makes anyway,
+// and conv1d's residual is added as the last channel chunk's sums are stored.
 #include <algorithm>
 #include <memory>
 #include <vector>
@@ -52,12 +56,26 @@ constexpr int NV = 3;                // vectors (along time) of the register til
 constexpr int NR = NV * W;           // times of the register tile
 constexpr int64_t MC = 16 * MR;      // output channels of a task
 constexpr int64_t NC = 8 * NR;       // times of a task
-constexpr int64_t KCT = 4096 / MR;   // (channel, tap) pairs per chunk: a weight tile's chunk is 16 KiB (wide spans)
-constexpr int64_t kPanelFloats = 6144;    // a packed source panel: 24 KiB of the 32 KiB L1 (16 and 12 KiB measured alike)
-constexpr int64_t kMaxPanelSpan = 4 * NR;  // taps reaching further (strided conv1d's planes) read the rows in place
+constexpr int64_t kPanelFloats = 6144;  // a source panel: 24 KiB of the 32 KiB L1
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// The input activation: leaky_relu(v, slope) when on (the reference's select x > 0 ? x : x * slope, lane-wise, so
+// NaN and -0.0 come out as the reference's), else v itself.
+struct InputAct {
+  bool on = false;
+  float slope = 0.0f;
+  float operator()(float v) const { return on && !(v > 0.0f) ? v * slope : v; }
+  V operator()(V v) const { return on ? V::if_positive(v, v, v * V::set1(slope)) : v; }
+};
+
+// dst[0:n) = act(src[0:n)), whole vectors then one partial.
+void copy_act(float* dst, const float* src, int64_t n, InputAct act) {
+  int64_t i = 0;
+  for (; i + W <= n; i += W) act(V::load(src + i)).store(dst + i);
+  if (i < n) store_n(dst + i, act(load_n<V>(src + i, static_cast<int>(n - i))), static_cast<int>(n - i));
+}
 
 // A kernel's scratch array (uninitialized). Up to kKeepBytes it lives in a per-thread buffer kept between calls
 // (slot: one per array a call holds at once): fresh memory for every call cost page faults and the kernel's
@@ -94,14 +112,17 @@ struct Corr {
   const float* src = nullptr;  // >= max(off) + round_up(M, NR) readable floats from every row start
   int64_t src_sb = 0, src_sc = 0;
   float* out = nullptr;
+  const float* res = nullptr;  // added to out as the last chunk's sums are stored (out's layout), or nullptr
   int64_t out_sb = 0, out_so = 0;
   int64_t M = 0;
 };
 
-// The register tile: out[o0 : o0 + rows, m0 : m0 + NR) (clipped at M) over channels [c0, c1).
-// first: start from the bias (or 0), else from the partial sums in out.
+// The register tile: out[o0 : o0 + rows, m0 : m0 + NR) (clipped at M) over the n = (c1 - c0) ntaps (channel, tap)
+// pairs from c0 on, whose source vectors are the panel's consecutive rows of NR floats (xp).
+// first: start from the bias (or 0), else from the partial sums in out. res (out's layout): added as the sums are
+// stored (the last chunk), or nullptr.
 template <int STEP>  // Corr::w_step: 1 (weights in place) or MR (packed)
-void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xs0, int64_t xsc, const int64_t* off, float* out,
+void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xp, float* out, const float* res,
           const float* bias, int64_t o0, int rows, int64_t m0, int64_t c0, int64_t c1, bool first) {
   int lanes[NV];
   for (int v = 0; v < NV; ++v) lanes[v] = static_cast<int>(std::clamp<int64_t>(j.M - m0 - v * W, 0, W));
@@ -115,23 +136,21 @@ void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xs0, int64
   }
   const float* wr[MR];  // rows past Cout read the last row (their sums are not stored)
   for (int r = 0; r < MR; ++r) wr[r] = wt + std::min(r, rows - 1) * j.w_row + c0 * ntaps * STEP;
-  int64_t idx = 0;
-  for (int64_t c = c0; c < c1; ++c) {
-    const float* xc = xs0 + (c - c0) * xsc;
-    for (int64_t i = 0; i < ntaps; ++i, idx += STEP) {
-      const float* xs = xc + off[i];
-      V xv[NV];
-      for (int v = 0; v < NV; ++v) xv[v] = V::load(xs + v * W);
-      for (int r = 0; r < MR; ++r) {
-        const V wv = V::set1(wr[r][idx]);
-        for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wv, xv[v], acc[r][v]);
-      }
+  const int64_t n = (c1 - c0) * ntaps;
+#pragma GCC unroll 2
+  for (int64_t idx = 0; idx < n; ++idx, xp += NR) {
+    V xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = V::load(xp + v * W);
+    for (int r = 0; r < MR; ++r) {
+      const V wv = V::set1(wr[r][idx * STEP]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wv, xv[v], acc[r][v]);
     }
   }
   for (int r = 0; r < rows; ++r) {
     float* yr = out + (o0 + r) * j.out_so + m0;
+    const float* rr = res ? res + (o0 + r) * j.out_so + m0 : nullptr;
     for (int v = 0; v < NV; ++v)
-      if (lanes[v]) store_n(yr + v * W, acc[r][v], lanes[v]);
+      if (lanes[v]) store_n(yr + v * W, rr ? acc[r][v] + load_n<V>(rr + v * W, lanes[v]) : acc[r][v], lanes[v]);
   }
 }
 
@@ -152,49 +171,32 @@ void run(const std::vector<Corr>& jobs, int64_t B, int64_t Cin, int64_t Cout, co
     const int64_t Ceff = ntaps ? Cin : 0;  // a phase without taps writes the bias only
     const float* src = j.src + t.b * j.src_sb;
     float* out = j.out + t.b * j.out_sb;
+    const float* res = j.res ? j.res + t.b * j.out_sb : nullptr;
     const int64_t o1 = std::min(Cout, t.o0 + MC), m1 = std::min(j.M, t.m0 + NC);
-    int64_t lo = j.off.empty() ? 0 : j.off[0], hi = lo;  // the taps' span: [lo, hi] past a time's row start
-    for (int64_t v : j.off) lo = std::min(lo, v), hi = std::max(hi, v);
+    // The panel: for each channel c of a chunk of KC1 and each tap i, the NR source times [m + off[i], m + off[i] + NR)
+    // of row c, one row of NR floats after the other in (c, i) order: every weight tile of the task streams it from L1
+    // with one pointer (the rows in place sit a page or more apart, a TLB and an L2 access per channel step).
+    const int64_t KC1 = std::max<int64_t>(1, kPanelFloats / (NR * std::max<int64_t>(ntaps, 1)));
+    thread_local std::vector<float> panel_buf;
+    constexpr int64_t kAlign = 64 / sizeof(float);  // whole cache lines: no vector load splits one
+    if (static_cast<int64_t>(panel_buf.size()) < KC1 * ntaps * NR + kAlign) panel_buf.resize(KC1 * ntaps * NR + kAlign);
+    float* panel = panel_buf.data() + (kAlign - reinterpret_cast<uintptr_t>(panel_buf.data()) / sizeof(float) % kAlign) % kAlign;
     int64_t c0 = 0;
-    if (hi - lo <= kMaxPanelSpan) {
-      // The panel of KC1 channels x (NR + span) times, copied contiguous (rows of LW floats, whole cache lines): a
-      // few pages, L1-resident while every weight tile of the task passes over it (read in place, the rows sit a
-      // page or more apart and every channel step would cost a TLB and an L2 access).
-      const int64_t LW = round_up(NR + hi - lo, 16), KC1 = std::max<int64_t>(1, kPanelFloats / LW);
-      thread_local std::vector<float> panel_buf;
-      if (static_cast<int64_t>(panel_buf.size()) < KC1 * LW) panel_buf.resize(KC1 * LW);
-      float* panel = panel_buf.data();
-      std::vector<int64_t> poff(j.off.size());
-      for (size_t i = 0; i < poff.size(); ++i) poff[i] = j.off[i] - lo;
-      do {
-        const int64_t c1 = std::min(Ceff, c0 + KC1);
-        for (int64_t m = t.m0; m < m1; m += NR) {
-          for (int64_t c = c0; c < c1; ++c) {  // panel[c - c0][u] = src row c [m + lo + u]
-            const float* xr = src + c * j.src_sc + m + lo;
-            std::copy(xr, xr + NR + hi - lo, panel + (c - c0) * LW);
-          }
-          for (int64_t o = t.o0; o < o1; o += MR) {
-            const float* wt = j.w + (o / MR) * j.w_tile;
-            const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
-            if (j.w_step == 1) tile<1>(j, wt, ntaps, panel, LW, poff.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
-            else tile<MR>(j, wt, ntaps, panel, LW, poff.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
-          }
-        }
-        c0 = c1;
-      } while (c0 < Ceff);
-      return;
-    }
-    // Wide spans (strided conv1d: the taps reach into other planes): the rows in place, a weight tile's chunk in L1.
-    const int64_t KC = std::max<int64_t>(1, KCT / std::max<int64_t>(ntaps, 1));
     do {
-      const int64_t c1 = std::min(Ceff, c0 + KC);
-      for (int64_t o = t.o0; o < o1; o += MR) {
-        const float* wt = j.w + (o / MR) * j.w_tile;
-        const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
-        for (int64_t m = t.m0; m < m1; m += NR) {
-          const float* xs0 = src + c0 * j.src_sc + m;
-          if (j.w_step == 1) tile<1>(j, wt, ntaps, xs0, j.src_sc, j.off.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
-          else tile<MR>(j, wt, ntaps, xs0, j.src_sc, j.off.data(), out, bias, o, rows, m, c0, c1, c0 == 0);
+      const int64_t c1 = std::min(Ceff, c0 + KC1);
+      const float* r = c1 == Ceff ? res : nullptr;
+      for (int64_t m = t.m0; m < m1; m += NR) {
+        float* p = panel;
+        for (int64_t c = c0; c < c1; ++c) {
+          const float* xr = src + c * j.src_sc + m;
+          for (int64_t i = 0; i < ntaps; ++i, p += NR)
+            for (int v = 0; v < NV; ++v) V::load(xr + j.off[i] + v * W).store(p + v * W);
+        }
+        for (int64_t o = t.o0; o < o1; o += MR) {
+          const float* wt = j.w + (o / MR) * j.w_tile;
+          const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
+          if (j.w_step == 1) tile<1>(j, wt, ntaps, panel, out, r, bias, o, rows, m, c0, c1, c0 == 0);
+          else tile<MR>(j, wt, ntaps, panel, out, r, bias, o, rows, m, c0, c1, c0 == 0);
         }
       }
       c0 = c1;
@@ -213,27 +215,28 @@ void conv1d<ISA>(const ConvArgs& a) {
   const int64_t Lp = max_q + round_up(a.To, NR), rows = a.B * a.Cin, plane = rows * Lp;
   Scratch planes(0, s * plane);
   float* xs = planes.get();
-  parallel_for(s * rows, [&](int64_t pr) {  // plane r, row (b, c): xs[r][b, c][u] = x[b, c][u s + r - p] or 0
+  const InputAct act{a.leaky, a.slope};
+  parallel_for(s * rows, [&](int64_t pr) {  // plane r, row (b, c): xs[r][b, c][u] = act(x[b, c][u s + r - p]) or 0
     const int64_t r = pr / rows, row = pr % rows;
     const float* x = a.x + row * T;
     float* dst = xs + r * plane + row * Lp;
-    if (s == 1) {  // [p zeros, x, zeros], clipped to Lp
+    if (s == 1) {  // [p zeros, act(x), zeros], clipped to Lp
       const int64_t u0 = std::min(p, Lp), u1 = std::min(p + T, Lp);
       std::fill(dst, dst + u0, 0.0f);
-      std::copy(x, x + (u1 - u0), dst + u0);
+      copy_act(dst + u0, x, u1 - u0, act);
       std::fill(dst + u1, dst + Lp, 0.0f);
       return;
     }
     for (int64_t u = 0; u < Lp; ++u) {
       const int64_t t = u * s + r - p;
-      dst[u] = t >= 0 && t < T ? x[t] : 0.0f;
+      dst[u] = t >= 0 && t < T ? act(x[t]) : 0.0f;
     }
   });
   Corr j;  // the weights in place: row o of (Cout, Cin, K) runs along (c, k)
   j.w = a.w, j.w_row = a.Cin * K, j.w_tile = MR * j.w_row, j.w_step = 1;
   for (int64_t k = 0; k < K; ++k) j.off.push_back((k * d) % s * plane + k * d / s);
   j.src = xs, j.src_sb = a.Cin * Lp, j.src_sc = Lp;
-  j.out = a.y, j.out_sb = a.Cout * a.To, j.out_so = a.To, j.M = a.To;
+  j.out = a.y, j.res = a.residual, j.out_sb = a.Cout * a.To, j.out_so = a.To, j.M = a.To;
   run({j}, a.B, a.Cin, a.Cout, a.b);
 }
 
@@ -300,10 +303,10 @@ void conv_transpose1d<ISA>(const ConvArgs& a) {
   const int64_t M0 = ceil_div(a.To, s);  // the longest phase (ph = 0)
   const int64_t padL = -P.min_e, Lx = std::max(padL + T, padL + P.max_e + round_up(M0, NR)), rows = a.B * a.Cin;
   Scratch xpad(0, rows * Lx);
-  parallel_for(rows, [&](int64_t row) {  // xpad[b, c] = [padL zeros, x[b, c], zeros]
+  parallel_for(rows, [&](int64_t row) {  // xpad[b, c] = [padL zeros, act(x[b, c]), zeros]
     float* dst = xpad.get() + row * Lx;
     std::fill(dst, dst + padL, 0.0f);
-    std::copy(a.x + row * T, a.x + (row + 1) * T, dst + padL);
+    copy_act(dst + padL, a.x + row * T, T, InputAct{a.leaky, a.slope});
     std::fill(dst + padL + T, dst + Lx, 0.0f);
   });
   std::unique_ptr<Scratch> owned;  // the packed weights, unless the caller packed them once (a.wp)
@@ -340,16 +343,10 @@ void conv_transpose1d<ISA>(const ConvArgs& a) {
 
 template <>
 void leaky_relu<ISA>(float* y, const float* x, int64_t n, float slope) {
-  // The reference's select, lane-wise: x > 0 ? x : x * slope (max/min arithmetic would lose -0.0 at slope 0).
   constexpr int64_t kGrain = 16384;
-  const V k = V::set1(slope);
   parallel_for(ceil_div(n, kGrain), [&](int64_t chunk) {
-    const int64_t end = std::min(n, (chunk + 1) * kGrain);
-    for (int64_t i = chunk * kGrain; i < end; i += W) {
-      const int m = static_cast<int>(std::min<int64_t>(W, end - i));
-      const V v = load_n<V>(x + i, m);
-      store_n(y + i, V::if_positive(v, v, v * k), m);
-    }
+    const int64_t i = chunk * kGrain;
+    copy_act(y + i, x + i, std::min(kGrain, n - i), InputAct{true, slope});
   });
 }
 
