@@ -4,7 +4,7 @@ calm-token trimming, spectrogram diffusion, UnivNet) and its voice front end (wa
   tests/data/quality/univnet_mel.npz   the diffusion half of get_conditioning_latents on two real voice clips
       (third_party/tortoise/voices: mol/1.wav whole, emma/1.wav cut to its first EMMA_SAMPLES samples, so that
       one clip is truncated to 102400 samples at 24 kHz and one zero-padded):
-        mol.at_24k (102400,)         torchaudio.functional.resample(clip, 22050, 24000), pad_or_truncate'd
+        <clip>.at_24k (102400,)      torchaudio.functional.resample(clip, 22050, 24000), pad_or_truncate'd
         <clip>.mel (100, 401)        wav_to_univnet_mel (TacotronSTFT(1024, 256, 1024, 100, 24000, 0, 12000))
         mel_basis (100, 513)         TacotronSTFT's mel filters (librosa.filters.mel, see below)
   tests/data/quality/tiny/   a mutually consistent set of tiny models and the pipeline run on them:
@@ -174,8 +174,7 @@ def _univnet_mels(api, out: Path) -> list:
             sample = sys.modules["torchaudio"].functional.resample(clip, 22050, 24000)
             sample = api.pad_or_truncate(sample, 102400)
             mel = wav_to_univnet_mel(sample, do_normalization=False, device="cpu")  # (1, 100, 401)
-        if name == "mol":  # one clip's 24 kHz samples (400 KB) isolate the mel from the resampler in the test
-            arrays[f"{name}.at_24k"] = _np(sample[0])
+        arrays[f"{name}.at_24k"] = _np(sample[0])  # the 24 kHz samples isolate the mel from the resampler
         arrays[f"{name}.mel"] = _np(mel[0])
         print(f"  {name}: {clip.shape[-1]} samples at 22.05 kHz -> mel {tuple(mel.shape)} "
               f"[{mel.min():.2f}, {mel.max():.2f}]")
