@@ -244,6 +244,8 @@ def test_hyp_group_norm(B, G, cpg, T, seed):
     C = G * cpg
     x, g, b = rand(rng, B, C, T) + np.float32(3), rand(rng, C), rand(rng, C)
     assert_close(ops.group_norm(x, g, b, G, 1e-5), ref.group_norm(x, g, b, G, 1e-5), **TOL, name="group_norm")
+    assert_close(ops.group_norm_silu(x, g, b, G, 1e-5), ref.group_norm_silu(x, g, b, G, 1e-5), **TOL,
+                 name="group_norm_silu")
 
 
 @gpu
@@ -256,6 +258,7 @@ def test_norms_and_activations_literal(ops):
     a = np.array([-3.0, -1.0, 0.5, 1.0, 2.0], np.float32)
     assert_close(ops.gelu_new(a), [-0.0036373921, -0.15880801, 0.34571401, 0.84119199, 1.9545977], atol=1e-6)
     assert_close(ops.gelu(a), [-0.0040496941, -0.15865525, 0.34573123, 0.84134475, 1.9544997], atol=1e-6)
+    assert_close(ops.silu(a), ref.silu(a), atol=1e-6)
     assert_close(ops.gated_gelu(np.array([2.0, 1.0], np.float32)), [1.6826895], atol=1e-6)
     assert_close(ops.softmax(np.array([0.0, np.log(3.0)], np.float32)), [0.25, 0.75], atol=1e-7)
     assert_close(ops.softmax(np.array([MASK_MIN, MASK_MIN], np.float32)), [0.5, 0.5], atol=0)
@@ -359,15 +362,30 @@ def _conv_draw(draw, transposed):  # as tests/test_ops.py conv_shapes: valid siz
 
 @gpu
 @hyp
-@given(data=st.data(), seed=SEEDS, bias=st.booleans(), transposed=st.booleans())
-def test_hyp_conv1d_and_conv_transpose1d(data, seed, bias, transposed):
+@given(data=st.data(), seed=SEEDS, bias=st.booleans(), transposed=st.booleans(),
+       slope=st.sampled_from([None, 0.1, 0.0]), residual=st.booleans())
+def test_hyp_conv1d_and_conv_transpose1d(data, seed, bias, transposed, slope, residual):
     ops = get_ops("cuda")
     B, Cin, Cout, T, K, kw = _conv_draw(data.draw, transposed)
     rng = np.random.default_rng(seed)
     x, b = rand(rng, B, Cin, T), rand(rng, Cout) if bias else None
     op = "conv_transpose1d" if transposed else "conv1d"
     w = rand(rng, *((Cin, Cout, K) if transposed else (Cout, Cin, K)), scale=0.3)
+    if residual and not transposed:  # the fused skip (conv1d only)
+        kw["residual"] = rand(rng, *ref.conv1d(x, w, None, **kw).shape)
+    kw["leaky_slope"] = slope  # the fused input activation
     assert_close(getattr(ops, op)(x, w, b, **kw), getattr(ref, op)(x, w, b, **kw), **TOL, name=f"{op} {x.shape} {kw}")
+
+
+@gpu
+@hyp
+@given(B=st.integers(1, 2), Cin=st.integers(1, 9), Cout=st.integers(1, 12), K=st.sampled_from([1, 3, 5]),
+       L=st.integers(1, 6), hop=st.sampled_from([1, 3, 8, 40]), seed=SEEDS)
+def test_hyp_location_variable_conv(B, Cin, Cout, K, L, hop, seed):
+    rng = np.random.default_rng(seed)
+    x, kernels, bias = rand(rng, B, Cin, L * hop), rand(rng, B, Cin, Cout, K, L, scale=0.3), rand(rng, B, Cout, L)
+    assert_close(get_ops("cuda").location_variable_conv(x, kernels, bias, hop),
+                 ref.location_variable_conv(x, kernels, bias, hop), **TOL, name="location_variable_conv")
 
 
 @gpu

@@ -5,8 +5,8 @@
 //   Weight(w)                      a (Cout, Cin) weight uploaded once: C order is nn.Linear's layout, Fortran
 //                                  order a transposed Conv1D weight (transposed on upload); f32 / f16 / uint16
 //                                  (bfloat16 bits). pyclvp/ops/cuda_ops.py keeps one per weight array.
-//   linear(x, weight, b), layer_norm, rms_norm, group_norm, gelu_new, gelu, gated_gelu, softmax, rotary,
-//   attention, conv1d, conv_transpose1d, leaky_relu
+//   linear(x, weight, b), layer_norm, rms_norm, group_norm, gelu_new, gelu, silu, gated_gelu, softmax, rotary,
+//   attention, conv1d, conv_transpose1d, location_variable_conv, leaky_relu
 //                                  the ops of pyclvp/ops/numpy_ops.py with the arguments of pyclvp._core's CPU
 //                                  ops (csrc/bindings/ops.cc): host arrays in, a new host array out
 //   DecoderSession                 see bindings/cuda_decoder.cc
@@ -143,9 +143,9 @@ py::array_t<float> rms_norm(const py::handle& x_, const py::handle& g_, float ep
   return y;
 }
 
-// group_norm(x (B, C, T), g (C,), b (C,), groups, eps) -> (B, C, T)
+// group_norm(x (B, C, T), g (C,), b (C,), groups, eps, silu) -> (B, C, T)
 py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, int64_t groups,
-                              float eps) {
+                              float eps, bool silu) {
   const GroupNormArgs in = group_norm_args(x_, g_, b_, groups);
   auto y = empty({in.B, in.C, in.T});
   const Host hx = host(in.x), hg = host(in.g), hb = host(in.b);
@@ -154,12 +154,13 @@ py::array_t<float> group_norm(const py::handle& x_, const py::handle& g_, const 
   if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dg = upload(hg, "g"), db = upload(hb, "b"), dy(oy.bytes, "y");
-  cuda::group_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), db.as<float>(), in.G, eps, in.B, in.C, in.T, kOps);
+  cuda::group_norm(dy.as<float>(), dx.as<float>(), dg.as<float>(), db.as<float>(), in.G, eps, silu, in.B, in.C, in.T,
+                   kOps);
   download(oy, dy);
   return y;
 }
 
-// gelu_new(x) / gelu(x): elementwise, any shape
+// gelu_new(x) / gelu(x) / silu(x): elementwise, any shape
 template <int Which>
 py::array_t<float> elementwise(const py::handle& x_) {
   py::array x = f32(x_, "x");
@@ -172,7 +173,8 @@ py::array_t<float> elementwise(const py::handle& x_) {
   py::gil_scoped_release nogil;
   DeviceBuffer dx = upload(hx, "x"), dy(oy.bytes, "y");
   if constexpr (Which == 0) cuda::gelu_new(dy.as<float>(), dx.as<float>(), n, kOps);
-  else cuda::gelu(dy.as<float>(), dx.as<float>(), n, kOps);
+  else if constexpr (Which == 1) cuda::gelu(dy.as<float>(), dx.as<float>(), n, kOps);
+  else cuda::silu(dy.as<float>(), dx.as<float>(), n, kOps);
   download(oy, dy);
   return y;
 }
@@ -285,6 +287,22 @@ py::array_t<float> conv_transpose1d(const py::handle& x_, const py::handle& w_, 
   return conv<true>(x_, w_, b_, stride, padding, output_padding, dilation, leaky_slope_, py::none());
 }
 
+// location_variable_conv(x (B, Cin, T), kernels (B, Cin, Cout, K, L), bias (B, Cout, L), hop) -> (B, Cout, T)
+py::array_t<float> location_variable_conv(const py::handle& x_, const py::handle& k_, const py::handle& b_, int64_t hop) {
+  const LvcInputs in = lvc_args(x_, k_, b_, hop);
+  auto y = empty({in.B, in.Cout, in.T});
+  const Host hx = host(in.x), hk = host(in.kernels), hb = host(in.bias);
+  const Out oy = out(y);
+  cuda::require_device();
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
+  py::gil_scoped_release nogil;
+  DeviceBuffer dx = upload(hx, "x"), dk = upload(hk, "kernels"), db = upload(hb, "bias"), dy(oy.bytes, "y");
+  cuda::location_variable_conv(dy.as<float>(), dx.as<float>(), dk.as<float>(), db.as<float>(), in.B, in.Cin, in.Cout,
+                               in.K, in.L, in.hop, kOps);
+  download(oy, dy);
+  return y;
+}
+
 // leaky_relu(x, slope): elementwise, any shape
 py::array_t<float> leaky_relu(const py::handle& x_, float slope) {
   py::array x = f32(x_, "x");
@@ -319,9 +337,12 @@ void register_cuda(py::module_& m) {
   c.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), py::arg("clamp") = false,
         "x (N, C), g (C,) -> (N, C); clamp: Tortoise's RMSNorm (norm clamped at eps) instead of transformers'");
   c.def("group_norm", &group_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("groups"), py::arg("eps"),
-        "x (B, C, T), g (C,), b (C,) -> (B, C, T)");
+        py::arg("silu") = false, "x (B, C, T), g (C,), b (C,) -> (B, C, T); silu: SiLU of the result in the same pass");
   c.def("gelu_new", &elementwise<0>, py::arg("x"), "elementwise GPT-2 tanh GELU, any shape (C order)");
   c.def("gelu", &elementwise<1>, py::arg("x"), "elementwise exact (erf) GELU, any shape (C order)");
+  c.def("silu", &elementwise<2>, py::arg("x"), "elementwise x * sigmoid(x), any shape (C order)");
+  c.def("location_variable_conv", &location_variable_conv, py::arg("x"), py::arg("kernels"), py::arg("bias"),
+        py::arg("hop"), "x (B, Cin, L hop), kernels (B, Cin, Cout, K, L), bias (B, Cout, L) -> (B, Cout, L hop): UnivNet's LVC");
   c.def("gated_gelu", &gated_gelu, py::arg("x"), "x (N, 2F) -> x[:, :F] * gelu(x[:, F:]) (N, F)");
   c.def("softmax", &softmax, py::arg("x"), "x (N, C) -> softmax over the last axis (N, C)");
   c.def("rotary", &rotary, py::arg("x"), py::arg("cos"), py::arg("sin"), "x (M, T, D), cos/sin (T, R) -> (M, T, D)");

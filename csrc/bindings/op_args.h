@@ -167,6 +167,25 @@ inline ConvInputs conv_args(const py::handle& x_, const py::handle& w_, const py
   return in;
 }
 
+// location_variable_conv: x (B, Cin, T), kernels (B, Cin, Cout, K, L), bias (B, Cout, L), hop; K odd, T = L hop.
+struct LvcInputs {
+  py::array x, kernels, bias;
+  int64_t B = 0, Cin = 0, Cout = 0, K = 0, L = 0, T = 0, hop = 0;
+};
+
+inline LvcInputs lvc_args(const py::handle& x_, const py::handle& k_, const py::handle& b_, int64_t hop) {
+  LvcInputs in;
+  in.x = f32(x_, "x", {}, 3);
+  in.B = in.x.shape(0), in.Cin = in.x.shape(1), in.T = in.x.shape(2);
+  in.kernels = f32(k_, "kernels", {in.B, in.Cin, -1, -1, -1});
+  in.Cout = in.kernels.shape(2), in.K = in.kernels.shape(3), in.L = in.kernels.shape(4);
+  in.bias = f32(b_, "bias", {in.B, in.Cout, in.L});
+  PYCLVP_CHECK(in.K % 2 == 1 && hop >= 1 && in.T == in.L * hop, "location_variable_conv needs an odd kernel size (got K = ",
+               in.K, ") and T = L * hop (got T = ", in.T, ", L = ", in.L, ", hop = ", hop, ")");
+  in.hop = hop;
+  return in;
+}
+
 // The kernel's AttentionArgs (cpu:: or cuda::, which share these fields) for contiguous q, k, v, out
 // and the checked mask's broadcast strides; the caller sets the pointers. With causal, the last query
 // sees every key (a prompt continuing a cache).

@@ -234,18 +234,13 @@ py::array_t<float> conv_transpose1d(const py::handle& x_, const py::handle& w_, 
 
 // location_variable_conv(x (B, Cin, T), kernels (B, Cin, Cout, K, L), bias (B, Cout, L), hop) -> (B, Cout, T)
 py::array_t<float> location_variable_conv(const py::handle& x_, const py::handle& k_, const py::handle& b_, int64_t hop) {
-  py::array x = f32(x_, "x", {}, 3);
-  const int64_t B = x.shape(0), Cin = x.shape(1), T = x.shape(2);
-  py::array kern = f32(k_, "kernels", {B, Cin, -1, -1, -1});
-  const int64_t Cout = kern.shape(2), K = kern.shape(3), L = kern.shape(4);
-  py::array bias = f32(b_, "bias", {B, Cout, L});
-  PYCLVP_CHECK(K % 2 == 1 && hop >= 1 && T == L * hop, "location_variable_conv needs an odd kernel size (got K = ", K,
-               ") and T = L * hop (got T = ", T, ", L = ", L, ", hop = ", hop, ")");
-  auto y = empty({B, Cout, T});
+  const LvcInputs in = lvc_args(x_, k_, b_, hop);
+  auto y = empty({in.B, in.Cout, in.T});
   float* yp = out_ptr(y);
   py::gil_scoped_release nogil;
   cpu::dispatch(cpu::active_isa(), [&](auto isa) {
-    cpu::location_variable_conv<isa.value>(yp, f32_ptr(x), f32_ptr(kern), f32_ptr(bias), B, Cin, Cout, K, L, hop);
+    cpu::location_variable_conv<isa.value>(yp, f32_ptr(in.x), f32_ptr(in.kernels), f32_ptr(in.bias), in.B, in.Cin,
+                                            in.Cout, in.K, in.L, in.hop);
   });
   return y;
 }

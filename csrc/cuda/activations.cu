@@ -1,4 +1,4 @@
-// gelu_new, gelu, gated_gelu (elementwise, grid-stride loops) and softmax (one block per row).
+// gelu_new, gelu, silu, gated_gelu (elementwise, grid-stride loops) and softmax (one block per row).
 // Contracts in csrc/cuda/kernels.h; the math (gelu_new_f, gelu_f) is in csrc/cuda/common.cuh and
 // matches pyclvp/ops/numpy_ops.py.
 #include "cuda/common.cuh"
@@ -8,12 +8,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <int Which>  // 0: gelu_new, 1: gelu
+template <int Which>  // 0: gelu_new, 1: gelu, 2: silu
 __global__ void __launch_bounds__(kThreads) elementwise_kernel(float* y, const float* x, int64_t n) {
   wait_for_previous_kernel();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads)
-    y[i] = Which == 0 ? gelu_new_f(x[i]) : gelu_f(x[i]);
+    y[i] = Which == 0 ? gelu_new_f(x[i]) : Which == 1 ? gelu_f(x[i]) : silu_f(x[i]);
 }
 
 // y[r, j] = x[r, j] * gelu(x[r, F + j])
@@ -55,6 +55,8 @@ void elementwise(float* y, const float* x, int64_t n, StreamHandle s) {
 void gelu_new(float* y, const float* x, int64_t n, StreamHandle s) { elementwise<0>(y, x, n, s); }
 
 void gelu(float* y, const float* x, int64_t n, StreamHandle s) { elementwise<1>(y, x, n, s); }
+
+void silu(float* y, const float* x, int64_t n, StreamHandle s) { elementwise<2>(y, x, n, s); }
 
 void gated_gelu(float* y, const float* x, int64_t N, int64_t F, StreamHandle s) {
   if (N == 0 || F == 0) return;

@@ -245,6 +245,9 @@ __device__ __forceinline__ float gelu_new_f(float x) {
 }
 
 // matches pyclvp/ops/numpy_ops.py::gelu (exact, erf-based)
+// silu: x sigmoid(x) as x / (1 + e^-x), as the CPU kernel (x -> -inf gives -0)
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
+
 __device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
 
 }  // namespace pyclvp::cuda

@@ -90,15 +90,17 @@ void rms_norm(float* y, const float* x, const float* g, float eps, bool clamp, i
               StreamHandle stream);
 
 // matches pyclvp/ops/numpy_ops.py::group_norm.   y, x : (B, C, T) f32 contiguous (may alias); g, b : (C,); C % G == 0
-void group_norm(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t B, int64_t C,
+// with silu, pyclvp/ops/numpy_ops.py::group_norm_silu (SiLU of the result in the same pass)
+void group_norm(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, bool silu, int64_t B, int64_t C,
                 int64_t T, StreamHandle stream);
 
 // ---------------------------------------------------------------------------------------------
 // activations and softmax (csrc/cuda/activations.cu)
 
-// matches pyclvp/ops/numpy_ops.py::gelu_new / ::gelu, elementwise.   y, x : (n,) f32 (may alias)
+// matches pyclvp/ops/numpy_ops.py::gelu_new / ::gelu / ::silu, elementwise.   y, x : (n,) f32 (may alias)
 void gelu_new(float* y, const float* x, int64_t n, StreamHandle stream);
 void gelu(float* y, const float* x, int64_t n, StreamHandle stream);
+void silu(float* y, const float* x, int64_t n, StreamHandle stream);
 
 // matches pyclvp/ops/numpy_ops.py::gated_gelu.   y : (N, F) f32 contiguous, written   x : (N, 2F) f32 contiguous
 void gated_gelu(float* y, const float* x, int64_t N, int64_t F, StreamHandle stream);
@@ -222,6 +224,12 @@ void conv1d(const ConvArgs& a, StreamHandle stream);
 
 // matches pyclvp/ops/numpy_ops.py::conv_transpose1d (gathered per output: no atomics)
 void conv_transpose1d(const ConvArgs& a, StreamHandle stream);
+
+// matches pyclvp/ops/numpy_ops.py::location_variable_conv (UnivNet's LVC): window l = t / hop of every output row
+// uses its own kernel.   y : (B, Cout, L hop) written   x : (B, Cin, L hop)   kernels : (B, Cin, Cout, K, L), K odd
+//   bias : (B, Cout, L); all f32 contiguous
+void location_variable_conv(float* y, const float* x, const float* kernels, const float* bias, int64_t B, int64_t Cin,
+                            int64_t Cout, int64_t K, int64_t L, int64_t hop, StreamHandle stream);
 
 // matches pyclvp/ops/numpy_ops.py::leaky_relu, elementwise.   y, x : (n,) f32 (may alias)
 void leaky_relu(float* y, const float* x, int64_t n, float slope, StreamHandle stream);

@@ -57,8 +57,8 @@ __global__ void __launch_bounds__(kNormThreads)
 
 // One block per (batch, group): the group's C/G channels x T times are contiguous.
 __global__ void __launch_bounds__(kNormThreads)
-    group_norm_kernel(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t C,
-                      int64_t T) {
+    group_norm_kernel(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, bool silu,
+                      int64_t C, int64_t T) {
   wait_for_previous_kernel();
   const int64_t cpg = C / G, n = cpg * T, bg = blockIdx.x, c0 = (bg % G) * cpg;
   const float* xg = x + bg * n;
@@ -66,7 +66,8 @@ __global__ void __launch_bounds__(kNormThreads)
   const Stats st = centred_stats(xg, n, eps);
   for (int64_t i = threadIdx.x; i < n; i += kNormThreads) {
     const int64_t c = c0 + i / T;
-    yg[i] = (xg[i] - st.mu) * st.rstd * g[c] + b[c];
+    const float v = (xg[i] - st.mu) * st.rstd * g[c] + b[c];
+    yg[i] = silu ? silu_f(v) : v;
   }
 }
 
@@ -83,10 +84,10 @@ void rms_norm(float* y, const float* x, const float* g, float eps, bool clamp, i
   launch(rms_norm_kernel, grid_x(N, "rms_norm"), kNormThreads, s, y, x, g, eps, clamp, C);
 }
 
-void group_norm(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, int64_t B, int64_t C,
-                int64_t T, StreamHandle s) {
+void group_norm(float* y, const float* x, const float* g, const float* b, int64_t G, float eps, bool silu, int64_t B,
+                int64_t C, int64_t T, StreamHandle s) {
   if (B == 0 || C == 0 || T == 0) return;
-  launch(group_norm_kernel, grid_x(B * G, "group_norm"), kNormThreads, s, y, x, g, b, G, eps, C, T);
+  launch(group_norm_kernel, grid_x(B * G, "group_norm"), kNormThreads, s, y, x, g, b, G, eps, silu, C, T);
 }
 
 }  // namespace pyclvp::cuda

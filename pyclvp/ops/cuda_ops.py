@@ -20,8 +20,8 @@ The model's hooks, as CpuOps has them:
 Convolution weights are not cached: conv1d / conv_transpose1d upload theirs on every call (with x).
 
 Outside the kernels' contract, these run through the NumPy reference: attention with a head dim
-above 128 (_core.cuda's limit) or broadcast q/k/v; rotary with per-batch tables; silu and
-location_variable_conv (no CUDA kernel yet). group_norm_silu is group_norm's kernel, then silu.
+above 128 (_core.cuda's limit) or broadcast q/k/v; rotary with per-batch tables; interpolate_linear
+(no kernel on any backend).
 
 Shape legend: B batch, T time, S key positions, C hidden, H heads, D head dim, R rotary dim, N rows.
 """
@@ -32,7 +32,6 @@ import weakref
 import numpy as np
 
 from .. import _core
-from . import numpy_ops
 from .cpu_ops import CpuOps, _weight
 
 MAX_HEAD_DIM = 128  # csrc/cuda/kernels.h kAttentionMaxD
@@ -104,12 +103,6 @@ class CudaOps(CpuOps):
         if reason is not None:
             raise CudaUnavailableError(f"backend 'cuda' is unavailable: {reason}")
         self.core = _core.cuda
-
-    silu = staticmethod(numpy_ops.silu)  # no CUDA kernels for these two yet: the NumPy reference
-    location_variable_conv = staticmethod(numpy_ops.location_variable_conv)
-
-    def group_norm_silu(self, x, g, b, groups, eps):  # (B, C, T) -> (B, C, T)
-        return self.silu(self.group_norm(x, g, b, groups, eps))
 
     def _matrix(self, w):  # the matrix's upload (made on first use)
         return _WEIGHTS.get(_weight(w))
