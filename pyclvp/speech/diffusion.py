@@ -239,7 +239,6 @@ class DiffusionTts:
 
     def __init__(self, weights: dict, cfg: DiffusionConfig, ops):
         self.w, self.cfg, self.ops = weights, cfg, ops
-        self._bias_cache = {}
 
     # -- blocks -----------------------------------------------------------------------------------
 
