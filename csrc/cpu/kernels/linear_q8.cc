@@ -9,8 +9,10 @@
 // walks it in register tiles of RB x rows by CB weight rows. A tile keeps RB*CB vector accumulators along k; per
 // vector of k it loads RB x vectors and CB int8 vectors, each widened to float32 and multiplied by its block's
 // scale as it is loaded (the dequantized weight lives in a register and is never written), then does RB*CB FMAs;
-// the lanes are summed at the end. Column tiles are the outer loop, so a tile's CB weight rows stay in L1 while
-// the task's row tiles pass over them.
+// the lanes are summed at the end. With several rows, row tiles are the outer loop: a tile's RB x rows (4 x 1024
+// floats = 16 KiB) stay in L1 while it passes over the task's weight rows, which stay in L2 (a task's block is at
+// most Q8_TASK_BYTES of int8) for the next row tile. (Column tiles outermost instead, the 16 rows of batch-16
+// decode were re-read from L2 by every tile, 12 vector loads per 12 FMAs: slower than L2 can feed.)
 //
 // Decode (N == 1) is memory-bound: int8 + scales are 1.125 bytes per weight, against bfloat16's 2 and float32's 4.
 // CB = 4 rows stream side by side, and the same column of the next tile's rows is prefetched (consecutive rows are
@@ -40,15 +42,16 @@ static_assert(QB % W == 0, "a scale block holds whole vectors");
 constexpr int RB = 4;
 constexpr int CB = W == 16 ? 4 : 3;
 constexpr int CB1 = 4;             // weight rows per tile when N == 1
-constexpr int64_t MC = 64;         // rows of a task (x rows of a 1024-wide product: 256 KiB, in L2)
+constexpr int64_t MC = 16;         // rows of a task (the 16 rows of batch-16 decode)
+constexpr int64_t TASK_BYTES = 192 << 10;  // int8 weights of a task with several rows: they stay in L2
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// y[n0:n0+R, c0:c0+C] (+)= x[n0:n0+R] @ W[c0:c0+C]^T + b over all of k (rows past N / columns past Cout are
-// computed on clamped pointers and dropped)
+// y[n0:n0+R, c0:c0+C] (+)= x[n0:n0+R, k0:k1] @ W[c0:c0+C, k0:k1]^T, + b when k0 == 0; y is added to when
+// k0 > 0 or j.accumulate (rows past N / columns past Cout are computed on clamped pointers and dropped)
 template <int R, int C>
-void tile(const LinearJob& j, int64_t n0, int64_t c0) {
+void tile(const LinearJob& j, int64_t n0, int64_t c0, int64_t k0, int64_t k1) {
   const int64_t nblk = j.Cin / QB;
   const float* xr[R];
   const int8_t* qr[C];
@@ -62,14 +65,14 @@ void tile(const LinearJob& j, int64_t n0, int64_t c0) {
   V acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = V::zero();
-  for (int64_t blk = 0; blk < nblk; ++blk) {
-    const int64_t k0 = blk * QB;
+  for (int64_t blk = k0 / QB; blk < k1 / QB; ++blk) {
+    const int64_t kb = blk * QB;
     if constexpr (R == 1)  // one cache line (two blocks) of each row of the next tile, C rows ahead
       if ((blk & 1) == 0)
-        for (int c = 0; c < C; ++c) __builtin_prefetch(qr[c] + k0 + C * j.Cin);
+        for (int c = 0; c < C; ++c) __builtin_prefetch(qr[c] + kb + C * j.Cin);
     V s[C];
     for (int c = 0; c < C; ++c) s[c] = V::set1(sr[c][blk]);
-    for (int64_t k = k0; k < k0 + QB; k += W) {
+    for (int64_t k = kb; k < kb + QB; k += W) {
       V xv[R];
       for (int r = 0; r < R; ++r) xv[r] = V::load(xr[r] + k);
       for (int c = 0; c < C; ++c) {
@@ -78,11 +81,12 @@ void tile(const LinearJob& j, int64_t n0, int64_t c0) {
       }
     }
   }
+  const bool add_y = k0 > 0 || j.accumulate;
   for (int r = 0; r < R && n0 + r < j.N; ++r) {
     float* y = j.y + (n0 + r) * j.ldy;
     for (int c = 0; c < C && c0 + c < j.Cout; ++c) {
-      const float s = acc[r][c].reduce_add() + (j.b ? j.b[c0 + c] : 0.0f);
-      y[c0 + c] = j.accumulate ? y[c0 + c] + s : s;
+      const float s = acc[r][c].reduce_add() + (k0 == 0 && j.b ? j.b[c0 + c] : 0.0f);
+      y[c0 + c] = add_y ? y[c0 + c] + s : s;
     }
   }
 }
@@ -90,12 +94,12 @@ void tile(const LinearJob& j, int64_t n0, int64_t c0) {
 // One task: rows [n0, n1) x columns [c0, c1), then the activation over the block.
 void block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
   if (j.N == 1) {
-    for (int64_t c = c0; c < c1; c += CB1) tile<1, CB1>(j, 0, c);
+    for (int64_t c = c0; c < c1; c += CB1) tile<1, CB1>(j, 0, c, 0, j.Cin);
   } else if (n1 - n0 == 2) {
-    for (int64_t c = c0; c < c1; c += CB) tile<2, CB>(j, n0, c);
+    for (int64_t c = c0; c < c1; c += CB) tile<2, CB>(j, n0, c, 0, j.Cin);
   } else {
-    for (int64_t c = c0; c < c1; c += CB)
-      for (int64_t n = n0; n < n1; n += RB) tile<RB, CB>(j, n, c);
+    for (int64_t n = n0; n < n1; n += RB)
+      for (int64_t c = c0; c < c1; c += CB) tile<RB, CB>(j, n, c, 0, j.Cin);
   }
   if (j.act != Act::GELU_NEW) return;
   for (int64_t n = n0; n < n1; ++n) {
@@ -119,7 +123,8 @@ Plan plan(const LinearJob& j) {
   const int64_t unit = j.N == 1 ? CB1 : CB;
   const int64_t row_blocks = ceil_div(j.N, p.rows);
   const int64_t want = ceil_div(j.Cout * row_blocks, 4 * static_cast<int64_t>(num_threads()));
-  p.cols = std::clamp(round_up(want, unit), unit, std::max(unit, round_up(256, unit)));
+  const int64_t cap = j.N == 1 ? 256 : TASK_BYTES / j.Cin;
+  p.cols = std::clamp(round_up(want, unit), unit, std::max(unit, cap / unit * unit));
   p.ntasks = row_blocks * ceil_div(j.Cout, p.cols);
   return p;
 }
