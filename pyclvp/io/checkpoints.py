@@ -36,7 +36,7 @@ from .safetensors import SafetensorsError, safe_open
 
 __all__ = ["CheckpointError", "SAFETENSORS_NAME", "SAFETENSORS_INDEX", "BIN_NAME", "BIN_INDEX", "DTYPES",
            "check_folder", "read_shard_index", "find_weight_files", "check_shapes", "convert_weight", "load_weights",
-           "load_bin_folder", "tensor_headers"]
+           "load_bin_folder", "tensor_headers", "pair_int8"]
 
 SAFETENSORS_NAME, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN_NAME, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
@@ -159,7 +159,7 @@ def _check_float(stored: dict) -> None:  # {name: stored dtype name}
         raise CheckpointError(f"tensors that are not floating point: {_first(bad)}")
 
 
-def _q8_entries(entries: dict) -> dict:
+def pair_int8(entries: dict) -> dict:
     """Pairs each I8 tensor with its scale (name + SCALE_SUFFIX) into one entry (f, "Q8" or "Q8T", logical shape);
     the scale entries go. "Q8T": stored transposed, as the file's metadata lists. An I8 tensor without its scale
     stays as it is (and _check_float refuses it)."""
@@ -220,7 +220,7 @@ def load_weights(folder, spec: dict, dtype: str = "float32", prepare=None, optio
         _check_float({name: arr.dtype.name for name, arr in tensors.items() if arr.dtype.kind != "f"})
         stored = tensors
     else:
-        entries = _q8_entries(tensor_headers(find_weight_files(folder)))
+        entries = pair_int8(tensor_headers(find_weight_files(folder)))
         check_shapes({name: shape for name, (_, _, shape) in entries.items()}, spec, folder, optional)
         _check_float({name: s for name, (_, s, _) in entries.items()})
         stored = {name: _as_stored(f, name, s) for name, (f, s, _) in entries.items()}
