@@ -32,7 +32,7 @@ from . import torch_pickle
 from .files import read_json
 from .half import as_bf16, to_dtype
 from .q8 import METADATA_KEY, SCALE_SUFFIX, Q8Matrix, quantize_matrix
-from .safetensors import SafetensorsError, safe_open
+from .safetensors import SafetensorsError, release_pages, safe_open
 
 __all__ = ["CheckpointError", "SAFETENSORS_NAME", "SAFETENSORS_INDEX", "BIN_NAME", "BIN_INDEX", "DTYPES",
            "check_folder", "read_shard_index", "find_weight_files", "check_shapes", "convert_weight", "load_weights",
@@ -228,7 +228,8 @@ def load_weights(folder, spec: dict, dtype: str = "float32", prepare=None, optio
 
     def load(name, arr):
         if name in quantize and not isinstance(arr, Q8Matrix):
-            arr = quantize_matrix(arr, quantize[name])
+            arr, read = quantize_matrix(arr, quantize[name]), arr
+            release_pages(read)  # only the int8 copy is kept: the float pages leave the resident set
         return (prepare or convert_weight)(name, arr, dtype)
 
     return {name: load(name, arr) for name, arr in stored.items()}
