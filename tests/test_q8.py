@@ -31,17 +31,17 @@ INT8_LOGIT_ATOL = 5e-2
 
 def test_quantize_literal():
     w = np.zeros((2, 64), np.float32)
-    w[0, :32] = np.linspace(-1, 0.5, 32)  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.block max |w| = 1: scale 1/127
-    w[1, 32:] = 0.127 * np.arange(32) / 31  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.row 1's first block is all zero: scale 0, q 0
+    w[0, :32] = np.linspace(-1, 0.5, 32)  # block max |w| = 1: scale 1/127
+    w[1, 32:] = 0.127 * np.arange(32) / 31  # row 1's first block is all zero: scale 0, q 0
     q, s = quantize_q8(w)
     assert s.dtype == np.float32 and q.dtype == np.int8
     assert s.tolist() == [[np.float32(1) / np.float32(127), 0.0], [0.0, np.float32(0.127) / np.float32(127)]]
-    assert q[0, 0] == -127 and q[0, 31] == 64 and not q[0, 32:].any() and not q[1, :32].any()  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.0.5*127 = 63.5 -> 64
+    assert q[0, 0] == -127 and q[0, 31] == 64 and not q[0, 32:].any() and not q[1, :32].any()  # 0.5*127 = 63.5 -> 64
     assert q[1, 63] == 127 and q[1, 32] == 0
 
 
 def test_quantize_rounds_ties_to_even():
-    w = np.array([[127.0, 0.5, 1.5, 2.5, -0.5] + [0.0] * 27], np.float32)  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.scale exactly 1
+    w = np.array([[127.0, 0.5, 1.5, 2.5, -0.5] + [0.0] * 27], np.float32)  # scale exactly 1
     assert quantize_q8(w)[0][0, :5].tolist() == [127, 0, 2, 2, 0]
 
 
@@ -54,9 +54,9 @@ def test_hyp_quantize_round_trip(R, blocks, seed, scale):
     q, s = quantize_q8(w)
     assert q.shape == w.shape and s.shape == (R, blocks) and np.abs(q.astype(int)).max() <= 127
     back = dequantize_q8(q, s)
-    step = np.repeat(s, BLOCK, axis=1)  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.(R, K): each weight's block scale
-    assert (np.abs(back - w) <= step * (0.5 + 1e-5)).all()  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.within half a step
-    blk = np.abs(w).reshape(R, blocks, BLOCK).argmax(-1)  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.the largest |w| of each block is +-127 steps: exact
+    step = np.repeat(s, BLOCK, axis=1)  # (R, K): each weight's block scale
+    assert (np.abs(back - w) <= step * (0.5 + 1e-5)).all()  # within half a step
+    blk = np.abs(w).reshape(R, blocks, BLOCK).argmax(-1)  # the largest |w| of each block is +-127 steps: exact
     for r in range(R):
         for b in range(blocks):
             assert abs(q[r, b * BLOCK + blk[r, b]]) == 127
@@ -74,7 +74,7 @@ def test_quantize_refuses():
 
 def test_q8matrix_is_its_logical_matrix():
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((64, 96)).astype(np.float32)  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.a Conv1D (Cin, Cout): quantized along Cin
+    w = rng.standard_normal((64, 96)).astype(np.float32)  # a Conv1D (Cin, Cout): quantized along Cin
     m = quantize_matrix(w, transposed=True)
     assert m.shape == (64, 96) and m.q.shape == (96, 64) and m.T.shape == (96, 64) and not m.T.transposed
     assert_close(np.asarray(m), w, atol=np.abs(w).max() / 127, name="dequantized")
@@ -88,11 +88,11 @@ def test_int8_targets():
     assert targets[p + "mlp.c_fc.weight"] and targets[p + "mlp.c_proj.weight"] and not targets[p + "attn.q_proj.weight"]
     assert "speech_decoder_model.lm_head.weight" in targets and len(targets) == 2 * 6 + 1
     assert not any("embeds_layer" in k or "encoder" in k for k in targets)
-    assert int8_targets(b) == {}  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.hidden 48, inner 72: no input dimension is a multiple of 32, all stay float
+    assert int8_targets(b) == {}  # hidden 48, inner 72: no input dimension is a multiple of 32, all stay float
 
 
-logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.----------------------------------------------------------------------------------------------
-logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.the model on int8 weights
+# ----------------------------------------------------------------------------------------------
+# the model on int8 weights
 
 
 def load_int8(backend, folder=None):
@@ -106,10 +106,10 @@ def int8_models():
 
 def prompt(m, seed=0):
     ids, feats, mask = inputs(seed=seed)
-    return m.decoder_prompt(m.conditioning_encoder(feats, *m.check_text(ids, mask)))  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.(B, P, C)
+    return m.decoder_prompt(m.conditioning_encoder(feats, *m.check_text(ids, mask)))  # (B, P, C)
 
 
-def forced_logits(dec, prompt, tokens):  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.prefill + one step per given token row (R, B) -> (R + 1, B, V)
+def forced_logits(dec, prompt, tokens):  # prefill + one step per given token row (R, B) -> (R + 1, B, V)
     B, P = prompt.shape[:2]
     state = dec.new_state(B, P + len(tokens))
     out = [dec.prefill(prompt, None, state)]
@@ -166,8 +166,8 @@ def test_decoder_session_refuses_int8_without_its_scales(int8_models):
         _core.DecoderSession(session_config(m.config.decoder_config), w)
 
 
-logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.----------------------------------------------------------------------------------------------
-logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.the int8 safetensors form: pyclvp convert --weights int8
+# ----------------------------------------------------------------------------------------------
+# the int8 safetensors form: pyclvp convert --weights int8
 
 
 @pytest.fixture(scope="module")
@@ -185,9 +185,9 @@ def test_converted_folder_is_int8_and_memory_mapped(converted, int8_models):
         assert f.get_dtype("speech_decoder_model.lm_head.weight") == "I8"
         assert f.get_dtype("speech_decoder_model.lm_head.weight_scale") == "F32"
         assert "layers.0.mlp.c_fc.weight" in f.metadata()[METADATA_KEY]
-    m = ClvpModelForConditionalGeneration.from_pretrained(converted, backend="cpu")  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.int8 as stored, no flag
+    m = ClvpModelForConditionalGeneration.from_pretrained(converted, backend="cpu")  # int8 as stored, no flag
     w = m.weights["speech_decoder_model.model.decoder.layers.1.mlp.c_proj.weight"]
-    assert isinstance(w, Q8Matrix) and w.transposed and not w.q.flags.owndata  logit error| is INT8_MEASURED, for logits up to ~2.8; the README quotes the figure.a view of the file
+    assert isinstance(w, Q8Matrix) and w.transposed and not w.q.flags.owndata  # a view of the file
     p = prompt(m)
     assert np.array_equal(greedy_logits(m.decoder, p), greedy_logits(int8_models["cpu"].decoder, p))
 
