@@ -15,9 +15,10 @@
 // decode were re-read from L2 by every tile, 12 vector loads per 12 FMAs: slower than L2 can feed.)
 //
 // Decode (N == 1) is memory-bound: int8 + scales are 1.125 bytes per weight, against bfloat16's 2 and float32's 4.
-// CB = 4 rows stream side by side, and the same column of the next tile's rows is prefetched (consecutive rows are
-// adjacent in memory: the task's block is one contiguous stream). Batch rows (the 16-candidate rank job) share
-// each dequantized vector between RB rows, so the widening is paid once per RB rows.
+// CB1 = 4 rows stream side by side, each prefetched 8 KiB ahead (consecutive rows are adjacent in memory: the task's
+// block is one contiguous stream); a block's x * q sums take its scale once, by one FMA, instead of a multiply per
+// weight. Batch rows (the 16-candidate rank job) share each dequantized vector between RB rows, so the widening
+// and the scaling are paid once per RB rows.
 // Ragged edges: row pointers are clamped to the last row / column and the duplicate results dropped; Cin is a
 // multiple of 32 (the bindings check it), so k has no tail.
 #include <algorithm>
@@ -42,6 +43,7 @@ static_assert(QB % W == 0, "a scale block holds whole vectors");
 constexpr int RB = 4;
 constexpr int CB = W == 16 ? 4 : 3;
 constexpr int CB1 = 4;             // weight rows per tile when N == 1
+constexpr int PF_BYTES = 8192;     // N == 1: prefetch distance along each row (rows are adjacent: the stream's future)
 constexpr int64_t MC = 16;         // rows of a task (the 16 rows of batch-16 decode)
 constexpr int64_t TASK_BYTES = 192 << 10;  // int8 weights of a task with several rows: they stay in L2
 
@@ -67,17 +69,27 @@ void tile(const LinearJob& j, int64_t n0, int64_t c0, int64_t k0, int64_t k1) {
     for (int c = 0; c < C; ++c) acc[r][c] = V::zero();
   for (int64_t blk = k0 / QB; blk < k1 / QB; ++blk) {
     const int64_t kb = blk * QB;
-    if constexpr (R == 1)  // one cache line (two blocks) of each row of the next tile, C rows ahead
+    if constexpr (R == 1)  // one cache line (two blocks) of each row, PF_BYTES ahead
       if ((blk & 1) == 0)
-        for (int c = 0; c < C; ++c) __builtin_prefetch(qr[c] + kb + C * j.Cin);
-    V s[C];
-    for (int c = 0; c < C; ++c) s[c] = V::set1(sr[c][blk]);
-    for (int64_t k = kb; k < kb + QB; k += W) {
-      V xv[R];
-      for (int r = 0; r < R; ++r) xv[r] = V::load(xr[r] + k);
-      for (int c = 0; c < C; ++c) {
-        const V w = V::load(qr[c] + k) * s[c];  // the dequantized weights q * scale
-        for (int r = 0; r < R; ++r) acc[r][c] = V::fma(xv[r], w, acc[r][c]);
+        for (int c = 0; c < C; ++c) __builtin_prefetch(qr[c] + kb + PF_BYTES);
+    if constexpr (R == 1) {  // sum x * q over the block, then one FMA by its scale: no multiply per weight
+      V part[C];
+      for (int c = 0; c < C; ++c) part[c] = V::zero();
+      for (int64_t k = kb; k < kb + QB; k += W) {
+        const V xv = V::load(xr[0] + k);
+        for (int c = 0; c < C; ++c) part[c] = V::fma(xv, V::load(qr[c] + k), part[c]);
+      }
+      for (int c = 0; c < C; ++c) acc[0][c] = V::fma(part[c], V::set1(sr[c][blk]), acc[0][c]);
+    } else {  // the dequantized weights q * scale, shared by the R rows
+      V s[C];
+      for (int c = 0; c < C; ++c) s[c] = V::set1(sr[c][blk]);
+      for (int64_t k = kb; k < kb + QB; k += W) {
+        V xv[R];
+        for (int r = 0; r < R; ++r) xv[r] = V::load(xr[r] + k);
+        for (int c = 0; c < C; ++c) {
+          const V w = V::load(qr[c] + k) * s[c];
+          for (int r = 0; r < R; ++r) acc[r][c] = V::fma(xv[r], w, acc[r][c]);
+        }
       }
     }
   }
