@@ -64,8 +64,9 @@ template <CpuIsa ISA>
 void linear(const LinearJob* jobs, int njobs);
 
 // linear for int8 weights (csrc/cpu/kernels/linear_q8.cc): the same jobs, every w I8 with w.kn false and
-// w.scale set, Cin % Q8_BLOCK == 0. matches pyclvp/ops/numpy_ops.py::linear_q8: W[c, k] = q[c, k] * scale[c, k / 32]
-// (the dequantized weight, formed in registers), accumulated in float32 against float32 x.
+// w.scale set, Cin % Q8_BLOCK == 0. matches pyclvp/ops/numpy_ops.py::linear_q8: W[c, k] = q[c, k] * scale[c, k / 32],
+// accumulated in float32 against float32 x (with several rows the dequantized weight is formed in registers; with
+// one, each block's sum of x * q is scaled once).
 template <CpuIsa ISA>
 void linear_q8(const LinearJob* jobs, int njobs);
 

@@ -37,7 +37,8 @@ def linear(x, w, b=None):  # (..., Cin), (Cout, Cin), (Cout,) -> (..., Cout)
 
 def linear_q8(x, q, scale, b=None):  # (..., Cin), (Cout, Cin) int8, (Cout, Cin/32), (Cout,) -> (..., Cout)
     # int8 weights (pyclvp/io/q8.py): the float32 weights q * scale, then linear. The kernels form the same
-    # dequantized weights in registers (exact), so they differ from this only in the order of the float32 sums.
+    # dequantized weights in registers, or scale each block's sum of x * q once: they differ from this only in
+    # the order and rounding of the float32 sums.
     return linear(x, dequantize_q8(q, scale), b)
 
 
