@@ -2,7 +2,8 @@
 // of Q8_BLOCK = 32 consecutive input channels (Q8_0-style, weight-only: x, y and every sum stay float32).
 // matches pyclvp/ops/numpy_ops.py::linear_q8. Compiled once per ISA (see csrc/cpu/kernels.h).
 //
-//   W[c, k] = q[c, k] * scale[c, k / 32]       the reference's dequantized weight, bit for bit
+//   W[c, k] = q[c, k] * scale[c, k / 32]       the reference's dequantized weight (the product is exact in float32
+//                                              rounding, so the batch path forms the same bits in registers)
 //
 // q is (Cout, Cin) row-major whatever the checkpoint's layout (pyclvp/io/q8.py quantizes a Conv1D weight
 // transposed), so one kernel serves every product: a task owns a block of rows x a block of output columns and
@@ -11,10 +12,10 @@
 // scale as it is loaded (the dequantized weight lives in a register and is never written), then does RB*CB FMAs;
 // the lanes are summed at the end. With several rows, row tiles are the outer loop: a tile's RB x rows (4 x 1024
 // floats = 16 KiB) stay in L1 while it passes over the task's weight rows, which stay in L2 (a task's block is at
-// most Q8_TASK_BYTES of int8) for the next row tile. (Column tiles outermost instead, the 16 rows of batch-16
+// most TASK_BYTES of int8) for the next row tile. (Column tiles outermost instead, the 16 rows of batch-16
 // decode were re-read from L2 by every tile, 12 vector loads per 12 FMAs: slower than L2 can feed.)
 //
-// Decode (N == 1) is memory-bound: int8 + scales are 1.125 bytes per weight, against bfloat16's 2 and float32's 4.
+// Decode (N == 1) streams the weights: int8 + scales are 1.125 bytes per weight, against bfloat16's 2 and float32's 4.
 // CB1 = 4 rows stream side by side, each prefetched 8 KiB ahead (consecutive rows are adjacent in memory: the task's
 // block is one contiguous stream); a block's x * q sums take its scale once, by one FMA, instead of a multiply per
 // weight. Batch rows (the 16-candidate rank job) share each dequantized vector between RB rows, so the widening
@@ -50,10 +51,10 @@ constexpr int64_t TASK_BYTES = 192 << 10;  // int8 weights of a task with severa
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// y[n0:n0+R, c0:c0+C] (+)= x[n0:n0+R, k0:k1] @ W[c0:c0+C, k0:k1]^T, + b when k0 == 0; y is added to when
-// k0 > 0 or j.accumulate (rows past N / columns past Cout are computed on clamped pointers and dropped)
+// y[n0:n0+R, c0:c0+C] (+)= x[n0:n0+R] @ W[c0:c0+C]^T + b (rows past N / columns past Cout are computed on
+// clamped pointers and dropped)
 template <int R, int C>
-void tile(const LinearJob& j, int64_t n0, int64_t c0, int64_t k0, int64_t k1) {
+void tile(const LinearJob& j, int64_t n0, int64_t c0) {
   const int64_t nblk = j.Cin / QB;
   const float* xr[R];
   const int8_t* qr[C];
@@ -67,7 +68,7 @@ void tile(const LinearJob& j, int64_t n0, int64_t c0, int64_t k0, int64_t k1) {
   V acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = V::zero();
-  for (int64_t blk = k0 / QB; blk < k1 / QB; ++blk) {
+  for (int64_t blk = 0; blk < nblk; ++blk) {
     const int64_t kb = blk * QB;
     if constexpr (R == 1)  // one cache line (two blocks) of each row, PF_BYTES ahead
       if ((blk & 1) == 0)
@@ -93,12 +94,11 @@ void tile(const LinearJob& j, int64_t n0, int64_t c0, int64_t k0, int64_t k1) {
       }
     }
   }
-  const bool add_y = k0 > 0 || j.accumulate;
   for (int r = 0; r < R && n0 + r < j.N; ++r) {
     float* y = j.y + (n0 + r) * j.ldy;
     for (int c = 0; c < C && c0 + c < j.Cout; ++c) {
-      const float s = acc[r][c].reduce_add() + (k0 == 0 && j.b ? j.b[c0 + c] : 0.0f);
-      y[c0 + c] = add_y ? y[c0 + c] + s : s;
+      const float s = acc[r][c].reduce_add() + (j.b ? j.b[c0 + c] : 0.0f);
+      y[c0 + c] = j.accumulate ? y[c0 + c] + s : s;
     }
   }
 }
@@ -106,12 +106,12 @@ void tile(const LinearJob& j, int64_t n0, int64_t c0, int64_t k0, int64_t k1) {
 // One task: rows [n0, n1) x columns [c0, c1), then the activation over the block.
 void block(const LinearJob& j, int64_t n0, int64_t n1, int64_t c0, int64_t c1) {
   if (j.N == 1) {
-    for (int64_t c = c0; c < c1; c += CB1) tile<1, CB1>(j, 0, c, 0, j.Cin);
+    for (int64_t c = c0; c < c1; c += CB1) tile<1, CB1>(j, 0, c);
   } else if (n1 - n0 == 2) {
-    for (int64_t c = c0; c < c1; c += CB) tile<2, CB>(j, n0, c, 0, j.Cin);
+    for (int64_t c = c0; c < c1; c += CB) tile<2, CB>(j, n0, c);
   } else {
     for (int64_t n = n0; n < n1; n += RB)
-      for (int64_t c = c0; c < c1; c += CB) tile<RB, CB>(j, n, c, 0, j.Cin);
+      for (int64_t c = c0; c < c1; c += CB) tile<RB, CB>(j, n, c);
   }
   if (j.act != Act::GELU_NEW) return;
   for (int64_t n = n0; n < n1; ++n) {
