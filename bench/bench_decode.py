@@ -1,7 +1,7 @@
 """Decode benchmarks for the C++ CPU core, side by side with transformers.
 
     python bench/make_checkpoint.py && python bench/make_checkpoint.py --dtype bfloat16
-    python bench/bench_decode.py [--new-tokens 32] [--jobs load,decode1,decode16,bf16,job16,speech]
+    python bench/bench_decode.py [--new-tokens 32] [--jobs load,decode1,decode16,bf16,job16,speech,...]
                                  [--torch-python PYTHON] [--json out.json]
 
 Every job runs in a fresh subprocess (`--worker pyclvp|transformers --job NAME`), so each one's load time
@@ -13,6 +13,12 @@ Jobs, on the full-size checkpoint of bench/make_checkpoint.py (decoder 30 x 1024
   decode1   batch 1: prefill of a P-position prompt (a 40-token text's: 1 + 42 + 1), then N greedy steps
   decode16  the same with 16 rows                                  (end-of-sequence masked: every run decodes N)
   bf16      decode1 with the bfloat16 checkpoint kept in bfloat16 (transformers: its float32 decode1)
+  bf16x16   decode16 the same way (transformers: its float32 decode16)
+  int8      decode1 with weights="int8" (the decoder's matrices and lm_head; pyclvp/io/q8.py), from the folder
+            `pyclvp convert --weights int8` writes (--int8-checkpoint; without it, quantized at load)
+  int8x16   decode16 the same way
+  int8load  from_pretrained(float32 checkpoint, backend="cpu", weights="int8"): quantization at load, seconds
+            and peak RSS (transformers: its load)
   job16     Tortoise's ultra_fast job: 16 sampled candidates (temperature 0.8, top_p 0.8, repetition
             penalty 2.0) for a 40-token text and 6 s of audio (517 mel frames), N new tokens, then the
             speech and text encoders and the scores: model.generate() on both sides
@@ -40,7 +46,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "bench" / "checkpoints"
-JOBS = ("load", "decode1", "decode16", "bf16", "job16", "speech")
+JOBS = ("load", "decode1", "decode16", "bf16", "job16", "speech", "bf16x16", "int8", "int8x16", "int8load")
+DECODE = {"decode1": 1, "decode16": 16, "bf16": 1, "bf16x16": 16, "int8": 1, "int8x16": 16}  # job -> rows
+THEIRS = {"bf16": "decode1", "int8": "decode1", "bf16x16": "decode16", "int8x16": "decode16", "int8load": "load"}
+INT8_BYTES = 1 + 4 / 32  # per weight: int8 + a float32 scale per 32
 P = 44  # prompt positions for a 40-token text: conditioning vector, bos + 40 + eos, start token
 TEXT_TOKENS, MEL_FRAMES, SPEECH_SHAPE = 40, 517, (16, 250)  # 6 s at 22.05 kHz, hop 256
 EOS = 8193
@@ -61,10 +70,10 @@ def peak_rss() -> int:  # bytes
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def decoder_bytes(cfg, itemsize: int) -> int:
+def decoder_bytes(cfg, itemsize: float) -> int:
     """Bytes a decode step must read: every layer's four attention and two MLP matrices, and lm_head."""
     C, F, L, V = cfg["hidden_size"], cfg["n_inner"] or 4 * cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    return (L * (4 * C * C + 2 * C * F) + V * C) * itemsize
+    return int((L * (4 * C * C + 2 * C * F) + V * C) * itemsize)
 
 
 def kv_bytes(cfg, rows: int, length: int, itemsize: int = 4) -> int:
@@ -92,15 +101,17 @@ def pyclvp_worker(job, ckpt, n):
     from pyclvp.model import ClvpModelForConditionalGeneration
     from pyclvp import _core
 
-    dtype = "bfloat16" if job == "bf16" else "float32"
-    t0 = time.perf_counter()
-    model = ClvpModelForConditionalGeneration.from_pretrained(ckpt, backend="cpu", dtype=dtype)
-    out = dict(load_s=time.perf_counter() - t0, isa=_core.get_isa(), threads=_core.get_num_threads())
+    dtype = "bfloat16" if job.startswith("bf16") else "float32"
+    weights = "int8" if job.startswith("int8") else None
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = ClvpModelForConditionalGeneration.from_pretrained(ckpt, backend="cpu", dtype=dtype, weights=weights)
+    out = dict(load_s=time.perf_counter() - t0, load_cpu_s=time.process_time() - c0, isa=_core.get_isa(),
+               threads=_core.get_num_threads())
     x = inputs()
-    if job == "load":
+    if job in ("load", "int8load"):
         return out
-    if job in ("decode1", "decode16", "bf16"):
-        rows = 16 if job == "decode16" else 1
+    if job in DECODE:
+        rows = DECODE[job]
         dec = model.decoder
         prompt = np.repeat(x["prompt"][None], rows, axis=0)  # (B, P, C)
 
@@ -149,7 +160,7 @@ def transformers_worker(job, ckpt, n):
     x = inputs()
     if job == "load":
         return out
-    if job in ("decode1", "decode16", "bf16"):
+    if job in ("decode1", "decode16"):
         rows = 16 if job == "decode16" else 1
         lm = model.speech_decoder_model
         prompt = torch.from_numpy(np.repeat(x["prompt"][None], rows, axis=0))
@@ -263,9 +274,12 @@ def report(res, cfg, sizes, bw, n):
         return f"{theirs / ours:.2f}x" if theirs and ours else "n/a"
 
     def rss_line(side, job, rows=0):
-        size = sizes["bf16" if job == "bf16" else "f32"]
-        limit = 1.15 * size + kv_bytes(cfg, rows, P + n)
-        return f"peak RSS {side['rss'] / 1e9:.2f} GB (limit 1.15 x {size / 1e9:.2f} GB + KV = {limit / 1e9:.2f})"
+        size = sizes["bf16" if job.startswith("bf16") else "f32"]
+        factor = 0.3 if job.startswith("int8") else 1.15  # int8: <= 0.3 x (the float32 checkpoint + KV cache)
+        kv = kv_bytes(cfg, rows, P + n)
+        limit = factor * (size + kv) if job.startswith("int8") else factor * size + kv
+        sum_ = f"({size / 1e9:.2f} GB + KV)" if job.startswith("int8") else f"{size / 1e9:.2f} GB + KV"
+        return f"peak RSS {side['rss'] / 1e9:.2f} GB (limit {factor} x {sum_} = {limit / 1e9:.2f})"
 
     for job, sides in res.items():
         p, t = sides.get("pyclvp", {}), sides.get("transformers", {})
@@ -273,19 +287,23 @@ def report(res, cfg, sizes, bw, n):
             lines.append(f"{job:9s} pyclvp failed: {p['error']}")
             continue
         theirs = ""
-        if job == "load":
-            ours = f"{p['load_s']:.3f} s, {rss_line(p, job)}"
+        if job in ("load", "int8load"):
+            ours = f"{p['load_s']:.3f} s ({p['load_cpu_s']:.2f} s CPU), {rss_line(p, job)}"
             if "load_s" in t:
                 theirs = f"{t['load_s']:.2f} s, peak RSS {t['rss'] / 1e9:.2f} GB"
-        elif job in ("decode1", "decode16", "bf16"):
+        elif job in DECODE:
             rows, step = p["rows"], p["step_median_s"]
-            nbytes = decoder_bytes(cfg, 2 if job == "bf16" else 4) + kv_bytes(cfg, rows, P + n // 2)
+            itemsize = 2 if job.startswith("bf16") else INT8_BYTES if job.startswith("int8") else 4
+            nbytes = decoder_bytes(cfg, itemsize) + kv_bytes(cfg, rows, P + n // 2)
             ours = (f"{rows / step:6.2f} tok/s (step median {step * 1e3:.1f} ms, min {p['step_min_s'] * 1e3:.1f} ms; "
                     f"prefill {p['prefill_s']:.2f} s); {nbytes / step / 1e9:.1f} GB/s = {nbytes / step / 1e9 / bw:.0%} "
                     f"of read BW; {rss_line(p, job, rows)}")
             if "step_median_s" in t:
                 theirs = (f"float32 {t['rows'] / t['step_median_s']:6.2f} tok/s (prefill {t['prefill_s']:.2f} s) "
                           f"-> {ratio(t['step_median_s'], step)}")
+            base = {"int8": "bf16", "int8x16": "bf16x16"}.get(job)
+            if base in res and "step_median_s" in res[base].get("pyclvp", {}):
+                ours += f"; vs pyclvp {base}: {ratio(res[base]['pyclvp']['step_median_s'], step)}"
         elif job == "job16":
             ours = f"{p['job_s']:.1f} s ({p['tokens']} tokens/candidate)"
             if "job_s" in t:
@@ -307,6 +325,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=["cpu", "cuda"], default="cpu", help="cuda: see bench/bench_cuda.py")
     ap.add_argument("--checkpoint", type=Path, default=CKPT / "clvp-default-float32")
     ap.add_argument("--bf16-checkpoint", type=Path, default=CKPT / "clvp-default-bfloat16")
+    ap.add_argument("--int8-checkpoint", type=Path, default=CKPT / "clvp-default-int8",
+                    help="`pyclvp convert CHECKPOINT -o DIR --weights int8`; absent: the int8 jobs quantize at load")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--jobs", default=",".join(JOBS))
     ap.add_argument("--torch-python", default=None, help="a Python with torch + transformers (default: this one, if it has them)")
@@ -328,7 +348,7 @@ def main(argv=None) -> int:
     unknown = set(jobs) - set(JOBS)
     if unknown:
         ap.error(f"unknown jobs {sorted(unknown)}; choose from {JOBS}")
-    for ck in (args.checkpoint,) + ((args.bf16_checkpoint,) if "bf16" in jobs else ()):
+    for ck in (args.checkpoint,) + ((args.bf16_checkpoint,) if any(j.startswith("bf16") for j in jobs) else ()):
         if not (ck / "model.safetensors").is_file():
             ap.error(f"no checkpoint at {ck}: run bench/make_checkpoint.py (--dtype bfloat16 for the bf16 job)")
     torch_python = args.torch_python or sys.executable
@@ -343,10 +363,11 @@ def main(argv=None) -> int:
           f"{torch_python if with_torch else 'off (no torch/transformers)'}", flush=True)
     res = {}
     for job in jobs:
-        ck = args.bf16_checkpoint if job == "bf16" else args.checkpoint
+        int8_file = job in ("int8", "int8x16") and (args.int8_checkpoint / "model.safetensors").is_file()
+        ck = args.bf16_checkpoint if job.startswith("bf16") else args.int8_checkpoint if int8_file else args.checkpoint
         res[job] = {"pyclvp": best_of(args.repeat, sys.executable, "pyclvp", job, ck, args.new_tokens)}
         if with_torch:
-            tjob = "decode1" if job == "bf16" else job  # bf16 is compared with transformers in float32
+            tjob = THEIRS.get(job, job)  # bf16 and int8 are compared with transformers in float32
             res[job]["transformers"] = best_of(args.repeat, torch_python, "transformers", tjob, args.checkpoint,
                                                args.new_tokens)
         print(json.dumps({job: res[job]}), flush=True)

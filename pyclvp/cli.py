@@ -143,15 +143,24 @@ def _cmd_mel(args):
 
 @command("convert")
 def _add_convert(sub):
-    p = sub.add_parser("convert", help="a transformers folder with pytorch_model.bin -> model.safetensors (no torch)")
-    p.add_argument("src", help="folder with config.json and pytorch_model.bin (or pytorch_model.bin.index.json + shards)")
+    p = sub.add_parser("convert", help="a transformers folder with pytorch_model.bin -> model.safetensors (no torch); "
+                                       "with --weights int8, any CLVP folder -> its int8 twin")
+    p.add_argument("src", help="folder with config.json and pytorch_model.bin (or pytorch_model.bin.index.json + shards); "
+                               "with --weights int8, or model.safetensors (or its shards)")
     p.add_argument("-o", "--output", required=True, help="output folder (may be src itself)")
+    p.add_argument("--weights", choices=["int8"], help="int8: store the speech decoder's matrices and lm_head in int8 "
+                                                       "(a float32 scale per 32 weights; the other tensors as stored)")
     p.set_defaults(func=_cmd_convert)
 
 
 def _cmd_convert(args):
-    from pyclvp.convert import convert_bin
+    from pyclvp.convert import convert_bin, convert_int8
 
+    if args.weights == "int8":
+        n = convert_int8(args.src, args.output)
+        print(f"wrote {n['tensors']} tensors to {args.output}/model.safetensors ({n['int8']} matrices in int8, "
+              f"each with its scales)")
+        return
     n = convert_bin(args.src, args.output)
     print(f"wrote {n} tensors to {args.output}/model.safetensors")
 
@@ -218,18 +227,20 @@ PARTS = ("conditioning_encoder", "speech_decoder_model", "text_encoder_model", "
 
 def checkpoint_info(folder) -> dict:
     """What a safetensors checkpoint holds, from its headers only: files and sizes, parameter counts
-    (in all and per part), stored dtypes, and whether the tensors fit config.json (problems: None or text)."""
+    (in all and per part), stored dtypes, and whether the tensors fit config.json (problems: None or text).
+    An int8 matrix (pyclvp/io/q8.py) counts as one tensor of its logical shape; its scales show in the dtypes."""
     import numpy as np
 
     from pyclvp.config import ClvpConfig
-    from pyclvp.io.checkpoints import CheckpointError, check_folder, check_shapes, find_weight_files, tensor_headers
+    from pyclvp.io.checkpoints import (CheckpointError, check_folder, check_shapes, find_weight_files, pair_int8,
+                                       tensor_headers)
     from pyclvp.model.weights import OPTIONAL, checkpoint_spec
 
     folder = check_folder(folder)
     files = find_weight_files(folder)
     cfg = ClvpConfig.from_pretrained(folder)
     entries = tensor_headers(files)
-    shapes = {name: shape for name, (_, _, shape) in entries.items()}
+    shapes = {name: shape for name, (_, _, shape) in pair_int8(entries).items()}  # an int8 matrix: its logical shape
     sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
     dtypes = {}
     for _, stored, _ in entries.values():
@@ -239,7 +250,7 @@ def checkpoint_info(folder) -> dict:
         problems = None
     except CheckpointError as e:
         problems = str(e)
-    return dict(config=cfg, files={f.name: f.stat().st_size for f in files}, tensors=len(entries),
+    return dict(config=cfg, files={f.name: f.stat().st_size for f in files}, tensors=len(shapes),
                 parameters=sum(sizes.values()), dtypes=dtypes, problems=problems,
                 parts={p: sum(n for k, n in sizes.items() if k.startswith(p + ".")) for p in PARTS})
 
@@ -288,6 +299,13 @@ def _add_backend_arg(p):
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                    help="auto (the default): cuda when this machine can run it, else cpu, else numpy; "
                         "cpu: the C++ core; cuda: the CUDA core (a GPU); numpy: the readable reference (slow)")
+
+
+def _add_weights_arg(p):
+    p.add_argument("--weights", choices=["int8"],
+                   help="int8: the speech decoder's matrices and lm_head in int8 (a float32 scale per 32 weights), "
+                        "quantized as they load: ~3.5x fewer bytes per decode step, logits within ~1e-2 (README); "
+                        "backends cpu and numpy. A folder from `pyclvp convert --weights int8` is int8 without it")
 
 
 def _positive(flag: str, value) -> None:
@@ -349,6 +367,7 @@ def _add_generation_args(p):
                    help="mel position of generated token k: k (uncached, Tortoise's default kv_cache=False) or k + 1 "
                         "(cached, kv_cache=True and transformers' CLVP)")
     _add_backend_arg(p)
+    _add_weights_arg(p)
     p.add_argument("--json", action="store_true", help="print the ranking as JSON (with each candidate's speech ids)")
 
 
@@ -383,7 +402,7 @@ def _cmd_rank(args):
         raise ValueError(f"--plot {args.plot}: the picture is a PNG; give a name ending in .png")
     check_folder(args.model)
     clips = [_load_clip(path, "--voice") for path in args.voice]  # (T,) float32 at 22,050 Hz each
-    model = ClvpModelForConditionalGeneration.from_pretrained(args.model, backend=args.backend)
+    model = ClvpModelForConditionalGeneration.from_pretrained(args.model, backend=args.backend, weights=args.weights)
     count = 16 if args.candidates is None else args.candidates
     kwargs = dict(preset=args.preset) if args.preset else dict(num_candidates=count)
     if args.max_new_tokens is not None:
@@ -438,6 +457,7 @@ def _add_tts(sub):
                         "pyclvp.speech.tts.memory_estimate) exceeds GB")
     p.add_argument("--seed", type=_non_negative_int, help="random seed for sampling, >= 0 (default: fresh each run)")
     _add_backend_arg(p)
+    _add_weights_arg(p)
     p.add_argument("--stream", action="store_true", help="write the audio chunk by chunk as the tokens come "
                                                          "(with -o -, a player can start before the end)")
     p.set_defaults(func=_cmd_tts)
@@ -474,7 +494,7 @@ def _cmd_tts(args):
     # diffusion decoder reads up to 102400 samples at 24 kHz (the autoregressive features cut their own 6 s)
     load = (lambda path: load_voice(path, window=None)) if quality else load_voice
     clips = [_load_clip(path, "--voice", load) for path in args.voice]
-    tts = TextToSpeech.from_pretrained(args.model, backend=args.backend)
+    tts = TextToSpeech.from_pretrained(args.model, backend=args.backend, weights=args.weights)
     tts.check_ready(args.decoder)
     kwargs = dict(seed=args.seed, max_new_tokens=args.max_new_tokens)
     if quality:
@@ -593,7 +613,7 @@ def _cmd_demo(args):
     rank_args = argparse.Namespace(model=str(folder), text=DEMO_TEXT, voice=[str(clip)], preset=None,
                                    candidates=args.candidates, max_new_tokens=args.max_new_tokens, seed=0,
                                    backend=ops, json=False, top=10, plot=None,
-                                   pad_to="max_new_tokens", positions="uncached")
+                                   pad_to="max_new_tokens", positions="uncached", weights=None)
     _cmd_rank(rank_args)
     out = Path(args.wav)
     print(f"\nspeaking the best of {args.candidates} new candidates (at least {args.max_new_tokens // 2} tokens) "

@@ -5,6 +5,7 @@
     convert_hifigan(pth, out)               Tortoise's hifidecoder.pth (HifiganGenerator) -> out/hifigan/
     convert_univnet(pth, out)               Tortoise's vocoder.pth (UnivNetGenerator) -> out/univnet/
     convert_diffusion(pth, out)             Tortoise's diffusion_decoder.pth (DiffusionTts) -> out/diffusion/
+    convert_int8(src, out)                  any CLVP folder -> the same with the decoder's matrices in int8
 
 Both read the PyTorch pickles with pyclvp.io.torch_pickle (allow-listed, nothing executed) and write with
 pyclvp.io.safetensors. The result loads in pyclvp and in transformers' ClvpModelForConditionalGeneration.
@@ -58,7 +59,10 @@ import numpy as np
 from .config import ClvpConfig
 from .io import torch_pickle
 from .io.checkpoints import CheckpointError, check_shapes, load_bin_folder
+from .io.half import Bf16Array
+from .io.q8 import METADATA_KEY, SCALE_SUFFIX, Q8Matrix
 from .io.safetensors import save_file
+from .model.weights import load_checkpoint
 from .speech.diffusion import DiffusionConfig, diffusion_spec
 from .speech.hifigan import HifiganConfig, hifigan_spec
 from .speech.univnet import UnivNetConfig, univnet_spec
@@ -377,6 +381,37 @@ def convert_diffusion(pth, out_dir, config: dict | None = None) -> dict:
     return cfg.to_dict()
 
 
+def convert_int8(src_dir, out_dir) -> dict:
+    """A CLVP folder (model.safetensors, its shards or pytorch_model.bin; float32, float16 or bfloat16) ->
+    out_dir/model.safetensors with the speech decoder's matrices and lm_head in int8 (pyclvp/model/weights.py
+    int8_targets; stored as pyclvp/io/q8.py says: I8 + name_scale F32, the transposed ones listed in the metadata),
+    every other tensor as stored; config.json (and generation_config.json, if any) copied. pyclvp loads the result as
+    int8 (transformers cannot: it has no int8 pairs). Returns {"tensors": written, "int8": quantized matrices}."""
+    cfg = ClvpConfig.from_pretrained(src_dir)
+    weights = load_checkpoint(src_dir, cfg, "float32", prepare=lambda name, a, dtype: a, weights="int8")
+    tensors, dtypes, transposed = {}, {}, []
+    for name, a in weights.items():
+        if isinstance(a, Q8Matrix):
+            tensors[name], tensors[name + SCALE_SUFFIX] = a.q, a.scale
+            transposed += [name] if a.transposed else []
+        elif isinstance(a, Bf16Array):
+            tensors[name], dtypes[name] = a.view(np.ndarray), "BF16"
+        else:
+            tensors[name] = a
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(tensors, os.path.join(out_dir, SAFE_WEIGHTS_NAME), dtypes=dtypes,
+              metadata={"format": "pt", METADATA_KEY: ",".join(transposed)})
+    _copy_configs(src_dir, out_dir)
+    return {"tensors": len(tensors), "int8": sum(isinstance(a, Q8Matrix) for a in weights.values())}
+
+
+def _copy_configs(src_dir, out_dir) -> None:
+    for name in ("config.json", "generation_config.json"):
+        src = os.path.join(src_dir, name)
+        if os.path.exists(src) and not os.path.samefile(src_dir, out_dir):
+            shutil.copyfile(src, os.path.join(out_dir, name))
+
+
 def convert_bin(src_dir, out_dir) -> int:
     """A transformers folder with pytorch_model.bin (or its shards) -> out_dir/model.safetensors, with
     config.json (and generation_config.json, if any) copied. Tensors and dtypes are kept as they are,
@@ -387,8 +422,5 @@ def convert_bin(src_dir, out_dir) -> int:
         raise FileNotFoundError(f"{src_dir} has no config.json")
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
-    for name in ("config.json", "generation_config.json"):
-        src = os.path.join(src_dir, name)
-        if os.path.exists(src) and not os.path.samefile(src_dir, out_dir):
-            shutil.copyfile(src, os.path.join(out_dir, name))
+    _copy_configs(src_dir, out_dir)
     return len(tensors)

@@ -23,6 +23,7 @@ from pyclvp import _core
 from pyclvp.ops import numpy_ops as ref
 from pyclvp.ops.cpu_ops import CpuOps
 from pyclvp.io.half import Bf16Array, as_bf16, to_dtype, to_float32
+from pyclvp.io.q8 import BLOCK, Q8Matrix, quantize_q8
 
 ops = CpuOps()
 hyp = settings(deadline=None, max_examples=MAX_EXAMPLES)
@@ -77,6 +78,53 @@ def test_linear_literal():
         with using(isa):
             assert ops.linear(x, w, np.array([0, 0, 1], np.float32)).tolist() == [[1.0, 2.0, 4.0]]
             assert ops.linear(x, np.asfortranarray(w)).tolist() == [[1.0, 2.0, 3.0]]
+
+
+# int8 weights (linear_q8): against the reference on the same dequantized weights, so only the summation order
+# differs and float32's bound holds. Cin is a multiple of 32 (one scale per block; the kernel refuses others).
+Q8_CIN = st.one_of(st.integers(1, 6).map(lambda b: b * BLOCK), st.sampled_from([1024, 4096]))
+
+
+@ISA
+@hyp
+@given(N=st.one_of(st.integers(1, 20), st.sampled_from([16, 33, 70])), Cin=Q8_CIN, Cout=SIZES, seed=SEEDS,
+       bias=st.booleans(), strided_x=st.booleans(), zero_block=st.booleans())
+def test_hyp_linear_q8(isa, N, Cin, Cout, seed, bias, strided_x, zero_block):
+    rng = np.random.default_rng(seed)
+    x = strided(rng, N, Cin) if strided_x else rand(rng, N, Cin)
+    w = rand(rng, Cout, Cin, scale=0.02)
+    if zero_block:
+        w[:, :BLOCK] = 0  # an all-zero block: scale 0, q 0
+    q, s = quantize_q8(w)
+    b = rand(rng, Cout) if bias else None
+    with using(isa):
+        got = ops.linear_q8(x, q, s, b)
+        assert_close(ops.linear(x, Q8Matrix(q, s), b), got, atol=0, name="linear on a Q8Matrix")
+    assert_close(got, ref.linear_q8(x, q, s, b), **TOL, name="linear_q8")
+
+
+def test_linear_q8_literal():
+    x = np.arange(32, dtype=np.float32)[None] / 32  # (1, 32)
+    q = np.zeros((2, 32), np.int8)
+    q[0, 0], q[0, 31], q[1, :] = 127, -127, 1
+    s = np.array([[0.5], [0.25]], np.float32)  # W row 0: 63.5 at k=0, -63.5 at k=31; row 1: 0.25 everywhere
+    for isa in _core.build_info()["isas_supported"]:
+        with using(isa):
+            assert ops.linear_q8(x, q, s, np.array([1, 0], np.float32)).tolist() == [[1 - 63.5 * 31 / 32, 0.25 * 15.5]]
+
+
+def test_linear_q8_same_result_for_any_thread_count():
+    rng = np.random.default_rng(0)
+    x, (q, s) = rand(rng, 16, 256), quantize_q8(rand(rng, 700, 256))
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1)
+        one = ops.linear_q8(x, q, s)
+        _core.set_num_threads(3)
+        three = ops.linear_q8(x, q, s)
+    finally:
+        _core.set_num_threads(before)
+    assert np.array_equal(one, three)
 
 
 def test_linear_same_result_for_any_thread_count():
@@ -348,6 +396,20 @@ def test_attention_literal():
      r"b has shape \(5,\)"),
     (lambda: _core.linear(np.zeros(3, np.float32), np.zeros((4, 3), np.float32)), "x must have 2 dimensions"),
     (lambda: _core.linear([[1.0]], np.zeros((1, 1), np.float32)), "x must be a numpy array"),
+    (lambda: _core.linear(np.zeros((2, 32), np.float32), np.zeros((4, 32), np.int8)), "w must be float32, float16 or"),
+    (lambda: _core.linear_q8(np.zeros((2, 32), np.float32), np.zeros((4, 32), np.float32), np.zeros((4, 1), np.float32)),
+     "q must be a 2-D numpy int8 array"),
+    (lambda: _core.linear_q8(np.zeros((2, 48), np.float32), np.zeros((4, 48), np.int8), np.zeros((4, 1), np.float32)),
+     "Cin to be a multiple of 32"),
+    (lambda: _core.linear_q8(np.zeros((2, 32), np.float32), np.zeros((4, 64), np.int8)[:, ::2], np.zeros((4, 1), np.float32)),
+     "q must be C-contiguous"),
+    (lambda: _core.linear_q8(np.zeros((2, 64), np.float32), np.zeros((4, 64), np.int8), np.zeros((4, 1), np.float32)),
+     r"q scale has shape \(4, 1\), expected dimension 1 = 2"),
+    (lambda: _core.linear_q8(np.zeros((2, 32), np.float32), np.zeros((4, 32), np.int8), np.zeros((4, 1), np.float64)),
+     "q scale must be float32"),
+    (lambda: _core.linear_q8(np.zeros((2, 32), np.float32), np.zeros((4, 32), np.int8), None), "scale is missing"),
+    (lambda: _core.linear_q8(np.zeros((2, 64), np.float32), np.zeros((4, 32), np.int8), np.zeros((4, 1), np.float32)),
+     r"q has shape \(4, 32\), expected \(4, 64\)"),
     (lambda: _core.layer_norm(np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.zeros(3, np.float32), 1e-5),
      r"g has shape \(4,\)"),
     (lambda: _core.group_norm(np.zeros((1, 6, 2), np.float32), np.zeros(6, np.float32), np.zeros(6, np.float32), 4, 1e-5),

@@ -105,6 +105,29 @@ inline cpu::WeightView conv1d_weight(const py::handle& obj, const char* name, in
   return w;
 }
 
+// An int8 matrix of pyclvp/io/q8.py: q (Cout, Cin) int8, C-contiguous whatever the checkpoint's layout (a Conv1D
+// weight is quantized transposed), Cin a multiple of Q8_BLOCK; scale (Cout, Cin / Q8_BLOCK) float32, C-contiguous.
+inline bool is_int8(const py::handle& obj) {
+  return py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<int8_t>());
+}
+
+inline cpu::WeightView q8_weight(const py::handle& q_, const py::handle& scale_, const std::string& name, int64_t Cout,
+                                 int64_t Cin) {
+  PYCLVP_CHECK(is_int8(q_), name, " must be a numpy int8 array");
+  py::array q = py::reinterpret_borrow<py::array>(q_);
+  PYCLVP_CHECK(q.ndim() == 2 && q.shape(0) == Cout && q.shape(1) == Cin, name, " has shape ", shape_str(q),
+               ", expected (", Cout, ", ", Cin, ")");
+  PYCLVP_CHECK(c_contiguous(q), name, " must be C-contiguous (int8 weights are (Cout, Cin) row-major)");
+  PYCLVP_CHECK(Cin % cpu::Q8_BLOCK == 0, name, ": int8 weights need Cin to be a multiple of ", cpu::Q8_BLOCK,
+               " (one scale per block), got Cin = ", Cin);
+  PYCLVP_CHECK(!scale_.is_none(), name, " is int8 but its scale is missing");
+  cpu::WeightView w;
+  w.data = q.data();
+  w.dtype = DType::I8;
+  w.scale = f32_ptr(f32(scale_, (name + " scale").c_str(), {Cout, Cin / cpu::Q8_BLOCK}));
+  return w;
+}
+
 // The arrays a session points into (csrc/bindings/decoder.cc). For each: a read-only plain-ndarray
 // view (the same memory; its base keeps the caller's array alive, and while it exists numpy refuses
 // to resize that array: "cannot resize an array that references or is referenced"). Views, not

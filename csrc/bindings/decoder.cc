@@ -9,7 +9,8 @@
 // k, v, key_mask are the caller's cache arrays (pyclvp/ops/cpu_ops.py CpuDecoderState): k, v
 // (L, B, H, S, D) float32 / float16 / uint16 (bfloat16 bits), key_mask (B, S) bool. A call writes
 // positions [length, length + T) of them (key_mask from `mask`, or true) and leaves the rest alone.
-// Weight matrices may be float32, float16 or uint16 (bfloat16 bits), in either layout (see arrays.h).
+// Weight matrices may be float32, float16 or uint16 (bfloat16 bits), in either layout (see arrays.h), or int8 with
+// their scales under key + "_scale" (decoder_model.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -30,7 +31,7 @@ namespace {
 class DecoderSession {
  public:
   DecoderSession(const py::dict& config, const py::dict& weights)
-      : m_(read_decoder_model(config, weights, &held_)) {}
+      : m_(read_decoder_model(config, weights, &held_, /*int8=*/true)) {}
 
   py::array_t<float> prefill(const py::handle& embeds_, const py::handle& mask_, const py::handle& k_,
                              const py::handle& v_, const py::handle& key_mask_, int64_t length) {

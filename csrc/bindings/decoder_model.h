@@ -15,9 +15,12 @@ namespace pyclvp::bind {
 // config: {"L","C","H","F","V","P","eps"}; weights: checkpoint key (relative to `speech_decoder_model.`)
 // -> array. The model points into the arrays: with `held`, each array it points into is held there
 // (HeldArrays, arrays.h); without, the caller keeps `weights` alive while the model is used.
+// A matrix may be int8 (pyclvp/io/q8.py) when `int8` is true: the array under its key is q (Cout, Cin) int8 in
+// either case (a Conv1D weight quantized transposed), its scales under the key + "_scale" (the name of
+// pyclvp/io/q8.py SCALE_SUFFIX); a binding without int8 kernels (CUDA) refuses them.
 // (Its checks name "decoder": inside the lambdas below, PYCLVP_CHECK's __func__ would be "operator()".)
 inline cpu::DecoderModel read_decoder_model(const py::dict& config, const py::dict& weights,
-                                           HeldArrays* held = nullptr) {
+                                           HeldArrays* held = nullptr, bool int8 = false) {
   auto number = [&](const char* key, bool integer) -> py::handle {  // an int (not a bool), or any real
     if (!config.contains(key)) fail("decoder", "config is missing '", key, "'");
     py::handle v = config[key];
@@ -49,11 +52,17 @@ inline cpu::DecoderModel read_decoder_model(const py::dict& config, const py::di
     py::handle h = obj(key, optional);
     return h ? f32_ptr(f32(h, key.c_str(), {n})) : nullptr;
   };
+  auto q8_w = [&](const std::string& key, py::handle q, int64_t Cout, int64_t Cin) {
+    if (!int8) fail("decoder", "weight '", key, "' is int8: this backend has no int8 kernels (load the model with float weights)");
+    return q8_weight(q, obj(key + "_scale"), key, Cout, Cin);
+  };
   auto linear_w = [&](const std::string& key, int64_t Cout, int64_t Cin) {
-    return weight(obj(key), key.c_str(), Cout, Cin);
+    py::handle h = obj(key);
+    return is_int8(h) ? q8_w(key, h, Cout, Cin) : weight(h, key.c_str(), Cout, Cin);
   };
   auto conv_w = [&](const std::string& key, int64_t Cin, int64_t Cout) {
-    return conv1d_weight(obj(key), key.c_str(), Cin, Cout);
+    py::handle h = obj(key);
+    return is_int8(h) ? q8_w(key, h, Cout, Cin) : conv1d_weight(h, key.c_str(), Cin, Cout);
   };
   auto tab = [&](const std::string& key, int64_t rows, DType& dtype) {
     return table(obj(key), key.c_str(), rows, m.C, dtype).data();

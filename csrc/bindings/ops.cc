@@ -43,6 +43,23 @@ py::array_t<float> linear(const py::handle& x_, const py::handle& w_, const py::
   return y;
 }
 
+// linear_q8(x (N, Cin), q (Cout, Cin) int8, scale (Cout, Cin / 32), b (Cout,) | None) -> (N, Cout)
+py::array_t<float> linear_q8(const py::handle& x_, const py::handle& q_, const py::handle& scale_, const py::handle& b_) {
+  py::array x = f32(x_, "x", {}, 2);
+  const int64_t N = x.shape(0), Cin = x.shape(1);
+  PYCLVP_CHECK(is_int8(q_) && py::reinterpret_borrow<py::array>(q_).ndim() == 2, "q must be a 2-D numpy int8 array");
+  const int64_t Cout = py::reinterpret_borrow<py::array>(q_).shape(0);
+  cpu::LinearJob j;
+  j.w = q8_weight(q_, scale_, "q", Cout, Cin);
+  j.b = optional_f32(b_, "b", {Cout});
+  auto y = empty({N, Cout});
+  j.y = out_ptr(y), j.x = f32_ptr(x), j.N = N, j.Cin = Cin, j.Cout = Cout, j.ldx = Cin, j.ldy = Cout;
+  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
+  py::gil_scoped_release nogil;
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::linear_q8<isa.value>(&j, 1); });
+  return y;
+}
+
 // layer_norm(x (N, C), g (C,), b (C,), eps) -> (N, C)
 py::array_t<float> layer_norm(const py::handle& x_, const py::handle& g_, const py::handle& b_, float eps) {
   const NormArgs in = layer_norm_args(x_, g_, b_);
@@ -262,6 +279,9 @@ py::array_t<float> leaky_relu(const py::handle& x_, float slope) {
 void register_ops(py::module_& m) {
   m.def("linear", &linear, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
         "x (N, Cin) f32, w (Cout, Cin) f32/f16/u16=bf16 (C order: nn.Linear; F order: Conv1D transposed), b (Cout,) -> (N, Cout)");
+  m.def("linear_q8", &linear_q8, py::arg("x"), py::arg("q"), py::arg("scale"), py::arg("b") = py::none(),
+        "x (N, Cin) f32, q (Cout, Cin) int8 (C order), scale (Cout, Cin / 32) f32, b (Cout,) -> (N, Cout): "
+        "linear with W = q * scale per block of 32 input channels");
   m.def("layer_norm", &layer_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("eps"), "x (N, C), g (C,), b (C,) -> (N, C)");
   m.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), py::arg("clamp") = false,
         "x (N, C), g (C,) -> (N, C); clamp: Tortoise's RMSNorm (norm clamped at eps) instead of transformers'");

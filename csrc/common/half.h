@@ -22,8 +22,9 @@ struct bf16_t {
 };
 
 // Storage dtype codes shared by the bindings and the kernels. The names ("float32", "float16",
-// "bfloat16") must match pyclvp/ops/cpu_ops.py.
-enum class DType { F32 = 0, F16 = 1, BF16 = 2 };
+// "bfloat16") must match pyclvp/ops/cpu_ops.py. I8 is a weight-only code: int8 matrices with per-block
+// scales (pyclvp/io/q8.py), read by linear_q8 only; never a KV-cache or embedding-table dtype.
+enum class DType { F32 = 0, F16 = 1, BF16 = 2, I8 = 3 };
 
 inline namespace PYCLVP_ISA_NAMESPACE {  // see common/isa_namespace.h
 

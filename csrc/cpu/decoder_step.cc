@@ -37,6 +37,18 @@ LinearJob job(float* y, const float* x, const WeightView& w, const float* b, int
   return j;
 }
 
+// The products of one phase, on the kernel of their weights' dtype (int8 ones: linear_q8). The jobs of a phase
+// share a dtype (a model's matrices are all int8 or all float, but a matrix whose Cin is not a multiple of 32
+// stays float), so this is one call in practice; a mixed phase runs as two.
+template <CpuIsa ISA>
+void run_linear(const LinearJob* jobs, int n) {  // n <= 3 (q, k, v)
+  LinearJob q8[3], fl[3];
+  int nq = 0, nf = 0;
+  for (int i = 0; i < n; ++i) (jobs[i].w.dtype == DType::I8 ? q8[nq++] : fl[nf++]) = jobs[i];
+  if (nq) linear_q8<ISA>(q8, nq);
+  if (nf) linear<ISA>(fl, nf);
+}
+
 inline size_t cache_elem_size(DType dt) { return dt == DType::F32 ? 4 : 2; }
 
 // Writes the new keys/values (B, T, 2C) of layer l into the cache at [l, b, h, length + t, :].
@@ -74,7 +86,7 @@ void forward(const DecoderModel& m, const KVCache& c, int64_t length, int64_t T,
     const LinearJob qkv[3] = {job(q, h, w.q, w.q_b, N, C, C),
                               job(kv, h, w.k, w.k_b, N, C, C, false, Act::NONE, 2 * C),
                               job(kv + C, h, w.v, w.v_b, N, C, C, false, Act::NONE, 2 * C)};
-    linear<ISA>(qkv, 3);
+    run_linear<ISA>(qkv, 3);
     write_cache<ISA>(m, c, l, length, T, kv);
 
     AttentionArgs a;
@@ -92,14 +104,14 @@ void forward(const DecoderModel& m, const KVCache& c, int64_t length, int64_t T,
     a.scale = 1.0f / std::sqrt(static_cast<float>(m.D));
     attention<ISA>(a);
     const LinearJob out = job(x, h, w.o, w.o_b, N, C, C, true);
-    linear<ISA>(&out, 1);
+    run_linear<ISA>(&out, 1);
 
     // --- MLP block
     layer_norm<ISA>(h, x, w.ln2_g, w.ln2_b, N, C, m.eps);
     const LinearJob fc = job(f, h, w.fc, w.fc_b, N, C, m.F, false, Act::GELU_NEW);
-    linear<ISA>(&fc, 1);
+    run_linear<ISA>(&fc, 1);
     const LinearJob proj = job(x, f, w.proj, w.proj_b, N, m.F, C, true);
-    linear<ISA>(&proj, 1);
+    run_linear<ISA>(&proj, 1);
   }
 
   // --- each row's last position through decoder.layer_norm, final_norm and lm_head
@@ -109,7 +121,7 @@ void forward(const DecoderModel& m, const KVCache& c, int64_t length, int64_t T,
   layer_norm<ISA>(last, last, m.lnf_g, m.lnf_b, B, C, m.eps);
   layer_norm<ISA>(last, last, m.final_g, m.final_b, B, C, 1e-5f);
   const LinearJob lm = job(logits, last, m.lm, m.lm_b, B, C, m.V);
-  linear<ISA>(&lm, 1);
+  run_linear<ISA>(&lm, 1);
 }
 
 }  // namespace

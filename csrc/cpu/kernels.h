@@ -28,12 +28,17 @@ int simd_width();
 // ---------------------------------------------------------------------------------------------
 // linear (csrc/cpu/kernels/linear.cc)
 
-// A weight matrix as stored: float32, float16 or bfloat16 elements, in one of two layouts.
+// A weight matrix as stored: float32, float16 or bfloat16 elements, in one of two layouts; or int8 (DType::I8,
+// linear_q8 only) in the (Cout, Cin) layout with one float32 scale per block of Q8_BLOCK input channels.
 struct WeightView {
   const void* data = nullptr;
   DType dtype = DType::F32;
   bool kn = false;  // false: (Cout, Cin) row-major (torch nn.Linear); true: (Cin, Cout) row-major (transformers Conv1D)
+  const float* scale = nullptr;  // I8: (Cout, Cin / Q8_BLOCK) f32 contiguous; otherwise unused
 };
+
+// Input channels per int8 scale block (Q8_0's 32). Must match pyclvp/io/q8.py BLOCK.
+constexpr int64_t Q8_BLOCK = 32;
 
 enum class Act { NONE = 0, GELU_NEW = 1 };
 
@@ -54,8 +59,16 @@ struct LinearJob {
 };
 
 // Runs njobs independent products in one parallel region (the decoder step's q, k and v share one).
+// Float weights only (F32 / F16 / BF16); an I8 job goes to linear_q8.
 template <CpuIsa ISA>
 void linear(const LinearJob* jobs, int njobs);
+
+// linear for int8 weights (csrc/cpu/kernels/linear_q8.cc): the same jobs, every w I8 with w.kn false and
+// w.scale set, Cin % Q8_BLOCK == 0. matches pyclvp/ops/numpy_ops.py::linear_q8: W[c, k] = q[c, k] * scale[c, k / 32],
+// accumulated in float32 against float32 x (with several rows the dequantized weight is formed in registers; with
+// one, each block's sum of x * q is scaled once).
+template <CpuIsa ISA>
+void linear_q8(const LinearJob* jobs, int njobs);
 
 // ---------------------------------------------------------------------------------------------
 // normalizations (csrc/cpu/kernels/norms.cc)

@@ -7,7 +7,8 @@
 //
 //   W                                  lanes per register (1, 8, 16)
 //   zero(), set1(f)                    constants
-//   load(p), store(p)                  W lanes from/to float*, f16_t* or bf16_t* (half: widened / rounded to nearest even)
+//   load(p), store(p)                  W lanes from/to float*, f16_t* or bf16_t* (half: widened / rounded to nearest even);
+//                                      load also from const int8_t* (sign-extended, converted exactly: int8 weights)
 //   load2(p, lo, hi)                   2W lanes: lo = p[0:W], hi = p[W:2W]; half types with one wide load
 //   load_partial(p, n), store_partial  the first n < W float lanes (the rest read as 0 / left untouched)
 //   + - * /, fma(a, b, c) = a*b + c    arithmetic (fma may be fused or not: it is a*b+c within 1 ulp)
@@ -44,6 +45,7 @@ struct Vec<CpuIsa::SCALAR> {
   static Vec load(const float* p) { return {*p}; }
   static Vec load(const f16_t* p) { return {to_f32(*p)}; }
   static Vec load(const bf16_t* p) { return {to_f32(*p)}; }
+  static Vec load(const int8_t* p) { return {static_cast<float>(*p)}; }
   template <class T>
   static void load2(const T* p, Vec& lo, Vec& hi) { lo = load(p), hi = load(p + 1); }
   static Vec load_partial(const float* p, int n) { return {n > 0 ? *p : 0.0f}; }

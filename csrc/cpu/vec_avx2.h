@@ -20,6 +20,9 @@ struct Vec<CpuIsa::AVX2> {
     const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return {_mm256_castsi256_ps(_mm256_slli_epi32(u, 16))};
   }
+  static Vec load(const int8_t* p) {  // 8 bytes, sign-extended to 8 x int32, converted (exact)
+    return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))))};
+  }
   // Half-precision memory streams are limited by loads in flight, not bytes: one 32-byte load feeds two vectors.
   static void load2(const float* p, Vec& lo, Vec& hi) { lo = load(p), hi = load(p + W); }
   static void load2(const f16_t* p, Vec& lo, Vec& hi) {

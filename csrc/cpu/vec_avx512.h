@@ -20,6 +20,9 @@ struct Vec<CpuIsa::AVX512> {
     const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return {_mm512_castsi512_ps(_mm512_slli_epi32(u, 16))};
   }
+  static Vec load(const int8_t* p) {  // 16 bytes, sign-extended to 16 x int32, converted (exact)
+    return {_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))};
+  }
   // One 64-byte load feeds two vectors of half-precision values (see vec_avx2.h).
   static void load2(const float* p, Vec& lo, Vec& hi) { lo = load(p), hi = load(p + W); }
   static void load2(const f16_t* p, Vec& lo, Vec& hi) {

@@ -16,6 +16,11 @@ Loading (`load_weights(folder, spec, dtype)`, spec = {name: shape}):
 NumPy has no bfloat16: a "float32" or "float16" load widens or converts bfloat16 tensors; a backend's
 `prepare` hook (Ops.prepare_weight) receives every tensor as stored (bfloat16 as a Bf16Array view) and
 decides what the model keeps.
+
+int8 weights (pyclvp/io/q8.py): a safetensors file written by `pyclvp convert --weights int8` stores a quantized
+matrix as an I8 tensor and its float32 scales (name + "_scale"); step 1 pairs them into one Q8Matrix of the
+checkpoint's shape (transposed ones listed in the file's metadata), step 2 hands it to `prepare` as it is.
+load_weights(..., quantize={name: transposed}) quantizes those float matrices as they are loaded, one at a time.
 """
 from __future__ import annotations
 
@@ -26,11 +31,12 @@ import numpy as np
 from . import torch_pickle
 from .files import read_json
 from .half import as_bf16, to_dtype
-from .safetensors import SafetensorsError, safe_open
+from .q8 import METADATA_KEY, SCALE_SUFFIX, Q8Matrix, quantize_matrix
+from .safetensors import SafetensorsError, release_pages, safe_open
 
 __all__ = ["CheckpointError", "SAFETENSORS_NAME", "SAFETENSORS_INDEX", "BIN_NAME", "BIN_INDEX", "DTYPES",
            "check_folder", "read_shard_index", "find_weight_files", "check_shapes", "convert_weight", "load_weights",
-           "load_bin_folder", "tensor_headers"]
+           "load_bin_folder", "tensor_headers", "pair_int8"]
 
 SAFETENSORS_NAME, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN_NAME, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
@@ -148,23 +154,43 @@ def _first(names, shown: int = 5) -> str:
 
 
 def _check_float(stored: dict) -> None:  # {name: stored dtype name}
-    bad = [f"{n} ({s})" for n, s in stored.items() if s not in _FLOAT_STORED]
+    bad = [f"{n} ({s})" for n, s in stored.items() if s not in _FLOAT_STORED and s not in ("Q8", "Q8T")]
     if bad:
         raise CheckpointError(f"tensors that are not floating point: {_first(bad)}")
 
 
+def pair_int8(entries: dict) -> dict:
+    """Pairs each I8 tensor with its scale (name + SCALE_SUFFIX) into one entry (f, "Q8" or "Q8T", logical shape);
+    the scale entries go. "Q8T": stored transposed, as the file's metadata lists. An I8 tensor without its scale
+    stays as it is (and _check_float refuses it)."""
+    out = dict(entries)
+    for name, (f, stored, shape) in entries.items():
+        if stored != "I8" or name + SCALE_SUFFIX not in entries or len(shape) != 2:
+            continue
+        transposed = name in ((f.metadata() or {}).get(METADATA_KEY) or "").split(",")
+        out[name] = (f, "Q8T", tuple(shape[::-1])) if transposed else (f, "Q8", tuple(shape))
+        del out[name + SCALE_SUFFIX]
+    return out
+
+
 def _as_stored(f, name, stored):
-    """The tensor as stored, a zero-copy view (BF16 bits marked as a Bf16Array)."""
+    """The tensor as stored, a zero-copy view (BF16 bits marked as a Bf16Array; int8 pairs as a Q8Matrix)."""
+    if stored in ("Q8", "Q8T"):
+        try:
+            return Q8Matrix(f.get_tensor(name), f.get_tensor(name + SCALE_SUFFIX), stored == "Q8T")
+        except ValueError as e:
+            raise CheckpointError(f"{f.path}: {e} (tensor {name})") from None
     arr = np.asarray(f.get_tensor(name))
     return as_bf16(arr) if stored == "BF16" else arr
 
 
 def convert_weight(name, array, dtype="float32"):
     """The default weight hook: `array` in "float32" or "float16", itself when stored so (a zero-copy view),
-    else a converted copy (bfloat16 widened exactly, then rounded when float16 is asked for)."""
+    else a converted copy (bfloat16 widened exactly, then rounded when float16 is asked for). An int8 matrix
+    (Q8Matrix) is kept as it is: the reference dequantizes it where it is used."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return to_dtype(array, dtype)
+    return array if isinstance(array, Q8Matrix) else to_dtype(array, dtype)
 
 
 def _has_only_bin(folder: Path) -> bool:
@@ -173,12 +199,15 @@ def _has_only_bin(folder: Path) -> bool:
     return (folder / BIN_NAME).is_file() or (folder / BIN_INDEX).is_file()
 
 
-def load_weights(folder, spec: dict, dtype: str = "float32", prepare=None, optional=()) -> dict[str, np.ndarray]:
+def load_weights(folder, spec: dict, dtype: str = "float32", prepare=None, optional=(),
+                 quantize=None) -> dict[str, np.ndarray]:
     """name -> array for every tensor of the spec ({name: shape}; names in `optional` only if present).
 
     prepare: a backend's hook, Ops.prepare_weight(name, array, dtype) (pyclvp/ops); it gets each tensor as
-    stored (a zero-copy view; BF16 as a Bf16Array) and returns what the model keeps, or refuses the dtype.
-    The default, convert_weight, keeps "float32" or "float16".
+    stored (a zero-copy view; BF16 as a Bf16Array; an int8 pair as a Q8Matrix) and returns what the model keeps,
+    or refuses the dtype. The default, convert_weight, keeps "float32" or "float16".
+    quantize: {name: transposed} of float matrices to quantize to int8 (quantize_matrix) before `prepare` sees them;
+    those stored int8 already are kept.
     """
     (prepare or convert_weight)("", np.zeros(0, np.float32), dtype)  # an unknown dtype fails before any file is read
     folder = check_folder(folder)
@@ -191,8 +220,16 @@ def load_weights(folder, spec: dict, dtype: str = "float32", prepare=None, optio
         _check_float({name: arr.dtype.name for name, arr in tensors.items() if arr.dtype.kind != "f"})
         stored = tensors
     else:
-        entries = tensor_headers(find_weight_files(folder))
+        entries = pair_int8(tensor_headers(find_weight_files(folder)))
         check_shapes({name: shape for name, (_, _, shape) in entries.items()}, spec, folder, optional)
         _check_float({name: s for name, (_, s, _) in entries.items()})
         stored = {name: _as_stored(f, name, s) for name, (f, s, _) in entries.items()}
-    return {name: (prepare or convert_weight)(name, arr, dtype) for name, arr in stored.items()}
+    quantize = quantize or {}
+
+    def load(name, arr):
+        if name in quantize and not isinstance(arr, Q8Matrix):
+            arr, read = quantize_matrix(arr, quantize[name]), arr
+            release_pages(read)  # only the int8 copy is kept: the float pages leave the resident set
+        return (prepare or convert_weight)(name, arr, dtype)
+
+    return {name: load(name, arr) for name, arr in stored.items()}

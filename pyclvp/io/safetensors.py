@@ -38,7 +38,7 @@ from ..checks import check_choice, is_int
 from .files import open_regular, write_atomic
 
 __all__ = ["SafetensorsError", "load_file", "load", "save_file", "save", "safe_open",
-           "bfloat16_to_float32", "float32_to_bfloat16"]
+           "bfloat16_to_float32", "float32_to_bfloat16", "release_pages"]
 
 MAX_HEADER_SIZE = 100_000_000  # the official reader's limit
 BF16_CHOICES = ("float32", "raw")  # how BF16 tensors are returned: widened exactly, or as their uint16 bits
@@ -257,6 +257,27 @@ class safe_open:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in {self.path}") from None
+
+
+def release_pages(array) -> None:
+    """Drops the pages of a memory-mapped tensor (a view from safe_open(..., mmap=True)) from this process's resident
+    set, madvise(MADV_DONTNEED). The file's pages stay in the page cache and fault back in if the array is read again,
+    so no value changes; a loader that converts a tensor and keeps only the copy (int8 quantization at load,
+    pyclvp/io/checkpoints.py) calls it so that the float pages it read do not add up in its peak RSS. A no-op for any
+    other array (and where the platform has no MADV_DONTNEED)."""
+    arr = np.ndarray.view(array, np.ndarray)  # a plain view (a Bf16Array's np functions would widen it)
+    owner = arr.base
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    mm = owner.obj if isinstance(owner, memoryview) else owner
+    if not isinstance(mm, _mmap.mmap) or mm.closed or not hasattr(_mmap, "MADV_DONTNEED") or arr.size == 0:
+        return
+    byte_bounds = getattr(np, "byte_bounds", None) or np.lib.array_utils.byte_bounds
+    lo, hi = byte_bounds(arr)
+    origin = np.frombuffer(mm, np.uint8).__array_interface__["data"][0]
+    start = (lo - origin) // _mmap.PAGESIZE * _mmap.PAGESIZE  # whole pages: a neighbour's share faults back in
+    end = min(len(mm), -(-(hi - origin) // _mmap.PAGESIZE) * _mmap.PAGESIZE)
+    mm.madvise(_mmap.MADV_DONTNEED, start, end - start)
 
 
 def load_file(path, mmap: bool = True, *, bf16: str = "float32") -> dict[str, np.ndarray]:

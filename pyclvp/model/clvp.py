@@ -84,13 +84,19 @@ class ClvpModelForConditionalGeneration:
         self.speech_encoder = Encoder(strip_prefix(weights, "speech_encoder_model."), config.speech_config, self.ops)
 
     @classmethod
-    def from_pretrained(cls, path, backend="numpy", dtype: str = "float32"):
+    def from_pretrained(cls, path, backend="numpy", dtype: str = "float32", weights=None):
         """A folder with config.json and model.safetensors (or model.safetensors.index.json + shards);
-        failing those, pytorch_model.bin (or its index + shards), read without running its pickle."""
+        failing those, pytorch_model.bin (or its index + shards), read without running its pickle.
+
+        dtype: the float matrices' storage ("float32", or with backend "cpu"/"cuda" "float16" / "bfloat16").
+        weights="int8": the speech decoder's matrices and lm_head in int8 with a float32 scale per block of 32
+        (pyclvp/io/q8.py; which ones: pyclvp/model/weights.py int8_targets), quantized as they are loaded from a
+        float checkpoint; a folder written by `pyclvp convert --weights int8` holds them so already (and loads
+        as int8 without it). Backends "numpy" (dequantizes on use) and "cpu"; "cuda" refuses int8."""
         path = check_folder(path)
         config = ClvpConfig.from_pretrained(path)
         ops = _ops(backend)  # its prepare_weight may keep half-precision weights as stored
-        model = cls(config, load_checkpoint(path, config, dtype, ops.prepare_weight), ops)
+        model = cls(config, load_checkpoint(path, config, dtype, ops.prepare_weight, weights), ops)
         model.name_or_path = path
         return model
 

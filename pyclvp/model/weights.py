@@ -5,13 +5,18 @@ transformers' own names, with the shape the config implies. Shape letters: V voc
 F feed-forward width, M mel bins, R rotary dim, P projection dim (each per sub-model's config).
 `load_checkpoint(folder, config, dtype)` loads a folder against the spec (pyclvp/io/checkpoints.py:
 which files, all problems in one CheckpointError, zero-copy views where the dtype is stored as asked).
+`int8_targets(config)` names the matrices that weights="int8" stores as int8 (pyclvp/io/q8.py).
 """
 from __future__ import annotations
 
 from ..config import ClvpConfig
 from ..io.checkpoints import CheckpointError, load_weights
+from ..io.q8 import BLOCK
 
-__all__ = ["CheckpointError", "checkpoint_spec", "OPTIONAL", "load_checkpoint", "strip_prefix"]
+__all__ = ["CheckpointError", "checkpoint_spec", "OPTIONAL", "WEIGHTS", "int8_targets", "load_checkpoint",
+           "strip_prefix"]
+
+WEIGHTS = (None, "int8")  # from_pretrained(weights=...): as stored, or the decoder's matrices in int8
 
 # Tensors a checkpoint may omit: rotary inverse frequencies are a buffer that pyclvp recomputes from
 # the config (transformers saves it; older checkpoints may not).
@@ -100,11 +105,28 @@ def checkpoint_spec(cfg: ClvpConfig) -> dict[str, tuple]:
     return spec
 
 
+def int8_targets(cfg: ClvpConfig) -> dict[str, bool]:
+    """{name: transposed} of the matrices weights="int8" quantizes: the speech decoder's (attention q/k/v/out, MLP
+    c_fc/c_proj, transposed: Conv1D (Cin, Cout)) and lm_head, what a decode step streams; the encoders and embedding
+    tables stay float. A matrix whose input dimension is not a multiple of 32 (pyclvp/io/q8.py BLOCK) stays float."""
+    out = {}
+    for name, shape in _decoder_spec(cfg).items():
+        conv1d = ".mlp.c_" in name  # GPT-2 Conv1D layout (Cin, Cout)
+        if len(shape) == 2 and name.endswith(".weight") and "embeds_layer" not in name:
+            if (shape[0] if conv1d else shape[1]) % BLOCK == 0:
+                out[name] = conv1d
+    return out
+
+
 def strip_prefix(weights: dict, prefix: str) -> dict:
     """The tensors under `prefix` with the prefix removed: strip_prefix(w, "speech_decoder_model.")."""
     return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
-def load_checkpoint(folder, cfg: ClvpConfig, dtype: str = "float32", prepare=None) -> dict:
-    """name -> array for every tensor of the spec (OPTIONAL ones only if present), in `dtype` (see load_weights)."""
-    return load_weights(folder, checkpoint_spec(cfg), dtype, prepare, OPTIONAL)
+def load_checkpoint(folder, cfg: ClvpConfig, dtype: str = "float32", prepare=None, weights=None) -> dict:
+    """name -> array for every tensor of the spec (OPTIONAL ones only if present), in `dtype` (see load_weights);
+    weights="int8": int8_targets(cfg) as int8 (quantized as they are loaded when the file stores them in float)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be None (as stored) or 'int8', got {weights!r}")
+    quantize = int8_targets(cfg) if weights == "int8" else None
+    return load_weights(folder, checkpoint_spec(cfg), dtype, prepare, OPTIONAL, quantize)

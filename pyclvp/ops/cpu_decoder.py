@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import _core
 from ..io.half import Bf16Array, to_float32
+from ..io.q8 import SCALE_SUFFIX, Q8Matrix
 from .state import DecoderState, empty_state, prefill_inputs, step_inputs
 
 PREFIX = "speech_decoder_model."
@@ -33,13 +34,16 @@ def session_config(cfg) -> dict:
 
 
 def weights_for_core(params) -> dict:
-    """Checkpoint key (relative to speech_decoder_model.) -> array as the binding takes it."""
+    """Checkpoint key (relative to speech_decoder_model.) -> array as the binding takes it; an int8 matrix as its
+    q (Cout, Cin) under the key and its scales under key + SCALE_SUFFIX (csrc/bindings/decoder_model.h)."""
     out = {}
     for key, a in params.items():
         key = key[len(PREFIX):] if key.startswith(PREFIX) else key
         if a is None:
             continue
-        if isinstance(a, Bf16Array):
+        if isinstance(a, Q8Matrix):
+            out[key], out[key + SCALE_SUFFIX] = a.q, a.scale
+        elif isinstance(a, Bf16Array):
             out[key] = a.view(np.ndarray)  # uint16 bits
         elif np.ndim(a) >= 2 and a.dtype in (np.float32, np.float16):
             out[key] = a

@@ -16,7 +16,8 @@ Beyond the reference ops, CpuOps overrides the two hooks every backend declares 
     prepare_weight(name, array, dtype)  the loader's hook: matrices (ndim >= 2) are kept in the
                                         requested storage dtype (float32 / float16 / bfloat16, see
                                         pyclvp/io/half.py), without a copy when the file has it so
-                                        (memory-mapped); vectors and scalars become float32.
+                                        (memory-mapped), int8 ones (pyclvp/io/q8.py) as they are;
+                                        vectors and scalars become float32.
     make_decoder(params, cfg)           the fused KV-cached decoder (CpuDecoder): one C++ call per
                                         generated token runs every layer, the norms and lm_head.
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from .. import _core
 from ..io.half import Bf16Array, to_dtype, to_float32
+from ..io.q8 import Q8Matrix
 from . import numpy_ops
 from .numpy_ops import NumpyOps
 from .state import CACHE_DTYPES
@@ -115,8 +117,15 @@ class CpuOps(NumpyOps):
     # Dense layers and normalizations
 
     def linear(self, x, w, b=None):  # (..., Cin), (Cout, Cin), (Cout,) -> (..., Cout)
+        if isinstance(w, Q8Matrix):  # int8: the kernels read (Cout, Cin) blocks; a transposed one is outside them
+            return numpy_ops.linear(x, w, b) if w.transposed else self.linear_q8(x, w.q, w.scale, b)
         x = _act(x)
         y = self.core.linear(x.reshape(-1, x.shape[-1]), self._matrix(w), _vec(b))  # (N, Cin) -> (N, Cout)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    def linear_q8(self, x, q, scale, b=None):  # (..., Cin), (Cout, Cin) int8, (Cout, Cin/32), (Cout,) -> (..., Cout)
+        x = _act(x)
+        y = self.core.linear_q8(x.reshape(-1, x.shape[-1]), q, scale, _vec(b))  # (N, Cin) -> (N, Cout)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
     def layer_norm(self, x, g, b, eps):  # (..., C) -> (..., C)
@@ -214,10 +223,13 @@ class CpuOps(NumpyOps):
 
         Matrices (ndim >= 2: linear/Conv1D weights, embedding tables) are stored in `dtype`; bfloat16
         ones are Bf16Array (pyclvp/io/half.py). Without a conversion this returns the array itself,
-        so a memory-mapped tensor stays memory-mapped. Vectors and scalars become float32.
+        so a memory-mapped tensor stays memory-mapped. Vectors and scalars become float32. int8 matrices
+        (Q8Matrix, pyclvp/io/q8.py) are kept as they are: linear runs them on the int8 kernels.
         """
         if dtype not in CACHE_DTYPES:
             raise ValueError(f"unknown dtype {dtype!r} for {name}; choose one of {', '.join(CACHE_DTYPES)}")
+        if isinstance(array, Q8Matrix):
+            return array
         return to_dtype(array, dtype) if np.ndim(array) >= 2 else to_float32(array)
 
     @staticmethod

@@ -13,7 +13,8 @@ with the reason and the tests skip with it.
 
 The model's hooks, as CpuOps has them:
     prepare_weight(name, array, dtype)  CpuOps's own: matrices stay in their storage dtype (float16 /
-                                        bfloat16 checkpoints go to the device as such)
+                                        bfloat16 checkpoints go to the device as such); int8 ones
+                                        (weights="int8") are refused with a ValueError saying so
     make_decoder(params, cfg)           CudaDecoder (pyclvp/ops/cuda_decoder.py): the whole decode
                                         step on the device, replayed as one CUDA graph
 
@@ -21,7 +22,7 @@ Convolution weights are not cached: conv1d / conv_transpose1d upload theirs on e
 
 Outside the kernels' contract, these run through the NumPy reference: attention with a head dim
 above 128 (_core.cuda's limit) or broadcast q/k/v; rotary with per-batch tables; interpolate_linear
-(no kernel on any backend).
+(no kernel on any backend); linear_q8 (no CUDA kernel yet: int8 models are refused at load, see prepare_weight).
 
 Shape legend: B batch, T time, S key positions, C hidden, H heads, D head dim, R rotary dim, N rows.
 """
@@ -32,6 +33,8 @@ import weakref
 import numpy as np
 
 from .. import _core
+from ..io.q8 import Q8Matrix
+from . import numpy_ops
 from .cpu_ops import CpuOps, _weight
 
 MAX_HEAD_DIM = 128  # csrc/cuda/kernels.h kAttentionMaxD
@@ -103,6 +106,16 @@ class CudaOps(CpuOps):
         if reason is not None:
             raise CudaUnavailableError(f"backend 'cuda' is unavailable: {reason}")
         self.core = _core.cuda
+
+    linear_q8 = staticmethod(numpy_ops.linear_q8)  # no CUDA kernel yet: the NumPy reference
+
+    @staticmethod
+    def prepare_weight(name, array, dtype="float32"):
+        """CpuOps's hook, but int8 weights are refused: the CUDA kernels read float matrices only."""
+        if isinstance(array, Q8Matrix):
+            raise ValueError(f"{name} is int8, and the cuda backend has no int8 kernels: load the model with "
+                             f"backend='cpu' for int8 weights, or without weights='int8' (float weights) for cuda")
+        return CpuOps.prepare_weight(name, array, dtype)
 
     def _matrix(self, w):  # the matrix's upload (made on first use)
         return _WEIGHTS.get(_weight(w))

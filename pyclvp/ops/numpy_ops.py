@@ -14,11 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..io.checkpoints import convert_weight
+from ..io.q8 import Q8Matrix, dequantize_q8
 
 f32 = np.float32
 
 
-def _f32(w):
+def _f32(w):  # a weight's float32 values: half-precision widened, int8 (Q8Matrix) dequantized
+    if isinstance(w, Q8Matrix):
+        return w.dequantize()
     return w if w.dtype == f32 else w.astype(f32)
 
 
@@ -30,6 +33,13 @@ def linear(x, w, b=None):  # (..., Cin), (Cout, Cin), (Cout,) -> (..., Cout)
     # ref: torch.nn.functional.linear: y = x @ w.T + b. transformers' Conv1D stores (Cin, Cout): pass w.T.
     y = x @ _f32(w).T  # (..., Cin) @ (Cin, Cout) -> (..., Cout)
     return y if b is None else y + _f32(b)
+
+
+def linear_q8(x, q, scale, b=None):  # (..., Cin), (Cout, Cin) int8, (Cout, Cin/32), (Cout,) -> (..., Cout)
+    # int8 weights (pyclvp/io/q8.py): the float32 weights q * scale, then linear. The kernels form the same
+    # dequantized weights in registers, or scale each block's sum of x * q once: they differ from this only in
+    # the order and rounding of the float32 sums.
+    return linear(x, dequantize_q8(q, scale), b)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,6 +287,7 @@ class NumpyOps:
 
     name = "numpy"
     linear = staticmethod(linear)
+    linear_q8 = staticmethod(linear_q8)
     layer_norm = staticmethod(layer_norm)
     rms_norm = staticmethod(rms_norm)
     group_norm = staticmethod(group_norm)

@@ -128,9 +128,10 @@ class TextToSpeech:
         self.model, self.hifigan, self.diffusion, self.univnet = model, hifigan, diffusion, univnet
 
     @classmethod
-    def from_pretrained(cls, path, backend="numpy") -> "TextToSpeech":
-        """The CLVP model in `path` and whichever of hifigan/, diffusion/ and univnet/ are beside it."""
-        model = ClvpModelForConditionalGeneration.from_pretrained(path, backend=backend)
+    def from_pretrained(cls, path, backend="numpy", weights=None) -> "TextToSpeech":
+        """The CLVP model in `path` (weights="int8": its decoder in int8, see ClvpModelForConditionalGeneration.
+        from_pretrained) and whichever of hifigan/, diffusion/ and univnet/ are beside it."""
+        model = ClvpModelForConditionalGeneration.from_pretrained(path, backend=backend, weights=weights)
         width = model.config.decoder_config.hidden_size
         decoders = {}  # without one, it still ranks; tts() says what is missing
         for name, config, spec, make, latent_width in (

@@ -1,5 +1,5 @@
 // tools/avx512_emu only: SIMDe's AVX-512F emulation plus, written lane by lane, the intrinsics
-// csrc/cpu/vec_avx512.h uses that SIMDe 0.7.4 lacks (half conversions through csrc/common/half.h,
+// csrc/cpu/vec_avx512.h uses that SIMDe 0.7.4 lacks (half conversions through csrc/common/half.h, int8 widening,
 // which the tests check against NumPy; reductions in _mm512_reduce_*'s halving order).
 #pragma once
 #include <simde/x86/avx512.h>
@@ -59,4 +59,16 @@ static inline float simde_mm512_reduce_max_ps(simde__m512 v) {
   simde_mm512_storeu_ps(f, v);
   for (int w = 8; w >= 1; w >>= 1) for (int i = 0; i < w; ++i) f[i] = f[i] > f[i + w] ? f[i] : f[i + w];
   return f[0];
+}
+static inline simde__m512i simde_mm512_cvtepi8_epi32(simde__m128i b8) {
+  int8_t a[16]; int32_t b[16];
+  simde_mm_storeu_si128(reinterpret_cast<simde__m128i*>(a), b8);
+  for (int i = 0; i < 16; ++i) b[i] = a[i];
+  return simde_mm512_loadu_si512(b);
+}
+static inline simde__m512 simde_mm512_cvtepi32_ps(simde__m512i v) {
+  int32_t a[16]; float f[16];
+  simde_mm512_storeu_si512(a, v);
+  for (int i = 0; i < 16; ++i) f[i] = static_cast<float>(a[i]);
+  return simde_mm512_loadu_ps(f);
 }
