@@ -50,6 +50,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from .checks import check_choice, is_int, is_real
+from .io.half import DTYPES as CACHE_DTYPES
 
 __all__ = ["GenerationOptions", "PRESETS", "PRESET_SAMPLING", "TORTOISE_SAMPLING", "POSITIONS", "DEFAULT_BATCH_SIZE", "process_logits", "sample",
            "decode", "stream", "chunks", "HostPicker", "ProgressBar", "Uniforms"]
@@ -95,6 +96,10 @@ class GenerationOptions:
     positions: str = "cached"
     batch_size: Optional[int] = None
     progress: Union[bool, Callable[[int, int], Any]] = False
+    # the KV cache's storage: "bfloat16" halves the bytes every step reads (the cache grows to ~1 GB for 16 rows of
+    # 244 positions in float32); its effect on the tokens is measured in bench/RESULTS.md ("CPU core"). "float32"
+    # matches transformers' cache, "float16" is the other half type. Every backend, the NumPy reference included.
+    cache_dtype: str = "bfloat16"
 
     @classmethod
     def resolve(cls, preset: Optional[str] = None, **given) -> "GenerationOptions":
@@ -134,6 +139,7 @@ class GenerationOptions:
             ("prompt_token_ids", isinstance(self.prompt_token_ids, (tuple, list)) and
              all(is_int(t) and t >= 0 for t in self.prompt_token_ids), "be a tuple of token ids >= 0"),
             ("positions", self.positions in POSITIONS, f"be one of {', '.join(map(repr, POSITIONS))}"),
+            ("cache_dtype", self.cache_dtype in CACHE_DTYPES, f"be one of {', '.join(map(repr, CACHE_DTYPES))}"),
             ("pad_to_max_mel_tokens", self.pad_to_max_mel_tokens is None or count(self.pad_to_max_mel_tokens, 2),
              "be an integer >= 2 (the start token and at least one speech token)"),
         ]
@@ -274,7 +280,7 @@ def _start(decoder, prompt, opts: GenerationOptions, R: int):  # -> steps, state
     B, P, _ = prompt.shape
     # the last token fed is token steps-1, at mel position steps (cached) or steps-1 (uncached)
     steps = min(opts.max_new_tokens, decoder.cfg.max_position_embeddings - (opts.positions == "cached"))
-    state = decoder.new_state(B, P + steps - 1)
+    state = decoder.new_state(B, P + steps - 1, opts.cache_dtype)
     logits = decoder.prefill(prompt, None, state)  # (B, V)
     uniforms = Uniforms(opts.seed, steps, R) if opts.do_sample else None
     return steps, state, logits, uniforms
