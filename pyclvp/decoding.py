@@ -155,8 +155,9 @@ class GenerationOptions:
 
 def apply_repetition_penalty(logits, seen, penalty):  # (R, V), (R, V) bool
     # ref: RepetitionPenaltyLogitsProcessor: torch.where(score < 0, score * penalty, score / penalty) on seen ids
-    penalized = np.where(logits < 0, logits * np.float32(penalty), logits / np.float32(penalty))
-    return np.where(seen, penalized, logits)
+    out, x = logits.copy(), logits[seen]  # only the seen entries: (R, V) passes cost ~1 ms a step at 16 x 8194
+    out[seen] = np.where(x < 0, x * np.float32(penalty), x / np.float32(penalty))
+    return out
 
 
 def suppress_token(logits, token):  # (R, V) -> (R, V) with column `token` at -inf
@@ -185,7 +186,11 @@ def apply_top_p(logits, p):  # (R, V)
     cut = np.take_along_axis(ascending, np.maximum(n_remove - 1, 0)[:, None], axis=-1)  # (R, 1) its last value
     below, tied = logits < cut, logits == cut  # (R, V)
     n_tied = n_remove - below.sum(-1)  # (R,) how many of the tied ones go, lowest ids first
-    remove = below | (tied & (np.cumsum(tied, axis=-1) <= n_tied[:, None]))
+    remove = below | tied
+    part = np.flatnonzero(n_tied < tied.sum(-1))  # rows where only some tied ones go (equal logits: rare)
+    if part.size:
+        t = tied[part]  # (r, V)
+        remove[part] = below[part] | (t & (np.cumsum(t, axis=-1) <= n_tied[part, None]))
     return np.where(remove, np.float32(-np.inf), logits)
 
 
