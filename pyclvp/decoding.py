@@ -6,7 +6,8 @@ V speech vocab, N generated tokens, S cache slots.
 decode(decoder, prompt, opts, bos, eos) runs any decoder with new_state / prefill / step (the NumPy
 reference in pyclvp/model/decoder.py, or a backend's fused one) and knows nothing of the model around it:
   1. prefill the B prompts (B, P, C) once; each chunk of at most batch_size candidate rows gets copies of
-     its prompt's cache rows (state.select), in one preallocated (L, rows, H, S, D) cache
+     its prompt's cache rows (state.select), in one preallocated (L, rows, H, S, D) cache stored in
+     opts.cache_dtype (bfloat16 unless told otherwise)
   2. per step: logits (rows, V) -> processors -> next token; the k-th token (k = 1, 2, ...) is fed back
      with its mel position, its K/V written into slot P + k - 1. Two position rules (opts.positions), both
      Tortoise's UnifiedVoice.inference_speech (the start token is at mel position 0 in both):
