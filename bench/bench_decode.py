@@ -1,7 +1,7 @@
 """Decode benchmarks for the C++ CPU core, side by side with transformers.
 
     python bench/make_checkpoint.py && python bench/make_checkpoint.py --dtype bfloat16
-    python bench/bench_decode.py [--new-tokens 32] [--jobs load,decode1,decode16,bf16,job16,speech,...]
+    python bench/bench_decode.py [--new-tokens 32] [--jobs load,decode1,decode16,bf16,job16,job96,speech,...]
                                  [--torch-python PYTHON] [--json out.json]
 
 Every job runs in a fresh subprocess (`--worker pyclvp|transformers --job NAME`), so each one's load time
@@ -21,7 +21,10 @@ Jobs, on the full-size checkpoint of bench/make_checkpoint.py (decoder 30 x 1024
             and peak RSS (transformers: its load)
   job16     Tortoise's ultra_fast job: 16 sampled candidates (temperature 0.8, top_p 0.8, repetition
             penalty 2.0) for a 40-token text and 6 s of audio (517 mel frames), N new tokens, then the
-            speech and text encoders and the scores: model.generate() on both sides
+            speech and text encoders and the scores: model.generate() on both sides, each at its default
+            settings otherwise (pyclvp: a bfloat16 KV cache; transformers: its float32 DynamicCache)
+  job96     the same with 96 candidates (Tortoise's `fast` preset; pyclvp decodes them 16 rows at a time,
+            transformers all 96 together)
   speech    the speech encoder on 16 x 250 tokens
 It prints the machine's read bandwidth (a NumPy probe: the best of sum / max / bitwise-or reductions
 over 1 GiB, on 1 and on all threads) and the bandwidth decode achieves: bytes of the decoder's
@@ -46,10 +49,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "bench" / "checkpoints"
-JOBS = ("load", "decode1", "decode16", "bf16", "job16", "speech", "bf16x16", "int8", "int8x16", "int8load")
+JOBS = ("load", "decode1", "decode16", "bf16", "job16", "job96", "speech", "bf16x16", "int8", "int8x16", "int8load")
 DECODE = {"decode1": 1, "decode16": 16, "bf16": 1, "bf16x16": 16, "int8": 1, "int8x16": 16}  # job -> rows
 THEIRS = {"bf16": "decode1", "int8": "decode1", "bf16x16": "decode16", "int8x16": "decode16", "int8load": "load"}
 INT8_BYTES = 1 + 4 / 32  # per weight: int8 + a float32 scale per 32
+CANDIDATES = {"job16": 16, "job96": 96}
 P = 44  # prompt positions for a 40-token text: conditioning vector, bos + 40 + eos, start token
 TEXT_TOKENS, MEL_FRAMES, SPEECH_SHAPE = 40, 517, (16, 250)  # 6 s at 22.05 kHz, hop 256
 EOS = 8193
@@ -131,9 +135,9 @@ def pyclvp_worker(job, ckpt, n):
         run(2)  # warm-up: page in the weights, start the threads
         prefill, times = run(n)
         out.update(prefill_s=prefill, rows=rows, **step_stats(times))
-    elif job == "job16":
+    elif job in CANDIDATES:
         t = time.perf_counter()
-        res = model.generate(x["text"], x["mel"], num_return_sequences=16, do_sample=True, temperature=0.8,
+        res = model.generate(x["text"], x["mel"], num_return_sequences=CANDIDATES[job], do_sample=True, temperature=0.8,
                              top_p=0.8, repetition_penalty=2.0, max_new_tokens=n, min_new_tokens=n, seed=0)
         out.update(job_s=time.perf_counter() - t, tokens=int(res.speech_ids.shape[1]))
     elif job == "speech":
@@ -184,11 +188,11 @@ def transformers_worker(job, ckpt, n):
         run(2)
         prefill, times = run(n)
         out.update(prefill_s=prefill, rows=rows, **step_stats(times))
-    elif job == "job16":
+    elif job in CANDIDATES:
         torch.manual_seed(0)
         t = time.perf_counter()
         res = model.generate(input_ids=torch.from_numpy(x["text"]), input_features=torch.from_numpy(x["mel"]),
-                             num_return_sequences=16, do_sample=True, temperature=0.8, top_p=0.8,
+                             num_return_sequences=CANDIDATES[job], do_sample=True, temperature=0.8, top_p=0.8,
                              repetition_penalty=2.0, max_new_tokens=n, min_new_tokens=n,
                              return_dict_in_generate=True)  # (5.24's tuple path never binds speech_ids)
         out.update(job_s=time.perf_counter() - t, tokens=int(res.speech_ids.shape[1]))
@@ -304,7 +308,7 @@ def report(res, cfg, sizes, bw, n):
             base = {"int8": "bf16", "int8x16": "bf16x16"}.get(job)
             if base in res and "step_median_s" in res[base].get("pyclvp", {}):
                 ours += f"; vs pyclvp {base}: {ratio(res[base]['pyclvp']['step_median_s'], step)}"
-        elif job == "job16":
+        elif job in CANDIDATES:
             ours = f"{p['job_s']:.1f} s ({p['tokens']} tokens/candidate)"
             if "job_s" in t:
                 theirs = f"{t['job_s']:.1f} s -> {ratio(t['job_s'], p['job_s'])}"
@@ -313,6 +317,9 @@ def report(res, cfg, sizes, bw, n):
             if "speech_s" in t:
                 theirs = f"{t['speech_s']:.2f} s -> {ratio(t['speech_s'], p['speech_s'])}"
         lines.append(f"{job:9s} pyclvp {ours}" + (f" | transformers {theirs}" if theirs else ""))
+        lines.append(" " * 10 + " | ".join(f"{name}: process CPU {side['cpu_s']:.1f} s, load {side['load'][0]:.2f} -> "
+                                           f"{side['load'][1]:.2f}" for name, side in (("pyclvp", p), ("transformers", t))
+                                           if "cpu_s" in side))
     return "\n".join(lines)
 
 
@@ -339,8 +346,10 @@ def main(argv=None) -> int:
 
     if args.worker:
         fn = pyclvp_worker if args.worker == "pyclvp" else transformers_worker
+        load0 = os.getloadavg()[0]
         out = fn(args.job, args.checkpoint, args.new_tokens)
-        out["rss"] = peak_rss()
+        t = os.times()  # the shared machine: the CPU seconds this process got, and the load around it
+        out.update(rss=peak_rss(), cpu_s=t.user + t.system, load=[load0, os.getloadavg()[0]])
         print(json.dumps(out))
         return 0
 

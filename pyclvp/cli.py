@@ -366,6 +366,9 @@ def _add_generation_args(p):
     p.add_argument("--positions", choices=["uncached", "cached"], default="uncached",
                    help="mel position of generated token k: k (uncached, Tortoise's default kv_cache=False) or k + 1 "
                         "(cached, kv_cache=True and transformers' CLVP)")
+    p.add_argument("--cache-dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16",
+                   help="storage of the decoder's KV cache (default bfloat16: half the bytes per step; float32: as "
+                        "transformers)")
     _add_backend_arg(p)
     _add_weights_arg(p)
     p.add_argument("--json", action="store_true", help="print the ranking as JSON (with each candidate's speech ids)")
@@ -409,7 +412,7 @@ def _cmd_rank(args):
         kwargs["max_new_tokens"] = args.max_new_tokens
     candidates = rank(model, args.text, clips, seed=args.seed, progress=sys.stderr.isatty(),
                       pad_to=getattr(args, "pad_to", "max_new_tokens"), positions=getattr(args, "positions", "uncached"),
-                      **kwargs)
+                      cache_dtype=getattr(args, "cache_dtype", "bfloat16"), **kwargs)
     rows = [dict(rank=i + 1, score=round(c.score, 4), tokens=c.length, seconds=round(c.seconds, 2),
                  speech_ids=c.speech_ids.tolist()) for i, c in enumerate(candidates)]
     if args.plot:

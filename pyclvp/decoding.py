@@ -6,7 +6,8 @@ V speech vocab, N generated tokens, S cache slots.
 decode(decoder, prompt, opts, bos, eos) runs any decoder with new_state / prefill / step (the NumPy
 reference in pyclvp/model/decoder.py, or a backend's fused one) and knows nothing of the model around it:
   1. prefill the B prompts (B, P, C) once; each chunk of at most batch_size candidate rows gets copies of
-     its prompt's cache rows (state.select), in one preallocated (L, rows, H, S, D) cache
+     its prompt's cache rows (state.select), in one preallocated (L, rows, H, S, D) cache stored in
+     opts.cache_dtype (bfloat16 unless told otherwise)
   2. per step: logits (rows, V) -> processors -> next token; the k-th token (k = 1, 2, ...) is fed back
      with its mel position, its K/V written into slot P + k - 1. Two position rules (opts.positions), both
      Tortoise's UnifiedVoice.inference_speech (the start token is at mel position 0 in both):
@@ -50,6 +51,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from .checks import check_choice, is_int, is_real
+from .io.half import DTYPES as CACHE_DTYPES
 
 __all__ = ["GenerationOptions", "PRESETS", "PRESET_SAMPLING", "TORTOISE_SAMPLING", "POSITIONS", "DEFAULT_BATCH_SIZE", "process_logits", "sample",
            "decode", "stream", "chunks", "HostPicker", "ProgressBar", "Uniforms"]
@@ -95,6 +97,10 @@ class GenerationOptions:
     positions: str = "cached"
     batch_size: Optional[int] = None
     progress: Union[bool, Callable[[int, int], Any]] = False
+    # the KV cache's storage: "bfloat16" halves the bytes every step reads (the cache grows to ~1 GB for 16 rows of
+    # 244 positions in float32); its effect on the tokens is measured in bench/RESULTS.md ("CPU core"). "float32"
+    # matches transformers' cache, "float16" is the other half type. Every backend, the NumPy reference included.
+    cache_dtype: str = "bfloat16"
 
     @classmethod
     def resolve(cls, preset: Optional[str] = None, **given) -> "GenerationOptions":
@@ -134,6 +140,7 @@ class GenerationOptions:
             ("prompt_token_ids", isinstance(self.prompt_token_ids, (tuple, list)) and
              all(is_int(t) and t >= 0 for t in self.prompt_token_ids), "be a tuple of token ids >= 0"),
             ("positions", self.positions in POSITIONS, f"be one of {', '.join(map(repr, POSITIONS))}"),
+            ("cache_dtype", self.cache_dtype in CACHE_DTYPES, f"be one of {', '.join(map(repr, CACHE_DTYPES))}"),
             ("pad_to_max_mel_tokens", self.pad_to_max_mel_tokens is None or count(self.pad_to_max_mel_tokens, 2),
              "be an integer >= 2 (the start token and at least one speech token)"),
         ]
@@ -149,8 +156,9 @@ class GenerationOptions:
 
 def apply_repetition_penalty(logits, seen, penalty):  # (R, V), (R, V) bool
     # ref: RepetitionPenaltyLogitsProcessor: torch.where(score < 0, score * penalty, score / penalty) on seen ids
-    penalized = np.where(logits < 0, logits * np.float32(penalty), logits / np.float32(penalty))
-    return np.where(seen, penalized, logits)
+    out, x = logits.copy(), logits[seen]  # only the seen entries: (R, V) passes cost ~1 ms a step at 16 x 8194
+    out[seen] = np.where(x < 0, x * np.float32(penalty), x / np.float32(penalty))
+    return out
 
 
 def suppress_token(logits, token):  # (R, V) -> (R, V) with column `token` at -inf
@@ -179,7 +187,11 @@ def apply_top_p(logits, p):  # (R, V)
     cut = np.take_along_axis(ascending, np.maximum(n_remove - 1, 0)[:, None], axis=-1)  # (R, 1) its last value
     below, tied = logits < cut, logits == cut  # (R, V)
     n_tied = n_remove - below.sum(-1)  # (R,) how many of the tied ones go, lowest ids first
-    remove = below | (tied & (np.cumsum(tied, axis=-1) <= n_tied[:, None]))
+    remove = below | tied
+    part = np.flatnonzero(n_tied < tied.sum(-1))  # rows where only some tied ones go (equal logits: rare)
+    if part.size:
+        t = tied[part]  # (r, V)
+        remove[part] = below[part] | (t & (np.cumsum(t, axis=-1) <= n_tied[part, None]))
     return np.where(remove, np.float32(-np.inf), logits)
 
 
@@ -274,7 +286,7 @@ def _start(decoder, prompt, opts: GenerationOptions, R: int):  # -> steps, state
     B, P, _ = prompt.shape
     # the last token fed is token steps-1, at mel position steps (cached) or steps-1 (uncached)
     steps = min(opts.max_new_tokens, decoder.cfg.max_position_embeddings - (opts.positions == "cached"))
-    state = decoder.new_state(B, P + steps - 1)
+    state = decoder.new_state(B, P + steps - 1, opts.cache_dtype)
     logits = decoder.prefill(prompt, None, state)  # (B, V)
     uniforms = Uniforms(opts.seed, steps, R) if opts.do_sample else None
     return steps, state, logits, uniforms

@@ -235,7 +235,7 @@ class ClvpModelForConditionalGeneration:
         options: pyclvp.decoding.GenerationOptions, with transformers' names and defaults: max_new_tokens=500,
         min_new_tokens=0, do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
         num_return_sequences=1, seed=None, pad_to_max_mel_tokens=None, prompt_token_ids=(), positions="cached",
-        batch_size=None, progress=False.
+        batch_size=None, progress=False, cache_dtype="bfloat16" (transformers keeps a float32 cache: "float32").
         preset ("ultra_fast", "fast", "standard", "high_quality"): Tortoise's candidate count with tts()'s own
         arguments (temperature 0.8, top_p 0.8, repetition_penalty 2.0, 500 tokens; decoding.PRESET_SAMPLING) for
         the settings left at their defaults. See pyclvp/decoding.py for the decoding rules.

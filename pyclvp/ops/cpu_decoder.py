@@ -53,7 +53,8 @@ def weights_for_core(params) -> dict:
 
 
 def _cache(state: DecoderState):
-    """The state's k, v, key_mask, made C-contiguous in place (DecoderState.select returns strided copies)."""
+    """The state's k, v, key_mask, made C-contiguous and writeable in place (a state put together by hand may hold
+    strided or read-only arrays; new_state and select make contiguous ones)."""
     for name in ("k", "v", "key_mask"):
         a = getattr(state, name)
         if not (a.flags.c_contiguous and a.flags.writeable):

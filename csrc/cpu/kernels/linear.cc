@@ -11,7 +11,8 @@
 //             read alone, with wide loads and a software prefetch 2 KiB ahead (measured: without
 //             them a bfloat16 row streamed no faster than a float32 one, at half the bytes).
 //     wt      more rows: the weight rows are the broadcast operand. x^T is packed once into panels
-//             of XR rows (Xp[k][0:XR], contiguous), a task widens WR weight rows to float32, and a
+//             of XR rows (Xp[k][0:XR], contiguous), a task takes WR weight rows (half ones widened to
+//             float32 first, float32 ones read in place), and a
 //             WR x XR register tile does, per k, 2 vector loads of Xp, WR broadcasts and 2*WR FMAs.
 //             Each weight row is read once, contiguously, per panel: no transposition of W.
 //     gemm    N >= GEMM_NT_MIN (encoders): as below, the weights transposed while packed (a scalar
@@ -59,6 +60,10 @@ constexpr int NV = 3;                  // gemm: vectors of a packed panel
 constexpr int NR = NV * W;             // gemm: columns of a packed panel
 constexpr int64_t KC = 256;            // gemm: k chunk (a KC x NR panel is 24 KiB (AVX2) / 48 KiB)
 constexpr int64_t NC_MAX = 10 * NR;    // gemm: columns of a packed block
+// gemm: ... when all rows fit one task (batch-16 decode): each block is packed for 16 rows only, so it is
+// read from memory while the micro-kernels run on the previous one (PrefetchCursor); a KC x NC_MAX block
+// (240 KiB) and the next one's prefetch did not both fit L2 (512 KiB): the packing waited on memory.
+constexpr int64_t NC_ONE_TASK = 5 * NR;
 constexpr int64_t MC = 16 * MR;        // gemm: rows of a task
 constexpr int64_t MC_NT = 128 * MR;    // gemm: rows of a task for nn.Linear weights (amortizes their transposition)
 constexpr int64_t GEMM_NT_MIN = 512;   // nn.Linear weights take gemm from this many rows on (encoders)
@@ -260,10 +265,11 @@ void widen_rows(float* wf, const LinearJob& j, int64_t c0, int64_t k0, int64_t k
   }
 }
 
-// y[n0:n0+XR, c0:c0+WR] (+)= x[., k0:k0+kc] @ W[c0:c0+WR, k0:k0+kc]^T, from Xp (kc x XR) and Wf (WR x kc)
+// y[n0:n0+XR, c0:c0+WR] (+)= x[., k0:k0+kc] @ W[c0:c0+WR, k0:k0+kc]^T, from Xp (kc x XR) and the WR float32
+// weight rows wr[i][0:kc] (float32 weights in place, half ones widened into Wf)
 // pf: the next weight tile (pf_bytes, contiguous), prefetched along the k loop so that its widening does
 // not wait on memory (with few rows the loop is otherwise memory-latency bound, one tile after another)
-void wt_micro(const LinearJob& j, const float* wf, const float* xp, int64_t kc, int64_t n0, int64_t c0, int64_t k0,
+void wt_micro(const LinearJob& j, const float* const* wr, const float* xp, int64_t kc, int64_t n0, int64_t c0, int64_t k0,
               const char* pf = nullptr, int64_t pf_bytes = 0) {
   V acc[WR][2];
   for (int i = 0; i < WR; ++i) acc[i][0] = acc[i][1] = V::zero();
@@ -271,7 +277,7 @@ void wt_micro(const LinearJob& j, const float* wf, const float* xp, int64_t kc, 
     if (pf && (k & 1) == 0 && 32 * k < pf_bytes) __builtin_prefetch(pf + 32 * k);  // 64 B every other step
     const V x0 = V::load(xp + k * XR), x1 = V::load(xp + k * XR + W);
     for (int i = 0; i < WR; ++i) {
-      const V a = V::set1(wf[i * kc + k]);
+      const V a = V::set1(wr[i][k]);
       acc[i][0] = V::fma(a, x0, acc[i][0]);
       acc[i][1] = V::fma(a, x1, acc[i][1]);
     }
@@ -296,12 +302,18 @@ void wt_block(const LinearJob& j, const float* xt, int64_t n0, int64_t n1, int64
   for (int64_t k0 = 0; k0 < j.Cin; k0 += WT_KC) {
     const int64_t kc = std::min(WT_KC, j.Cin - k0);
     for (int64_t c = c0; c < c1; c += WR) {
-      widen_rows<WT>(wf.data(), j, c, k0, kc);
+      const float* wr[WR];
+      if constexpr (std::is_same_v<WT, float>) {  // read in place (rows past Cout repeat the last)
+        for (int i = 0; i < WR; ++i) wr[i] = static_cast<const float*>(j.w.data) + std::min(c + i, j.Cout - 1) * j.Cin + k0;
+      } else {
+        widen_rows<WT>(wf.data(), j, c, k0, kc);
+        for (int i = 0; i < WR; ++i) wr[i] = wf.data() + i * kc;
+      }
       // the next tile's rows [c + WR, c + 2 WR) at columns [k0, k0 + kc): contiguous when kc == Cin
       const WT* next = static_cast<const WT*>(j.w.data) + (c + WR) * j.Cin + k0;
       const bool ahead = kc == j.Cin && c + 2 * WR <= j.Cout;
       for (int64_t n = n0; n < n1; n += XR)
-        wt_micro(j, wf.data(), xt + (n / XR * j.Cin + k0) * XR, kc, n, c, k0,
+        wt_micro(j, wr, xt + (n / XR * j.Cin + k0) * XR, kc, n, c, k0,
                  ahead && n == n0 ? reinterpret_cast<const char*>(next) : nullptr,
                  static_cast<int64_t>(WR * kc * sizeof(WT)));
     }
@@ -456,7 +468,7 @@ Plan plan_for(const LinearJob& j) {
     p.slabs = p.ntasks = ceil_div(j.Cin, p.krows);
     return p;
   }
-  if (j.w.kn) p.block = gemm_block<WT>, p.rows = MC, p.cols = task_cols(j.Cout, NR, NC_MAX);
+  if (j.w.kn) p.block = gemm_block<WT>, p.rows = MC, p.cols = task_cols(j.Cout, NR, j.N <= MC ? NC_ONE_TASK : NC_MAX);
   else if (j.N == 1)
     p.block = dot_block<1, DOT_CB1<WT>, DOT_KU1<WT>, WT>, p.rows = 1, p.cols = task_cols(j.Cout, DOT_CB1<WT>, 256);
   else if (j.N <= FEW_ROWS) p.block = dot_block<DOT_RB, DOT_CB, 2, WT>, p.rows = j.N, p.cols = task_cols(j.Cout, DOT_CB, 64);
