@@ -299,9 +299,14 @@ class TextToSpeech:
 # Memory
 
 
+CACHE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}  # bytes per KV-cache value, by storage dtype
+
+
 def memory_estimate(tts: "TextToSpeech", preset: str = "ultra_fast", *, candidates: Optional[int] = None,
-                    max_new_tokens: int = 500, batch_size: Optional[int] = None) -> dict:
-    """The quality path's peak memory in bytes, estimated before the run (float32 everywhere, 4 bytes):
+                    max_new_tokens: int = 500, batch_size: Optional[int] = None,
+                    cache_dtype: str = "bfloat16") -> dict:
+    """The quality path's peak memory in bytes, estimated before the run (float32, 4 bytes, but for the KV cache,
+    kept in cache_dtype as generation keeps it: bfloat16 by default, 2 bytes):
 
         peak = SAFETY * (weights + max(sampling, scoring, latents, diffusion, univnet))
 
@@ -320,6 +325,7 @@ def memory_estimate(tts: "TextToSpeech", preset: str = "ultra_fast", *, candidat
                  reordered copy (layers + 1) C 2C K L, and ~8 C W for the location-variable convolution's operands
     SAFETY = 1.25 covers NumPy temporaries the formula does not name. Returns every term and "peak"."""
     check_choice("preset", preset, QUALITY_PRESETS)
+    check_choice("cache_dtype", cache_dtype, CACHE_BYTES)
     tts.check_ready("diffusion")
     R = QUALITY_PRESETS[preset]["num_autoregressive_samples"] if candidates is None else candidates
     rows = min(R, batch_size or 16)
@@ -337,7 +343,8 @@ def memory_estimate(tts: "TextToSpeech", preset: str = "ultra_fast", *, candidat
     weights += _model_bytes(tts)
     terms = dict(
         weights=weights,
-        sampling=f * (2 * d.num_hidden_layers * rows * (P + N) * d.hidden_size + 4 * rows * d.vocab_size) + 8 * N * R,
+        sampling=(CACHE_BYTES[cache_dtype] * 2 * d.num_hidden_layers * rows * (P + N) * d.hidden_size
+                  + f * 4 * rows * d.vocab_size + 8 * N * R),
         scoring=f * (2 * rows * sp.num_attention_heads * N * N + 8 * rows * N * sp.hidden_size),
         latents=f * (2 * d.num_attention_heads * (P + N + 2) ** 2 + 8 * (P + N + 2) * d.hidden_size),
         diffusion=f * (3 * dc.num_heads * T * T + 16 * dc.model_channels * T) + 8 * T * T,
