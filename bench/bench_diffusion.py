@@ -15,8 +15,8 @@ torch.set_num_threads are set before anything loads. The outputs are compared (m
 cpu-base is the cpu backend as it was before the speed branch (baseline_ops); cpu-pair runs the conditioned and the
 conditioning-free pass of a guided step as one batch of 2 (DiffusionTts.forward_guided) and reports half its time.
 
-Per-preset cost is extrapolated in README.md ("Quality path"): steps * passes per step * seconds per pass, divided
-by the seconds of speech; the sampling of candidates, CLVP, the latents and UnivNet are not included.
+bench/RESULTS.md extrapolates a per-preset diffusion cost from this one pass (steps * passes per step * seconds per
+pass / seconds of speech); the measured per-preset costs of the whole path are bench/bench_quality_path.py's.
 """
 from __future__ import annotations
 
