@@ -26,38 +26,38 @@ py::array_t<float> empty(std::initializer_list<py::ssize_t> shape) { return py::
 
 float* out_ptr(py::array_t<float>& a) { return a.mutable_data(); }
 
-// linear(x (N, Cin), w (Cout, Cin), b (Cout,) | None) -> (N, Cout)
-py::array_t<float> linear(const py::handle& x_, const py::handle& w_, const py::handle& b_) {
+// x (N, Cin) @ w^T (+ b) -> (N, Cout), linear's and linear_q8's one body: w is a float matrix (Cout, Cin), or with
+// Q8 the int8 matrix q (Cout, Cin) and its scales (Cout, Cin / 32).
+template <bool Q8>
+py::array_t<float> run_linear(const py::handle& x_, const py::handle& w_, const py::handle& scale_, const py::handle& b_) {
   py::array x = f32(x_, "x", {}, 2);
   const int64_t N = x.shape(0), Cin = x.shape(1);
-  PYCLVP_CHECK(py::isinstance<py::array>(w_) && py::reinterpret_borrow<py::array>(w_).ndim() == 2, "w must be a 2-D numpy array");
+  PYCLVP_CHECK((Q8 ? is_int8(w_) : py::isinstance<py::array>(w_)) && py::reinterpret_borrow<py::array>(w_).ndim() == 2,
+               Q8 ? "q must be a 2-D numpy int8 array" : "w must be a 2-D numpy array");
   const int64_t Cout = py::reinterpret_borrow<py::array>(w_).shape(0);
   cpu::LinearJob j;
-  j.w = weight(w_, "w", Cout, Cin);
+  if constexpr (Q8) j.w = q8_weight(w_, scale_, "q", Cout, Cin);
+  else j.w = weight(w_, "w", Cout, Cin);
   j.b = optional_f32(b_, "b", {Cout});
   auto y = empty({N, Cout});
   j.y = out_ptr(y), j.x = f32_ptr(x), j.N = N, j.Cin = Cin, j.Cout = Cout, j.ldx = Cin, j.ldy = Cout;
   if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
   py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::linear<isa.value>(&j, 1); });
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) {
+    if constexpr (Q8) cpu::linear_q8<isa.value>(&j, 1);
+    else cpu::linear<isa.value>(&j, 1);
+  });
   return y;
+}
+
+// linear(x (N, Cin), w (Cout, Cin), b (Cout,) | None) -> (N, Cout)
+py::array_t<float> linear(const py::handle& x_, const py::handle& w_, const py::handle& b_) {
+  return run_linear<false>(x_, w_, py::none(), b_);
 }
 
 // linear_q8(x (N, Cin), q (Cout, Cin) int8, scale (Cout, Cin / 32), b (Cout,) | None) -> (N, Cout)
 py::array_t<float> linear_q8(const py::handle& x_, const py::handle& q_, const py::handle& scale_, const py::handle& b_) {
-  py::array x = f32(x_, "x", {}, 2);
-  const int64_t N = x.shape(0), Cin = x.shape(1);
-  PYCLVP_CHECK(is_int8(q_) && py::reinterpret_borrow<py::array>(q_).ndim() == 2, "q must be a 2-D numpy int8 array");
-  const int64_t Cout = py::reinterpret_borrow<py::array>(q_).shape(0);
-  cpu::LinearJob j;
-  j.w = q8_weight(q_, scale_, "q", Cout, Cin);
-  j.b = optional_f32(b_, "b", {Cout});
-  auto y = empty({N, Cout});
-  j.y = out_ptr(y), j.x = f32_ptr(x), j.N = N, j.Cin = Cin, j.Cout = Cout, j.ldx = Cin, j.ldy = Cout;
-  if (y.size() == 0) return y;  // no work: return at once (huge empty leading dimensions too)
-  py::gil_scoped_release nogil;
-  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::linear_q8<isa.value>(&j, 1); });
-  return y;
+  return run_linear<true>(x_, q_, scale_, b_);
 }
 
 // layer_norm(x (N, C), g (C,), b (C,), eps) -> (N, C)
