@@ -52,7 +52,19 @@ API_AR = dict(max_mel_tokens=604, max_text_tokens=402, max_conditioning_inputs=2
               heads=16, number_text_tokens=255, start_text_token=255, checkpointing=False,
               train_solo_embeddings=False)  # tortoise/api_fast.py TextToSpeech.__init__
 
-TORCH_WORKER = r'''
+# Both workers' (and bench_quality_path.py's) split of the time: timed(obj, "f", key) wraps obj.f so that its calls
+# add their wall time to spent[key].
+TIMED = r'''
+import time
+spent = {}
+def timed(obj, name, key):
+    fn = getattr(obj, name)
+    def wrapper(*a, **k):
+        t = time.perf_counter(); r = fn(*a, **k); spent[key] = spent.get(key, 0.0) + time.perf_counter() - t; return r
+    setattr(obj, name, wrapper)
+'''
+
+TORCH_WORKER = TIMED + r'''
 import json, sys, time
 import numpy as np
 import torch
@@ -82,12 +94,6 @@ load_s = time.perf_counter() - t0
 rng = np.random.default_rng(5)
 mels = rng.standard_normal((cfg["clips"], 80, cfg["frames"]), dtype=np.float32)
 clips = [torch.from_numpy(m)[None] for m in mels]  # (1, 80, frames) each: format_conditioning's output
-spent = {}
-def timed(obj, name, key):
-    fn = getattr(obj, name)
-    def wrapper(*a, **k):
-        t = time.perf_counter(); r = fn(*a, **k); spent[key] = spent.get(key, 0.0) + time.perf_counter() - t; return r
-    setattr(obj, name, wrapper)
 def auto_latent_of(voice_samples):
     return ar.get_conditioning(torch.stack(voice_samples, dim=1))  # (1, C)
 tts = _text_to_speech(api_fast, ar, hifi, auto_latent_of)
@@ -133,7 +139,7 @@ print(json.dumps(dict(side="torch", load_s=load_s, tts_s=total, split=split, sam
                       stream_tokens=s_tokens, stream_split=s_split)))
 '''
 
-PYCLVP_WORKER = r'''
+PYCLVP_WORKER = TIMED + r'''
 import json, sys, time
 import numpy as np
 import pyclvp.speech.tts as tts_mod
@@ -145,12 +151,6 @@ load_s = time.perf_counter() - t0
 rng = np.random.default_rng(5)
 voice = rng.standard_normal((cfg["clips"], 80, cfg["frames"]), dtype=np.float32)  # features, as the torch side's
 ids = np.array(cfg["ids"], dtype=np.int64)
-spent = {}
-def timed(obj, name, key):
-    fn = getattr(obj, name)
-    def wrapper(*a, **k):
-        t = time.perf_counter(); r = fn(*a, **k); spent[key] = spent.get(key, 0.0) + time.perf_counter() - t; return r
-    setattr(obj, name, wrapper)
 timed(tts_mod, "conditioning", "conditioning"); timed(tts.model, "candidates", "generation")
 timed(tts.model, "score", "clvp"); timed(tts.model.decoder_ref, "speech_latents", "latents")
 timed(tts.hifigan, "inference", "vocoder")

@@ -68,6 +68,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_fast_path  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "bench" / "checkpoints"
 OUT = CKPT / "quality_path"
@@ -75,7 +78,7 @@ AR_PTH = CKPT / "fast_path" / "autoregressive.pth"  # bench_fast_path.py's
 SDIST = Path(os.environ.get("TORTOISE_SDIST", "/work/tortoise_sdist/tortoise-tts-3.0.0"))
 VOICES = ROOT / "third_party" / "tortoise" / "voices"
 CLIPS = ["mol/1.wav", "emma/1.wav"]
-TEXT_IDS = [14, 3, 27, 41, 9, 33, 2, 58, 17, 6, 45, 21, 88, 120, 7]  # as bench_fast_path.py
+TEXT_IDS = bench_fast_path.TEXT_IDS
 API_CLVP = dict(dim_text=768, dim_speech=768, dim_latent=768, num_text_tokens=256, text_enc_depth=20,
                 text_seq_len=350, text_heads=12, num_speech_tokens=8192, speech_enc_depth=20, speech_heads=12,
                 speech_seq_len=430, use_xformers=True)  # tortoise/api.py TextToSpeech.__init__
@@ -86,7 +89,7 @@ PRESETS = ["ultra_fast", "fast", "standard", "high_quality"]
 WARMUP = dict(tokens=8, steps=2)
 SPLIT = ("conditioning", "generation", "clvp", "latents", "diffusion", "vocoder")
 
-COMMON = r'''
+COMMON = bench_fast_path.TIMED + r'''
 import json, os, resource, sys, time, wave
 import numpy as np
 def read_clips(voices, names):  # 22.05 kHz int16 -> float32 / 32768, as tortoise.utils.audio.load_audio
@@ -96,12 +99,6 @@ def read_clips(voices, names):  # 22.05 kHz int16 -> float32 / 32768, as tortois
             assert w.getframerate() == 22050 and w.getsampwidth() == 2 and w.getnchannels() == 1, name
             out.append(np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768)
     return out
-spent = {}
-def timed(obj, name, key):
-    fn = getattr(obj, name)
-    def wrapper(*a, **k):
-        t = time.perf_counter(); r = fn(*a, **k); spent[key] = spent.get(key, 0.0) + time.perf_counter() - t; return r
-    setattr(obj, name, wrapper)
 def cpu_s():
     t = os.times(); return t.user + t.system
 def peak_rss_gb():
@@ -228,8 +225,6 @@ def _run(cmd, env=None) -> dict:
 
 def prepare(torch_python: str) -> dict:
     """bench/checkpoints/quality_path/{clvp2.pth, diffusion_decoder.pth, vocoder.pth, pyclvp/}: written once."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_fast_path
 
     OUT.mkdir(parents=True, exist_ok=True)
     paths = dict(ar_pth=str(AR_PTH), clvp_pth=str(OUT / "clvp2.pth"), diffusion_pth=str(OUT / "diffusion_decoder.pth"),
@@ -300,8 +295,6 @@ def bench(torch_python: str, tokens: int, steps, candidates: int, n: int, rounds
 
 
 def bench_ar() -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_fast_path
 
     return bench_fast_path.API_AR  # = tortoise/api.py's UnifiedVoice arguments
 
