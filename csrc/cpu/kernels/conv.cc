@@ -24,16 +24,18 @@
 // conv_transpose1d's phases take every stride-th tap of (Cin, Cout, K): those weights are packed into
 // tiles of MR output channels (wp[tile][c][i][0:MR], contiguous along the (c, i) loop), by the caller once
 // per weight (conv_transpose1d_pack, cached by pyclvp/ops/cpu_ops.py) or else per call.
-// A task owns (batch, MC channels, NC times) and walks the channels in chunks of KC1; per chunk and panel of
-// NR times it copies the chunk's (c, i) source vectors -- NR floats of row c from m + off[i] -- one after the
-// other into an L1-sized buffer, which every weight tile of the task then streams with a single pointer: the
-// tile's loop is flat over (c, i), whatever the taps' shifts (dilations, strided conv1d's planes, transposed
-// phases). The rows in place sit a page or more apart (one TLB and L2 access per channel step, which starved
-// the K = 3 / 7 convs). Partial sums wait in y between chunks. Ragged edges: weight tiles are zero-padded to
-// MR rows, the source rows are zero-padded to whole panels (so loads never check bounds), stores are partial.
+// The source is laid out once per call in time blocks (build_blocks): block n of channel c holds the NB = kPanels NR
+// source times that outputs [n NB, n NB + NB) read, plus their halo (the taps' span), in one contiguous "block row"
+// of Lb floats, and the block's Cin rows follow each other. A tap's source vectors for an output panel are then NR
+// floats at a fixed position in the row (Corr::off), and one channel chunk of a block -- KC1 rows, a few KiB apart
+// from none -- stays in L1 while every weight tile of a task streams it (the tile walks (c, i) with an offset table).
+// Read in place, x's rows sit a page or more apart: a TLB miss and an L2/L3 miss per channel step, which a
+// per-task copy into a panel only moved (it stalled on the same misses). Partial sums wait in y between chunks.
+// Ragged edges: weight tiles are zero-padded to MR rows, the blocks hold zeros past the source (so loads never
+// check bounds), stores are partial.
 //
 // Two fusions save the model a pass and an array each: the input activation (leaky_relu(x, slope), which precedes
-// every HiFi-GAN / UnivNet conv) is applied while x is copied into the padded planes, which the kernel makes anyway,
+// every HiFi-GAN / UnivNet conv) is applied while x is copied into the blocks, which the kernel makes anyway,
 // and conv1d's residual is added as the last channel chunk's sums are stored.
 #include <algorithm>
 #include <memory>
@@ -55,8 +57,10 @@ constexpr int MR = W == 16 ? 8 : 4;  // output channels of the register tile
 constexpr int NV = 3;                // vectors (along time) of the register tile
 constexpr int NR = NV * W;           // times of the register tile
 constexpr int64_t MC = 16 * MR;      // output channels of a task
-constexpr int64_t NC = 8 * NR;       // times of a task
-constexpr int64_t kPanelFloats = 6144;  // a source panel: 24 KiB of the 32 KiB L1
+constexpr int64_t kPanels = 4;       // register-tile panels (of NR times) of a source block
+constexpr int64_t NB = kPanels * NR;  // times of a source block
+constexpr int64_t NC = 2 * NB;       // times of a task
+constexpr int64_t kChunkFloats = 6144;  // a channel chunk's source windows: 24 KiB of the 32 KiB L1
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -102,28 +106,78 @@ class Scratch {
   float* p_ = nullptr;
 };
 
-// One correlation (see the top of the file). Rows of batch b: src + b * src_sb + c * src_sc, out + b * out_sb + o * out_so.
+// The source blocks (see the top of the file): xb[b][n][c][0:Lb). A block row is one or more segments, one after the
+// other: segment g holds plane[g]'s positions q in [n NB + q0[g], n NB + q0[g] + NB + span[g]), the value at q being
+// act(x[b, c, q s + plane[g] - p]) -- 0 outside [0, T) -- for the layout's (s, p). conv1d: s = stride, p = padding, a
+// plane per residue of the taps' k d mod s (stride 1: one); conv_transpose1d: s = 1, p = 0, one segment for all phases.
+struct Blocks {
+  int64_t s = 1, p = 0;
+  std::vector<int64_t> plane, q0, span, at;  // per segment; at: its first float in the row
+  int64_t Lb = 0, nblk = 0;                  // row length (whole vectors), blocks per batch
+  // Segment g's position of source q (of its plane) in the row of the block whose first output is 0.
+  int64_t pos(size_t g, int64_t q) const { return at[g] + q - q0[g]; }
+};
+
+Blocks layout(int64_t s, int64_t p, std::vector<int64_t> plane, std::vector<int64_t> q0, std::vector<int64_t> span,
+              int64_t M) {
+  Blocks L;
+  L.s = s, L.p = p, L.plane = std::move(plane), L.q0 = std::move(q0), L.span = std::move(span);
+  for (int64_t sp : L.span) L.at.push_back(L.Lb), L.Lb += NB + sp;
+  L.Lb = round_up(L.Lb, W), L.nblk = ceil_div(M, NB);
+  return L;
+}
+
+// xb (B, nblk, Cin, Lb) from x (B, Cin, T), one (batch, channel) row at a time.
+void build_blocks(float* xb, const ConvArgs& a, const Blocks& L) {
+  const InputAct act{a.leaky, a.slope};
+  const int64_t T = a.T, rows = a.B * a.Cin;
+  parallel_for(rows, [&](int64_t row) {
+    const int64_t b = row / a.Cin, c = row % a.Cin;
+    const float* x = a.x + row * T;
+    for (int64_t n = 0; n < L.nblk; ++n) {
+      float* dst = xb + ((b * L.nblk + n) * a.Cin + c) * L.Lb;
+      for (size_t g = 0; g < L.at.size(); ++g) {
+        float* d = dst + L.at[g];
+        const int64_t len = NB + L.span[g], t0 = (n * NB + L.q0[g]) * L.s + L.plane[g] - L.p;  // t of d[0]
+        if (L.s == 1) {  // [zeros, act(x[t0 + u]), zeros]
+          const int64_t u0 = std::clamp<int64_t>(-t0, 0, len), u1 = std::clamp<int64_t>(T - t0, u0, len);
+          std::fill(d, d + u0, 0.0f);
+          copy_act(d + u0, x + t0 + u0, u1 - u0, act);
+          std::fill(d + u1, d + len, 0.0f);
+        } else {
+          for (int64_t u = 0; u < len; ++u) {
+            const int64_t t = t0 + u * L.s;
+            d[u] = t >= 0 && t < T ? act(x[t]) : 0.0f;
+          }
+        }
+      }
+      float* pad = dst + L.at.back() + NB + L.span.back();
+      std::fill(pad, dst + L.Lb, 0.0f);
+    }
+  });
+}
+
+// One correlation (see the top of the file) over the blocks xb of layout L: tap i of output m reads the NR floats at
+// m % NB + off[i] of block m / NB's row. Output rows: out + b * out_sb + o * out_so.
 struct Corr {
   // weight(o, c, i) = w[o * w_row + (c * ntaps + i) * w_step]: packed (ceil(Cout / MR) * MR, Cin, ntaps) tiles,
   // w_row 1 and w_step MR within a tile of MR rows (zero rows past Cout), or conv1d's (Cout, Cin, K): w_row Cin K, w_step 1
   const float* w = nullptr;
   int64_t w_tile = 0, w_row = 0, w_step = 0;  // w_tile: from one tile of MR rows to the next
-  std::vector<int64_t> off;    // (ntaps,) shifts into a source row (may reach into other planes, see conv1d)
-  const float* src = nullptr;  // >= max(off) + round_up(M, NR) readable floats from every row start
-  int64_t src_sb = 0, src_sc = 0;
+  std::vector<int64_t> off;  // (ntaps,) positions in a block row
   float* out = nullptr;
   const float* res = nullptr;  // added to out as the last chunk's sums are stored (out's layout), or nullptr
   int64_t out_sb = 0, out_so = 0;
-  int64_t M = 0;
+  int64_t M = 0;  // <= L.nblk NB
 };
 
 // The register tile: out[o0 : o0 + rows, m0 : m0 + NR) (clipped at M) over the n = (c1 - c0) ntaps (channel, tap)
-// pairs from c0 on, whose source vectors are the panel's consecutive rows of NR floats (xp).
+// pairs from c0 on, whose source vectors are at xp + offs[idx] (the chunk's rows in the panel's block).
 // first: start from the bias (or 0), else from the partial sums in out. res (out's layout): added as the sums are
 // stored (the last chunk), or nullptr.
 template <int STEP>  // Corr::w_step: 1 (weights in place) or MR (packed)
-void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xp, float* out, const float* res,
-          const float* bias, int64_t o0, int rows, int64_t m0, int64_t c0, int64_t c1, bool first) {
+void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xp, const int64_t* offs, float* out,
+          const float* res, const float* bias, int64_t o0, int rows, int64_t m0, int64_t c0, int64_t c1, bool first) {
   int lanes[NV];
   for (int v = 0; v < NV; ++v) lanes[v] = static_cast<int>(std::clamp<int64_t>(j.M - m0 - v * W, 0, W));
   V acc[MR][NV];
@@ -138,9 +192,10 @@ void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xp, float*
   for (int r = 0; r < MR; ++r) wr[r] = wt + std::min(r, rows - 1) * j.w_row + c0 * ntaps * STEP;
   const int64_t n = (c1 - c0) * ntaps;
 #pragma GCC unroll 2
-  for (int64_t idx = 0; idx < n; ++idx, xp += NR) {
+  for (int64_t idx = 0; idx < n; ++idx) {
+    const float* x = xp + offs[idx];
     V xv[NV];
-    for (int v = 0; v < NV; ++v) xv[v] = V::load(xp + v * W);
+    for (int v = 0; v < NV; ++v) xv[v] = V::load(x + v * W);
     for (int r = 0; r < MR; ++r) {
       const V wv = V::set1(wr[r][idx * STEP]);
       for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(wv, xv[v], acc[r][v]);
@@ -154,8 +209,10 @@ void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xp, float*
   }
 }
 
-// Runs every correlation of `jobs` (all with Cout outputs over Cin channels) for B batches, in parallel.
-void run(const std::vector<Corr>& jobs, int64_t B, int64_t Cin, int64_t Cout, const float* bias) {
+// Runs every correlation of `jobs` (all with Cout outputs over Cin channels, reading blocks xb of layout L) for B
+// batches, in parallel.
+void run(const std::vector<Corr>& jobs, const float* xb, const Blocks& L, int64_t B, int64_t Cin, int64_t Cout,
+         const float* bias) {
   struct Task {
     int64_t job, b, o0, m0;
   };
@@ -169,34 +226,28 @@ void run(const std::vector<Corr>& jobs, int64_t B, int64_t Cin, int64_t Cout, co
     const Corr& j = jobs[t.job];
     const int64_t ntaps = static_cast<int64_t>(j.off.size());
     const int64_t Ceff = ntaps ? Cin : 0;  // a phase without taps writes the bias only
-    const float* src = j.src + t.b * j.src_sb;
     float* out = j.out + t.b * j.out_sb;
     const float* res = j.res ? j.res + t.b * j.out_sb : nullptr;
     const int64_t o1 = std::min(Cout, t.o0 + MC), m1 = std::min(j.M, t.m0 + NC);
-    // The panel: for each channel c of a chunk of KC1 and each tap i, the NR source times [m + off[i], m + off[i] + NR)
-    // of row c, one row of NR floats after the other in (c, i) order: every weight tile of the task streams it from L1
-    // with one pointer (the rows in place sit a page or more apart, a TLB and an L2 access per channel step).
-    const int64_t KC1 = std::max<int64_t>(1, kPanelFloats / (NR * std::max<int64_t>(ntaps, 1)));
-    thread_local std::vector<float> panel_buf;
-    constexpr int64_t kAlign = 64 / sizeof(float);  // whole cache lines: no vector load splits one
-    if (static_cast<int64_t>(panel_buf.size()) < KC1 * ntaps * NR + kAlign) panel_buf.resize(KC1 * ntaps * NR + kAlign);
-    float* panel = panel_buf.data() + (kAlign - reinterpret_cast<uintptr_t>(panel_buf.data()) / sizeof(float) % kAlign) % kAlign;
+    // A chunk: KC1 channels whose windows (the NR + taps' span floats a panel reads of each row) fill the L1 budget.
+    int64_t lo = 0, hi = 0;
+    if (ntaps) lo = *std::min_element(j.off.begin(), j.off.end()), hi = *std::max_element(j.off.begin(), j.off.end());
+    const int64_t KC1 = std::clamp<int64_t>(kChunkFloats / (NR + hi - lo + 16), 1, std::max<int64_t>(Ceff, 1));
+    thread_local std::vector<int64_t> offs;  // offs[(c - c0) ntaps + i] = (c - c0) Lb + off[i]
+    offs.resize(KC1 * ntaps);
+    for (int64_t c = 0; c < KC1; ++c)
+      for (int64_t i = 0; i < ntaps; ++i) offs[c * ntaps + i] = c * L.Lb + j.off[i];
     int64_t c0 = 0;
     do {
       const int64_t c1 = std::min(Ceff, c0 + KC1);
       const float* r = c1 == Ceff ? res : nullptr;
       for (int64_t m = t.m0; m < m1; m += NR) {
-        float* p = panel;
-        for (int64_t c = c0; c < c1; ++c) {
-          const float* xr = src + c * j.src_sc + m;
-          for (int64_t i = 0; i < ntaps; ++i, p += NR)
-            for (int v = 0; v < NV; ++v) V::load(xr + j.off[i] + v * W).store(p + v * W);
-        }
+        const float* xp = xb + ((t.b * L.nblk + m / NB) * Cin + c0) * L.Lb + m % NB;
         for (int64_t o = t.o0; o < o1; o += MR) {
           const float* wt = j.w + (o / MR) * j.w_tile;
           const int rows = static_cast<int>(std::min<int64_t>(MR, o1 - o));
-          if (j.w_step == 1) tile<1>(j, wt, ntaps, panel, out, r, bias, o, rows, m, c0, c1, c0 == 0);
-          else tile<MR>(j, wt, ntaps, panel, out, r, bias, o, rows, m, c0, c1, c0 == 0);
+          if (j.w_step == 1) tile<1>(j, wt, ntaps, xp, offs.data(), out, r, bias, o, rows, m, c0, c1, c0 == 0);
+          else tile<MR>(j, wt, ntaps, xp, offs.data(), out, r, bias, o, rows, m, c0, c1, c0 == 0);
         }
       }
       c0 = c1;
@@ -208,36 +259,22 @@ void run(const std::vector<Corr>& jobs, int64_t B, int64_t Cin, int64_t Cout, co
 
 template <>
 void conv1d<ISA>(const ConvArgs& a) {
-  const int64_t s = a.stride, d = a.dilation, p = a.padding, K = a.K, T = a.T;
-  // Tap k reads plane (k d) % s at shift (k d) / s; a plane holds Lp times of every (batch, channel) row.
-  int64_t max_q = 0;
-  for (int64_t k = 0; k < K; ++k) max_q = std::max(max_q, k * d / s);
-  const int64_t Lp = max_q + round_up(a.To, NR), rows = a.B * a.Cin, plane = rows * Lp;
-  Scratch planes(0, s * plane);
-  float* xs = planes.get();
-  const InputAct act{a.leaky, a.slope};
-  parallel_for(s * rows, [&](int64_t pr) {  // plane r, row (b, c): xs[r][b, c][u] = act(x[b, c][u s + r - p]) or 0
-    const int64_t r = pr / rows, row = pr % rows;
-    const float* x = a.x + row * T;
-    float* dst = xs + r * plane + row * Lp;
-    if (s == 1) {  // [p zeros, act(x), zeros], clipped to Lp
-      const int64_t u0 = std::min(p, Lp), u1 = std::min(p + T, Lp);
-      std::fill(dst, dst + u0, 0.0f);
-      copy_act(dst + u0, x, u1 - u0, act);
-      std::fill(dst + u1, dst + Lp, 0.0f);
-      return;
-    }
-    for (int64_t u = 0; u < Lp; ++u) {
-      const int64_t t = u * s + r - p;
-      dst[u] = t >= 0 && t < T ? act(x[t]) : 0.0f;
-    }
-  });
+  const int64_t s = a.stride, d = a.dilation, K = a.K;
+  // Tap k reads plane (k d) % s at q = (k d) / s: a segment per plane with taps, spanning their q.
+  std::vector<int64_t> seg_of(s, -1), plane, q0, span;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t r = k * d % s, q = k * d / s;
+    if (seg_of[r] < 0) seg_of[r] = static_cast<int64_t>(plane.size()), plane.push_back(r), q0.push_back(q), span.push_back(0);
+    span[seg_of[r]] = q - q0[seg_of[r]];  // q grows with k
+  }
+  const Blocks L = layout(s, a.padding, plane, q0, span, a.To);
+  Scratch xb(0, a.B * L.nblk * a.Cin * L.Lb);
+  build_blocks(xb.get(), a, L);
   Corr j;  // the weights in place: row o of (Cout, Cin, K) runs along (c, k)
   j.w = a.w, j.w_row = a.Cin * K, j.w_tile = MR * j.w_row, j.w_step = 1;
-  for (int64_t k = 0; k < K; ++k) j.off.push_back((k * d) % s * plane + k * d / s);
-  j.src = xs, j.src_sb = a.Cin * Lp, j.src_sc = Lp;
+  for (int64_t k = 0; k < K; ++k) j.off.push_back(L.pos(seg_of[k * d % s], k * d / s));
   j.out = a.y, j.res = a.residual, j.out_sb = a.Cout * a.To, j.out_so = a.To, j.M = a.To;
-  run({j}, a.B, a.Cin, a.Cout, a.b);
+  run({j}, xb.get(), L, a.B, a.Cin, a.Cout, a.b);
 }
 
 namespace {
@@ -298,17 +335,13 @@ void conv_transpose1d_pack<ISA>(float* wp, const ConvArgs& a) {
 
 template <>
 void conv_transpose1d<ISA>(const ConvArgs& a) {
-  const int64_t s = a.stride, T = a.T, Cout = a.Cout;
+  const int64_t s = a.stride, Cout = a.Cout;
   const Phases P = phases(a);
   const int64_t M0 = ceil_div(a.To, s);  // the longest phase (ph = 0)
-  const int64_t padL = -P.min_e, Lx = std::max(padL + T, padL + P.max_e + round_up(M0, NR)), rows = a.B * a.Cin;
-  Scratch xpad(0, rows * Lx);
-  parallel_for(rows, [&](int64_t row) {  // xpad[b, c] = [padL zeros, act(x[b, c]), zeros]
-    float* dst = xpad.get() + row * Lx;
-    std::fill(dst, dst + padL, 0.0f);
-    copy_act(dst + padL, a.x + row * T, T, InputAct{a.leaky, a.slope});
-    std::fill(dst + padL + T, dst + Lx, 0.0f);
-  });
+  // Phase ph's tap with shift e reads x[m + e]: one segment over every phase's shifts.
+  const Blocks L = layout(1, 0, {0}, {P.min_e}, {P.max_e - P.min_e}, M0);
+  Scratch xb(0, a.B * L.nblk * a.Cin * L.Lb);
+  build_blocks(xb.get(), a, L);
   std::unique_ptr<Scratch> owned;  // the packed weights, unless the caller packed them once (a.wp)
   const float* wp = a.wp;
   if (!wp) {
@@ -323,14 +356,13 @@ void conv_transpose1d<ISA>(const ConvArgs& a) {
     const int64_t nt = static_cast<int64_t>(P.taps[ph].size());
     Corr j;
     j.w = wp + P.at[ph], j.w_row = 1, j.w_tile = a.Cin * nt * MR, j.w_step = MR;
-    for (int64_t e : P.shifts[ph]) j.off.push_back(e + padL);
-    j.src = xpad.get(), j.src_sb = a.Cin * Lx, j.src_sc = Lx;
+    for (int64_t e : P.shifts[ph]) j.off.push_back(L.pos(0, e));
     j.M = ceil_div(a.To - ph, s);
     if (s > 1) j.out = yph.get() + ph * a.B * Cout * M0, j.out_sb = Cout * M0, j.out_so = M0;
     else j.out = a.y, j.out_sb = Cout * a.To, j.out_so = a.To;
     jobs.push_back(std::move(j));
   }
-  run(jobs, a.B, a.Cin, Cout, a.b);
+  run(jobs, xb.get(), L, a.B, a.Cin, Cout, a.b);
   if (s == 1) return;
   parallel_for(a.B * Cout, [&](int64_t row) {  // y[b, o, m s + ph] = yph[ph][b, o, m]
     float* y = a.y + row * a.To;
