@@ -204,6 +204,12 @@ void tile(const Corr& j, const float* wt, int64_t ntaps, const float* xp, const 
   for (int r = 0; r < rows; ++r) {
     float* yr = out + (o0 + r) * j.out_so + m0;
     const float* rr = res ? res + (o0 + r) * j.out_so + m0 : nullptr;
+    // the next panel's outputs (and residual), fetched while the next tiles run: their stores would otherwise wait
+    // for the lines one after another (a store misses unless the line is there)
+    for (int v = 0; v < NV; v += 2) {
+      __builtin_prefetch(yr + NR + v * W, 1);
+      if (rr) __builtin_prefetch(rr + NR + v * W, 0);
+    }
     for (int v = 0; v < NV; ++v)
       if (lanes[v]) store_n(yr + v * W, rr ? acc[r][v] + load_n<V>(rr + v * W, lanes[v]) : acc[r][v], lanes[v]);
   }
