@@ -216,8 +216,8 @@ def _buckets(T: int):  # T -> (T, T) int64, read-only: every attention block of 
 
 def position_bias(table, T: int, scale: float):  # (NUM_BUCKETS, H), T -> (1, H, T, T) additive attention bias
     # ref: RelativePositionBias.forward: qk_dots + rearrange(table[bucket(k_pos - q_pos)], 'i j h -> () h i j') * scale
-    bias = (np.asarray(table, f32).T * f32(scale))[:, _buckets(T)]  # (H, NUM_BUCKETS) -> (H, T, T)
-    return bias[None]  # (1, H, T, T)
+    bias = np.take(np.asarray(table, f32).T * f32(scale), _buckets(T), axis=1)  # (H, NUM_BUCKETS) -> (H, T, T)
+    return bias[None]  # (1, H, T, T), contiguous
 
 
 def interpolate_nearest(x, size: int):  # (B, C, S) -> (B, C, size)

@@ -31,8 +31,9 @@ namespace {
 constexpr CpuIsa ISA = CpuIsa::PYCLVP_COMPILE_ISA;
 using V = Vec<ISA>;
 constexpr int W = V::W;
-constexpr int64_t KT = 128;     // keys per tile
-constexpr int64_t TQ = 32;      // query rows per task
+constexpr int SV = 3;           // attend_block: key vectors of a score tile
+constexpr int64_t KT = 96;      // keys per tile (whole score tiles: 96 = 4 x 24 (AVX2) = 2 x 48 (AVX-512))
+constexpr int64_t TQ = 64;      // query rows per task
 constexpr int64_t BLOCK_MIN = 4;  // tasks with at least this many rows take attend_block
 constexpr int RB = 4;           // attend_block: rows of a register tile
 constexpr int DV = 3;           // attend_block: output vectors of a value tile
@@ -174,11 +175,11 @@ struct BlockBufs {
   std::vector<float> qs, kt, p, acc, m, l;  // (TQ, D), (D, KT), (TQ, KT), (TQ, D), (TQ,), (TQ,)
 };
 
-// kt[d][j] = k[s0 + j][d] widened, for j < n (zeros up to a whole vector)
+// kt[d][j] = k[s0 + j][d] widened, for j < n (zeros up to a whole score tile)
 template <class KV>
 void pack_kt(float* kt, const KV* k, int64_t k_ss, int64_t s0, int64_t n, int64_t D) {
   float row[W];
-  const int64_t nr = (n + W - 1) / W * W;
+  const int64_t nr = (n + SV * W - 1) / (SV * W) * (SV * W);  // whole score tiles
   for (int64_t j = 0; j < nr; ++j) {
     if (j >= n) {
       for (int64_t d = 0; d < D; ++d) kt[d * KT + j] = 0.0f;
@@ -193,23 +194,24 @@ void pack_kt(float* kt, const KV* k, int64_t k_ss, int64_t s0, int64_t n, int64_
   }
 }
 
-// p[r][j0:j0+2W] = qs[r] . kt[:, j0:j0+2W] for the RB rows r0.. (rows past t1 repeat the last, unused)
+// p[r][j0:j0+SV*W] = qs[r] . kt[:, j0:j0+SV*W] for the RB rows r0.. (rows past t1 repeat the last, unused)
 void block_scores(const float* qs, const float* kt, float* p, int64_t D, int64_t r0, int64_t rows, int64_t j0) {
-  V acc[RB][2];
+  V acc[RB][SV];
   const float* q[RB];
-  for (int r = 0; r < RB; ++r) q[r] = qs + std::min<int64_t>(r0 + r, rows - 1) * D, acc[r][0] = acc[r][1] = V::zero();
+  for (int r = 0; r < RB; ++r) {
+    q[r] = qs + std::min<int64_t>(r0 + r, rows - 1) * D;
+    for (int c = 0; c < SV; ++c) acc[r][c] = V::zero();
+  }
   for (int64_t d = 0; d < D; ++d) {
-    const V k0 = V::load(kt + d * KT + j0), k1 = V::load(kt + d * KT + j0 + W);
+    V kv[SV];
+    for (int c = 0; c < SV; ++c) kv[c] = V::load(kt + d * KT + j0 + c * W);
     for (int r = 0; r < RB; ++r) {
       const V qv = V::set1(q[r][d]);
-      acc[r][0] = V::fma(qv, k0, acc[r][0]);
-      acc[r][1] = V::fma(qv, k1, acc[r][1]);
+      for (int c = 0; c < SV; ++c) acc[r][c] = V::fma(qv, kv[c], acc[r][c]);
     }
   }
-  for (int r = 0; r < RB && r0 + r < rows; ++r) {
-    acc[r][0].store(p + (r0 + r) * KT + j0);
-    acc[r][1].store(p + (r0 + r) * KT + j0 + W);
-  }
+  for (int r = 0; r < RB && r0 + r < rows; ++r)
+    for (int c = 0; c < SV; ++c) acc[r][c].store(p + (r0 + r) * KT + j0 + c * W);
 }
 
 // acc[r][d0:d0+DV*W] += sum_j p[r][j] v[s0 + j][d0:...] for the RB rows r0.., keys j < n
@@ -259,28 +261,48 @@ void attend_block(const AttentionArgs& a, int64_t b, int64_t h, int64_t t0, int6
     const int64_t n = std::min(KT, s_end - s0);
     pack_kt(bb.kt.data(), k, a.k_ss, s0, n, D);
     for (int64_t r0 = 0; r0 < rows; r0 += RB)
-      for (int64_t j0 = 0; j0 < n; j0 += 2 * W) block_scores(bb.qs.data(), bb.kt.data(), bb.p.data(), D, r0, rows, j0);
+      for (int64_t j0 = 0; j0 < n; j0 += SV * W) block_scores(bb.qs.data(), bb.kt.data(), bb.p.data(), D, r0, rows, j0);
     for (int64_t r = 0; r < rows; ++r) {  // mask, online softmax update, probabilities (0 past the row's end)
       float* p = bb.p.data() + r * KT;
-      const int64_t e = std::clamp<int64_t>(end[r] - s0, 0, n);
+      const int64_t e = std::clamp<int64_t>(end[r] - s0, 0, n), ev = e / W * W;  // visible keys; in whole vectors
       const float* mask = a.mask ? a.mask + b * a.m_sb + h * a.m_sh + (t0 + r) * a.m_st + s0 : nullptr;
       float mx = -FLT_MAX;
-      for (int64_t j = 0; j < e; ++j) {
-        float x = p[j];
-        if (km && !km[s0 + j]) x = -FLT_MAX;  // as the reference's additive finfo(float32).min
-        else if (mask) x += mask[j];
-        p[j] = x;
-        mx = std::max(mx, x);
+      if (km) {
+        for (int64_t j = 0; j < e; ++j) {
+          float x = p[j];
+          if (!km[s0 + j]) x = -FLT_MAX;  // as the reference's additive finfo(float32).min
+          else if (mask) x += mask[j];
+          p[j] = x;
+          mx = std::max(mx, x);
+        }
+      } else {
+        V vmx = V::set1(-FLT_MAX);
+        for (int64_t j = 0; j < ev; j += W) {
+          V x = V::load(p + j);
+          if (mask) x = x + V::load(mask + j);
+          x.store(p + j);
+          vmx = V::max(x, vmx);
+        }
+        mx = vmx.reduce_max();
+        for (int64_t j = ev; j < e; ++j) {
+          if (mask) p[j] += mask[j];
+          mx = std::max(mx, p[j]);
+        }
       }
       const float m_new = std::max(bb.m[r], mx), corr = e ? vexp(V::set1(bb.m[r] - m_new)).reduce_max() : 1.0f;
-      float sum = 0.0f;
-      for (int64_t j = 0; j < n; j += W) {
-        const int c = lanes(n, j);
-        V e_ = vexp(load_n<V>(p + j, c) - V::set1(m_new));
-        store_n(p + j, e_, c);
+      V vsum = V::zero();
+      for (int64_t j = 0; j < ev; j += W) {
+        const V e_ = vexp(V::load(p + j) - V::set1(m_new));
+        e_.store(p + j);
+        vsum = vsum + e_;
       }
-      for (int64_t j = e; j < n; ++j) p[j] = 0.0f;
-      for (int64_t j = 0; j < e; ++j) sum += p[j];
+      float sum = vsum.reduce_add();
+      if (ev < e) {  // the ragged last vector of visible keys
+        const int c = lanes(e, ev);
+        store_n(p + ev, vexp(load_n<V>(p + ev, c) - V::set1(m_new)), c);
+        for (int64_t j = ev; j < e; ++j) sum += p[j];
+      }
+      std::fill(p + e, p + n, 0.0f);  // past the row's end
       if (e) {
         bb.l[r] = bb.l[r] * corr + sum, bb.m[r] = m_new;
         float* acc = bb.acc.data() + r * D;
