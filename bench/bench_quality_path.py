@@ -206,11 +206,11 @@ def run(n, steps):
     return time.perf_counter() - t, cpu_s() - c, res
 run(cfg["warmup"]["tokens"], cfg["warmup"]["steps"])
 total, cpu, res = run(cfg["tokens"], cfg["steps"])
-wav = res.wav
+wav = res.wav[0]
 print(json.dumps(dict(side="pyclvp", preset=cfg["preset"], load_s=load_s, total_s=total, cpu_s=cpu, split=dict(spent),
                       samples=int(wav.size), finite=bool(np.isfinite(wav).all()), candidates=int(res.tokens.shape[0]),
-                      tokens=sorted({int(res.tokens.shape[1])}), latents=int(res.trimmed.shape[1]),
-                      mel_frames=int(res.mel.shape[-1]), peak_rss_gb=peak_rss_gb(),
+                      tokens=sorted({int(res.tokens.shape[1])}), latents=int(res.trimmed[0].shape[1]),
+                      mel_frames=int(res.mel[0].shape[-1]), peak_rss_gb=peak_rss_gb(),
                       wav_rms=float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))))))
 '''
 

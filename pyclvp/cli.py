@@ -514,7 +514,7 @@ def _cmd_tts(args):
         tty = sys.stderr.isatty()
         wav = tts.quality(args.text, clips, preset, candidates=args.candidates,
                           progress=_progress_line("decoding", "steps") if tty else None,
-                          diffusion_progress=_progress_line("diffusion", "steps") if tty else None, **kwargs).wav
+                          diffusion_progress=_progress_line("diffusion", "steps") if tty else None, **kwargs).wav[0]
     else:
         if args.stream:
             out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")

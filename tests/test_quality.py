@@ -118,15 +118,16 @@ def result(folder, ref, request):
 def test_ranking_matches_tts(result, ref):
     np.testing.assert_array_equal(result.tokens, ref["candidates"])
     assert_close(result.scores, ref["clvp_scores"], atol=1e-4, rtol=0, name="CLVP scores")
-    assert result.best == int(ref["best"])
-    np.testing.assert_array_equal(result.codes, ref["best_codes"][0])  # padded and fixed: 83s, then 45, 45, 248
+    np.testing.assert_array_equal(result.best, [int(ref["best"])])
+    np.testing.assert_array_equal(result.codes, ref["best_codes"])  # padded and fixed: 83s, then 45, 45, 248
 
 
 def test_latents_and_calm_trim_match_tts(result, ref):
     assert_close(result.latents, ref["best_latents"], atol=1e-4, rtol=0, name="best latents")
-    assert result.trimmed.shape == ref["latents"].shape
+    (trimmed,) = result.trimmed
+    assert trimmed.shape == ref["latents"].shape
     assert ref["latents"].shape[1] < ref["best_latents"].shape[1]  # the fixture does exercise the trim
-    assert_close(result.trimmed, ref["latents"], atol=1e-4, rtol=0, name="trimmed latents")
+    assert_close(trimmed, ref["latents"], atol=1e-4, rtol=0, name="trimmed latents")
 
 
 def test_conditioning_matches_get_conditioning_latents(result, ref):
@@ -137,10 +138,31 @@ def test_conditioning_matches_get_conditioning_latents(result, ref):
 def test_mel_and_waveform_match_tts_with_preset(result, ref):
     """30 sampler steps and UnivNet on the same draws: the denormalized log-mel (range ~14) within 2e-4 (measured
     6.7e-5), the waveform within 1e-4 (measured 4.6e-5)."""
-    assert result.mel.shape == ref["mel"].shape
-    assert_close(result.mel, ref["mel"], atol=2e-4, rtol=0, name="mel")
-    assert result.wav.shape == ref["wav"][0, 0].shape and result.wav.dtype == np.float32
-    assert_close(result.wav, ref["wav"][0, 0], atol=1e-4, rtol=0, name="waveform")
+    (mel,), (wav,) = result.mel, result.wav
+    assert mel.shape == ref["mel"].shape
+    assert_close(mel, ref["mel"], atol=2e-4, rtol=0, name="mel")
+    assert wav.shape == ref["wav"][0, 0].shape and wav.dtype == np.float32
+    assert_close(wav, ref["wav"][0, 0], atol=1e-4, rtol=0, name="waveform")
+
+
+def test_the_k_best_match_tts_with_preset_k2(folder, ref):
+    """k=2: the two best candidates' latents in one batch, then each one's trim, mel and waveform in turn, the noise
+    drawn from one generator in Tortoise's order (the first candidate's draws, then the second's)."""
+    res = _run(folder, ref, "cpu", k=2)
+    np.testing.assert_array_equal(res.best, ref["k2_best"])
+    assert_close(res.latents, ref["k2_latents"], atol=1e-4, rtol=0, name="k=2 latents")
+    assert len(res.trimmed) == len(res.mel) == len(res.wav) == 2
+    for i in range(2):
+        assert_close(res.trimmed[i], ref[f"k2_trimmed{i}"], atol=1e-4, rtol=0, name=f"k=2 trimmed {i}")
+        assert res.mel[i].shape == ref[f"k2_mel{i}"].shape and res.wav[i].shape == ref[f"k2_wav{i}"][0, 0].shape
+        assert_close(res.mel[i], ref[f"k2_mel{i}"], atol=2e-4, rtol=0, name=f"k=2 mel {i}")
+        assert_close(res.wav[i], ref[f"k2_wav{i}"][0, 0], atol=1e-4, rtol=0, name=f"k=2 waveform {i}")
+
+
+def test_k_is_checked_before_any_work(folder, ref):
+    for k, match in ((0, "k must be a positive integer"), (17, "k must be at most the number of candidates .16.")):
+        with pytest.raises(ValueError, match=match):
+            _run(folder, ref, k=k)
 
 
 def test_calm_trim_literal():
@@ -151,14 +173,14 @@ def test_calm_trim_literal():
 
 
 def test_seed_gives_the_same_audio_and_another_seed_other_audio(folder, ref):
-    a = _run(folder, ref, diffusion_steps=3).wav
-    b = _run(folder, ref, diffusion_steps=3).wav
+    a = _run(folder, ref, diffusion_steps=3).wav[0]
+    b = _run(folder, ref, diffusion_steps=3).wav[0]
     np.testing.assert_array_equal(a, b)
     from pyclvp.speech.tts import TextToSpeech
 
     tts = TextToSpeech.from_pretrained(folder)
     c = tts.quality(np.array([CONFIG["text_ids"]]), _clips(), "ultra_fast", tokens=ref["candidates"],
-                    max_new_tokens=CONFIG["max_mel_tokens"], seed=CONFIG["noise_seed"] + 1, diffusion_steps=3).wav
+                    max_new_tokens=CONFIG["max_mel_tokens"], seed=CONFIG["noise_seed"] + 1, diffusion_steps=3).wav[0]
     assert c.shape == a.shape and np.abs(c - a).max() > 1e-3
 
 
@@ -249,7 +271,7 @@ def test_tts_entry_points_choose_the_path(demo, tmp_path, monkeypatch):
     clips = [load_voice(p, window=None) for p in _voices(tmp_path)]
     seen = []
     monkeypatch.setattr(tts, "quality", lambda text, voice, preset, **kw: seen.append((preset, kw)) or
-                        tts_module.QualityResult(*[None] * 8, wav=np.zeros(3, np.float32)))
+                        tts_module.QualityResult(*[None] * 8, wav=[np.zeros(3, np.float32)]))
     assert tts.tts("Hi.", clips, decoder="diffusion").shape == (3,)
     tts.tts_with_preset("Hi.", clips, "standard", diffusion_steps=5)
     assert seen == [("ultra_fast", dict(candidates=None)), ("standard", dict(diffusion_steps=5))]

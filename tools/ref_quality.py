@@ -22,6 +22,8 @@ calm-token trimming, spectrogram diffusion, UnivNet) and its voice front end (wa
         best_latents (1, MAX, C)  autoregressive(..., return_latent=True, clip_inputs=False)
         latents (1, S, C)         after the calm-token trim (what do_spectrogram_diffusion gets)
         mel (1, 100, T), wav (1, 1, 256 T)
+        k2_best (2,), k2_latents (2, MAX, C), k2_trimmed<i> (1, S_i, C), k2_mel<i>, k2_wav<i>   the same call with k=2
+                                  (a fresh generator: the first candidate's draws, then the second's)
       Every torch.randn / randn_like the pipeline makes (do_spectrogram_diffusion's x_T, p_sample's per step,
       UnivNetGenerator.inference's z) is replaced by numpy.random.default_rng(NOISE_SEED).standard_normal(shape,
       float32), in order: pyclvp's quality path with seed=NOISE_SEED draws the same numbers in the same order.
@@ -302,11 +304,29 @@ def _pipeline(api, ar, clvp, diffusion, vocoder, clips) -> dict:
     latents = diff_args[2]
     print(f"  best {int(order[0])}: latents {tuple(best_latents.shape)} -> trimmed {tuple(latents.shape)}, "
           f"mel {tuple(mel.shape)}, wav {tuple(wav.shape)}")
-    return dict(text_tokens=_np(clvp_args[0][:1]), auto_conds=_np(auto_args[0]), auto_conditioning=_np(auto_latent),
-                diffusion_conds=_np(dc_args[0]), diffusion_conditioning=_np(dc_latent), candidates=_np(codes),
-                clvp_input=_np(clvp_args[1]), clvp_scores=_np(scores), best=np.array(int(order[0])),
-                best_codes=_np(fwd_args[3]), best_latents=_np(best_latents), latents=_np(latents), mel=_np(mel),
-                wav=_np(wav), noise_draws=np.array(draws))
+    arrays = dict(text_tokens=_np(clvp_args[0][:1]), auto_conds=_np(auto_args[0]), auto_conditioning=_np(auto_latent),
+                  diffusion_conds=_np(dc_args[0]), diffusion_conditioning=_np(dc_latent), candidates=_np(codes),
+                  clvp_input=_np(clvp_args[1]), clvp_scores=_np(scores), best=np.array(int(order[0])),
+                  best_codes=_np(fwd_args[3]), best_latents=_np(best_latents), latents=_np(latents), mel=_np(mel),
+                  wav=_np(wav), noise_draws=np.array(draws))
+    # k = 2: the two best candidates' latents in one batch, then diffusion and UnivNet for each in turn
+    rec.clear()
+    draws, restore = _numpy_randn()
+    try:
+        with torch.no_grad():
+            wavs = tts.tts_with_preset("unused", preset="ultra_fast", voice_samples=clips, verbose=False,
+                                       use_deterministic_seed=0, max_mel_tokens=MAX_MEL_TOKENS, k=2)
+    finally:
+        restore()
+    (fwd_args, _, k2_latents), = rec["ar_forward"]
+    assert len(wavs) == 2 and len(rec["diffusion"]) == 2 and len(draws) == 2 * (steps + 2), len(draws)
+    assert torch.equal(fwd_args[3], clvp_args[1][order[:2]])  # the fixed candidates, best first
+    for i, ((diff_args, _, mel), (_, _, w)) in enumerate(zip(rec["diffusion"], rec["vocoder"])):
+        assert w is wavs[i]
+        arrays.update({f"k2_trimmed{i}": _np(diff_args[2]), f"k2_mel{i}": _np(mel), f"k2_wav{i}": _np(w)})
+    arrays.update(k2_best=_np(order[:2]), k2_latents=_np(k2_latents))
+    print(f"  k=2: best {[int(i) for i in order[:2]]}: trimmed {[tuple(arrays[f'k2_trimmed{i}'].shape) for i in (0, 1)]}")
+    return arrays
 
 
 def make(data_dir: Path) -> None:

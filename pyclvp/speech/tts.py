@@ -32,16 +32,18 @@ The quality path, tts(..., decoder="diffusion", preset=...) / tts_with_preset(te
      up to max_new_tokens (tts()'s max_mel_tokens, 500)                                 (R, N)
   3. ranking: every candidate padded with the stop token to max_new_tokens and fixed (fix_autoregressive_output:
      the stop tokens and all after the first become the calm token 83, the last three 45, 45, 248), scored by
-     CLVP (model.score); the best k = 1 kept (torch.topk)                              (N',) with N' = max_new_tokens
+     CLVP (model.score); the best k kept (torch.topk: best first; k = 1 by default)   (k, N') with N' = max_new_tokens
   4. latents: UnifiedVoice.forward(..., return_latent=True, clip_inputs=False) on the FIXED, padded codes, at
-     training positions (Decoder.speech_latents(positions="training"))                 (1, N', C)
+     training positions (Decoder.speech_latents(positions="training")), the k in one batch  (k, N', C)
+  then for each of the k in turn, best first:
   5. trim: scanning the fixed codes, a run of calm tokens that reaches 9 at index j cuts the latents to [:j]
      (8 calm tokens kept: "breathing room" for the diffusion model to end the speech)  (1, S, C)
   6. mel: spectrogram diffusion (pyclvp/speech/sampler.py) with the preset's steps and cond_free, cond_free_k 2,
      temperature 1                                                                      (1, 100, T), T = S 4 24000 // 22050
   7. waveform: UnivNet (pyclvp/speech/univnet.py)                                        (W = 256 T,) at 24 kHz
-Every normal draw of 6 and 7 (x_T, one per sampler step, UnivNet's z) comes, in Tortoise's order, from one
-numpy.random.default_rng(seed); the candidates' uniforms from another seeded the same (decoding.py).
+Every normal draw of 6 and 7 (x_T, one per sampler step, UnivNet's z; the first candidate's, then the next one's)
+comes, in Tortoise's order, from one numpy.random.default_rng(seed); the candidates' uniforms from another seeded
+the same (decoding.py). With k > 1, tts() returns the k waveforms in a list, as Tortoise does.
 Not done: Tortoise's redaction of [bracketed] text (a wav2vec2 aligner) and CVVP (cvvp_amount 0 by default).
 
 A model folder holds the CLVP model (config.json, model.safetensors) and beside it, each optional: hifigan/
@@ -110,13 +112,17 @@ class QualityResult:
 
     tokens: np.ndarray          # (R, N) the candidates as sampled (or given), no start token
     scores: np.ndarray          # (R,) CLVP's scores of the padded, fixed candidates
-    best: int                   # the index of the best candidate
-    codes: np.ndarray           # (N',) the best candidate padded to max_new_tokens and fixed: what the latents see
-    latents: np.ndarray         # (1, N', C) the autoregressive latents of `codes`
-    trimmed: np.ndarray         # (1, S, C) cut at the calm-token run: the diffusion decoder's input
+    best: np.ndarray            # (k,) the indices of the k best candidates, best first
+    codes: np.ndarray           # (k, N') those candidates padded to max_new_tokens and fixed: what the latents see
+    latents: np.ndarray         # (k, N', C) the autoregressive latents of `codes`
+    trimmed: list               # k arrays (1, S_i, C) cut at the calm-token run: the diffusion decoder's inputs
     diffusion_conditioning: np.ndarray  # (1, 2C') DiffusionTts.get_conditioning of the voice
-    mel: np.ndarray             # (1, M, T) the denormalized mel, T = S * 4 * 24000 // 22050
-    wav: np.ndarray             # (W,) float32 at 24 kHz, W = 256 T
+    mel: list                   # k arrays (1, M, T_i), the denormalized mels, T_i = S_i * 4 * 24000 // 22050
+    wav: list                   # k arrays (W_i,) float32 at 24 kHz, W_i = 256 T_i
+
+
+def _spoken(result: QualityResult):  # the waveform, or with k > 1 the list of them (Tortoise's tts return value)
+    return result.wav[0] if len(result.wav) == 1 else result.wav
 
 
 class TextToSpeech:
@@ -198,10 +204,11 @@ class TextToSpeech:
         decoder="hifigan" (the default, api_fast's fast path): `candidates` (default 1) ranked by CLVP, kwargs are
             GenerationOptions (seed=..., do_sample=False for greedy, ...).
         decoder="diffusion" (api.py's quality path): `preset` (default "ultra_fast") sets the candidates and the
-            diffusion; kwargs as quality() takes them. voice_samples must be waveforms at 22.05 kHz."""
+            diffusion; kwargs as quality() takes them (k=2 speaks the two best candidates: a list of waveforms).
+            voice_samples must be waveforms at 22.05 kHz."""
         check_choice("decoder", decoder, DECODERS)
         if decoder == "diffusion":
-            return self.quality(text, voice_samples, preset or "ultra_fast", candidates=candidates, **kwargs).wav
+            return _spoken(self.quality(text, voice_samples, preset or "ultra_fast", candidates=candidates, **kwargs))
         if preset is not None:
             raise ValueError("preset chooses the quality path's settings: pass decoder='diffusion' with it")
         tokens, cond = self.speech_tokens(text, voice_samples, 1 if candidates is None else candidates, **kwargs)
@@ -210,17 +217,18 @@ class TextToSpeech:
 
     def tts_with_preset(self, text, voice_samples, preset: str = "fast", **kwargs) -> np.ndarray:  # -> (W,)
         """ref: tortoise/api.py tts_with_preset: the quality path with one of QUALITY_PRESETS (ultra_fast, fast,
-        standard, high_quality); kwargs override the preset's settings, as in Tortoise."""
-        return self.quality(text, voice_samples, preset, **kwargs).wav
+        standard, high_quality); kwargs override the preset's settings, as in Tortoise (k > 1: a list of waveforms)."""
+        return _spoken(self.quality(text, voice_samples, preset, **kwargs))
 
-    def quality(self, text, voice_samples, preset: str = "ultra_fast", *, candidates: Optional[int] = None,
+    def quality(self, text, voice_samples, preset: str = "ultra_fast", *, k: int = 1, candidates: Optional[int] = None,
                 diffusion_steps: Optional[int] = None, cond_free: Optional[bool] = None,
                 cond_free_k: Optional[float] = None, diffusion_temperature: Optional[float] = None,
                 tokens: Optional[np.ndarray] = None, seed: Optional[int] = None,
                 progress: Optional[Callable[[int, int], None]] = None,
                 diffusion_progress: Optional[Callable[[int, int], None]] = None, **sampling) -> QualityResult:
-        """The quality path step by step (see the module docstring); .wav is tts_with_preset's output.
+        """The quality path step by step (see the module docstring); .wav[0] is tts_with_preset's output.
 
+        k: how many of the best candidates to speak (1 <= k <= candidates), best first.
         candidates, diffusion_steps, cond_free, cond_free_k, diffusion_temperature: override the preset's.
         tokens: (R, N) candidates to rank instead of sampling (no start token; stop tokens where they stopped).
         seed: the candidates' sampling and the diffusion's and UnivNet's noise (None: fresh).
@@ -231,6 +239,9 @@ class TextToSpeech:
         p = dict(QUALITY_SETTINGS, **QUALITY_PRESETS[preset])
         R = p["num_autoregressive_samples"] if candidates is None else candidates
         check_count("candidates", R)
+        k = check_count("k", k)
+        if k > R:
+            raise ValueError(f"k must be at most the number of candidates ({R}), got {k}")
         steps = p["diffusion_iterations"] if diffusion_steps is None else diffusion_steps
         check_count("diffusion_steps", steps)
         cond_free = p["cond_free"] if cond_free is None else bool(cond_free)
@@ -251,19 +262,22 @@ class TextToSpeech:
         tokens = np.asarray(tokens, np.int64)
         out = self.model.score(ids, mask, tokens, pad_to, opts.batch_size)
         scores = out.logits_per_text[0]  # (R,)
-        best = int(np.argmax(scores))  # torch.topk(k=1)
-        codes = out.speech_ids[best]  # (N',)
-        # 4-5. the latents of the fixed codes at training positions, cut at the calm-token run
-        latents = self.model.decoder_ref.speech_latents(cond, codes[None], positions="training")  # (1, N', C)
-        trimmed = latents[:, :calm_trim(codes)]  # (1, S, C)
-        # 6-7. the mel, then the waveform, all noise from one generator in Tortoise's order
+        best = np.argsort(-scores, kind="stable")[:k]  # (k,) torch.topk(k): best first
+        codes = out.speech_ids[best]  # (k, N')
+        # 4. the latents of the fixed codes at training positions
+        latents = self.model.decoder_ref.speech_latents(np.repeat(cond, k, axis=0), codes, positions="training")
+        # 5-7. each candidate cut at its calm-token run, its mel, its waveform: all noise from one generator, in
+        # Tortoise's order
         rng = np.random.default_rng(seed)
-        mel = spectrogram_diffusion(self.diffusion, trimmed, dcond, steps=steps, cond_free=cond_free,
-                                    cond_free_k=cond_free_k, temperature=temperature, rng=rng,
-                                    progress=diffusion_progress)  # (1, M, T)
-        wav = self.univnet.inference(mel, seed=rng)[0]  # (W,)
+        trimmed, mels, wavs = [], [], []
+        for i in range(k):
+            trimmed.append(latents[i:i + 1, :calm_trim(codes[i])])  # (1, S, C)
+            mels.append(spectrogram_diffusion(self.diffusion, trimmed[-1], dcond, steps=steps, cond_free=cond_free,
+                                              cond_free_k=cond_free_k, temperature=temperature, rng=rng,
+                                              progress=diffusion_progress))  # (1, M, T)
+            wavs.append(self.univnet.inference(mels[-1], seed=rng)[0])  # (W,)
         return QualityResult(tokens=tokens, scores=scores, best=best, codes=codes, latents=latents, trimmed=trimmed,
-                             diffusion_conditioning=dcond, mel=mel, wav=wav)
+                             diffusion_conditioning=dcond, mel=mels, wav=wavs)
 
     def tts_stream(self, text, voice_samples, *, stream_chunk_size: int = 40, overlap_wav_len: int = 1024,
                    first_buffer: int = 60, **sampling):  # -> yields (S_i,) float32 chunks at 24 kHz
