@@ -31,12 +31,24 @@ inline std::string shape_str(const py::array& a) {  // "(2, 3)", "(4,)", "()"
 inline bool c_contiguous(const py::array& a) { return a.flags() & py::array::c_style; }
 inline bool f_contiguous(const py::array& a) { return a.flags() & py::array::f_style; }
 
-// A float32, C-contiguous array of `ndim` dimensions (any ndim when -1); shape entries of -1 are free.
-inline py::array f32(const py::handle& obj, const char* name, std::initializer_list<int64_t> shape = {}, int ndim = -1) {
+// rows: the last axis contiguous, the other strides free (whole elements; zero or negative too: broadcasts and
+// sliding windows); else C-contiguous.
+enum class Layout { C, Rows };
+
+// A float32 array (C-contiguous, or by rows) of `ndim` dimensions (any ndim when -1); shape entries of -1 are free.
+inline py::array f32(const py::handle& obj, const char* name, std::initializer_list<int64_t> shape = {}, int ndim = -1,
+                     Layout layout = Layout::C) {
   PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array, got ", std::string(Py_TYPE(obj.ptr())->tp_name));
   py::array a = py::reinterpret_borrow<py::array>(obj);
   PYCLVP_CHECK(a.dtype().is(py::dtype::of<float>()), name, " must be float32, got ", std::string(py::str(a.dtype())));
-  PYCLVP_CHECK(c_contiguous(a), name, " must be C-contiguous");
+  if (layout == Layout::Rows && a.ndim() > 0) {
+    bool whole = true;
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) whole = whole && a.strides(i) % static_cast<py::ssize_t>(sizeof(float)) == 0;
+    PYCLVP_CHECK(whole && (a.shape(a.ndim() - 1) <= 1 || a.strides(a.ndim() - 1) == sizeof(float)), name,
+                 " must have contiguous rows (its last axis) and whole-element strides");
+  } else {
+    PYCLVP_CHECK(c_contiguous(a), name, " must be C-contiguous");
+  }
   if (shape.size()) ndim = static_cast<int>(shape.size());
   PYCLVP_CHECK(ndim < 0 || a.ndim() == ndim, name, " must have ", ndim, " dimensions, got shape ", shape_str(a));
   int i = 0;

@@ -89,8 +89,10 @@ struct AttentionInputs {  // q (B,H,T,D), k, v (B,H,S,D), mask (B|1, H|1, T|1, S
   int64_t B = 0, H = 0, T = 0, S = 0, D = 0;
 };
 
+// mask_layout: Layout::Rows lets the mask be any view with contiguous rows (the kernels index it by strides),
+// e.g. a relative-position bias as a sliding window over one vector per head, never materialized.
 inline AttentionInputs attention_args(const py::handle& q_, const py::handle& k_, const py::handle& v_,
-                                      const py::handle& mask_) {
+                                      const py::handle& mask_, Layout mask_layout = Layout::C) {
   AttentionInputs a;
   a.q = f32(q_, "q", {}, 4);
   a.B = a.q.shape(0), a.H = a.q.shape(1), a.T = a.q.shape(2), a.D = a.q.shape(3);
@@ -99,7 +101,7 @@ inline AttentionInputs attention_args(const py::handle& q_, const py::handle& k_
   a.v = f32(v_, "v", {a.B, a.H, a.S, a.D});
   a.masked = !mask_.is_none();
   if (a.masked) {
-    a.mask = f32(mask_, "mask", {}, 4);
+    a.mask = f32(mask_, "mask", {}, 4, mask_layout);
     const py::array& m = a.mask;
     PYCLVP_CHECK((m.shape(0) == a.B || m.shape(0) == 1) && (m.shape(1) == a.H || m.shape(1) == 1) &&
                      (m.shape(2) == a.T || m.shape(2) == 1) && m.shape(3) == a.S,
@@ -187,7 +189,7 @@ inline LvcInputs lvc_args(const py::handle& x_, const py::handle& k_, const py::
 }
 
 // The kernel's AttentionArgs (cpu:: or cuda::, which share these fields) for contiguous q, k, v, out
-// and the checked mask's broadcast strides; the caller sets the pointers. With causal, the last query
+// and the checked mask's strides (0 where it broadcasts); the caller sets the pointers. With causal, the last query
 // sees every key (a prompt continuing a cache).
 template <class Args>
 void set_attention_layout(Args& a, const AttentionInputs& in, float scale, bool causal) {
@@ -196,11 +198,10 @@ void set_attention_layout(Args& a, const AttentionInputs& in, float scale, bool 
   a.kv_dtype = DType::F32;
   a.k_sb = a.v_sb = H * S * D, a.k_sh = a.v_sh = S * D, a.k_ss = a.v_ss = D;
   a.o_sb = H * T * D, a.o_sh = T * D, a.o_st = D;
-  if (in.masked) {
-    const int64_t mh = in.mask.shape(1), mt = in.mask.shape(2);  // (B|1, H|1, T|1, S), contiguous
-    a.m_sb = in.mask.shape(0) == 1 ? 0 : mh * mt * S;
-    a.m_sh = mh == 1 ? 0 : mt * S;
-    a.m_st = mt == 1 ? 0 : S;
+  if (in.masked) {  // (B|1, H|1, T|1, S), rows contiguous: a size-1 axis broadcasts
+    const py::array& m = in.mask;
+    const auto stride = [&](int i) { return m.shape(i) == 1 ? 0 : static_cast<int64_t>(m.strides(i) / sizeof(float)); };
+    a.m_sb = stride(0), a.m_sh = stride(1), a.m_st = stride(2);
   }
   a.causal = causal, a.causal_offset = S - T;
   a.B = in.B, a.H = H, a.T = T, a.S = S, a.D = D, a.scale = scale;

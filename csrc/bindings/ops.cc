@@ -150,10 +150,11 @@ py::array_t<float> rotary(const py::handle& x_, const py::handle& cos_, const py
   return y;
 }
 
-// attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, H|1, T|1, S) | None, scale, causal) -> (B,H,T,D)
+// attention(q (B,H,T,D), k (B,H,S,D), v (B,H,S,D), mask (B|1, H|1, T|1, S) | None, scale, causal) -> (B,H,T,D);
+// the mask may be any view with contiguous rows
 py::array_t<float> attention(const py::handle& q_, const py::handle& k_, const py::handle& v_, const py::handle& mask_,
                              float scale, bool causal) {
-  const AttentionInputs in = attention_args(q_, k_, v_, mask_);
+  const AttentionInputs in = attention_args(q_, k_, v_, mask_, Layout::Rows);
   auto out = empty({in.B, in.H, in.T, in.D});
   cpu::AttentionArgs a;
   set_attention_layout(a, in, scale, causal);

@@ -135,7 +135,8 @@ void rotary(float* y, const float* x, const float* cos, const float* sin, int64_
 //   q    : (B, H, T, D) f32, strides (q_sb, q_sh, q_st) in elements, D contiguous
 //   k, v : (B, H, S, D) in kv_dtype (f32/f16/bf16), strides (k_sb, k_sh, k_ss) / (v_*), D contiguous
 //   out  : (B, H, T, D) f32, strides (o_sb, o_sh, o_st), written; must not overlap q, k, v
-//   mask : additive (B, H, T, S) f32 with strides (m_sb, m_sh, m_st) (0 to broadcast), S contiguous; or nullptr
+//   mask : additive (B, H, T, S) f32 with strides (m_sb, m_sh, m_st) (0 broadcasts; negative: a sliding window),
+//          S contiguous; or nullptr
 //          (a per-head mask: the diffusion decoder's relative-position bias, (1, H, T, S))
 //   key_mask : (B, S) bool bytes, row stride km_sb: false drops the key; or nullptr
 //   causal   : query t sees keys s <= t + causal_offset only (the others are skipped)

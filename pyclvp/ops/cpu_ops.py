@@ -183,7 +183,7 @@ class CpuOps(NumpyOps):
                 or (self._max_head_dim and q.shape[-1] > self._max_head_dim)):
             return numpy_ops.attention(q, k, v, mask, scale)  # broadcast q/k/v, a big head: outside the contract
         if mask is not None:
-            mask = _act(mask)
+            mask = self._mask(mask)
             B, H, T, _ = q.shape
             S = k.shape[2]
             mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)  # (..., T|1, S) -> (B|1, H|1, T|1, S)
@@ -193,6 +193,14 @@ class CpuOps(NumpyOps):
 
     # ------------------------------------------------------------------------------------------
     # Convolutions (B, C, T); conv weights (3-D) are widened to float32 here, whatever the model's dtype
+
+    @staticmethod
+    def _mask(mask):  # an additive attention mask: any float32 view with contiguous rows is passed as it is
+        mask = np.asarray(to_float32(mask) if isinstance(mask, Bf16Array) else mask)
+        if mask.dtype == f32 and mask.ndim and (mask.shape[-1] <= 1 or mask.strides[-1] == 4) \
+                and all(s % 4 == 0 for s in mask.strides):
+            return mask
+        return _act(mask)
 
     def conv1d(self, x, w, b=None, stride=1, padding=0, dilation=1, leaky_slope=None, residual=None):
         # (B, Cin, T), (Cout, Cin, K) -> (B, Cout, To)

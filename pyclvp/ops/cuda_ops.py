@@ -35,7 +35,7 @@ import numpy as np
 from .. import _core
 from ..io.q8 import Q8Matrix
 from . import numpy_ops
-from .cpu_ops import CpuOps, _weight
+from .cpu_ops import CpuOps, _act, _weight
 
 MAX_HEAD_DIM = 128  # csrc/cuda/kernels.h kAttentionMaxD
 
@@ -100,6 +100,7 @@ class CudaOps(CpuOps):
 
     name = "cuda"
     _max_head_dim = MAX_HEAD_DIM
+    _mask = staticmethod(_act)  # uploaded whole: C order
 
     def __init__(self):
         reason = cuda_unavailable_reason()

@@ -207,17 +207,22 @@ def relative_position_bucket(relative_position, num_buckets: int = NUM_BUCKETS, 
 
 
 @functools.lru_cache(maxsize=8)
-def _buckets(T: int):  # T -> (T, T) int64, read-only: every attention block of a pass shares it
-    pos = np.arange(T)
-    buckets = relative_position_bucket(pos[None, :] - pos[:, None])  # (T, T): bucket(k_pos - q_pos)
+def _offset_buckets(T: int):  # T -> (2T-1,) int64, read-only: bucket(r) for r = k_pos - q_pos in [-(T-1), T-1]
+    buckets = relative_position_bucket(np.arange(-(T - 1), T))
     buckets.setflags(write=False)
     return buckets
 
 
 def position_bias(table, T: int, scale: float):  # (NUM_BUCKETS, H), T -> (1, H, T, T) additive attention bias
     # ref: RelativePositionBias.forward: qk_dots + rearrange(table[bucket(k_pos - q_pos)], 'i j h -> () h i j') * scale
-    bias = np.take(np.asarray(table, f32).T * f32(scale), _buckets(T), axis=1)  # (H, NUM_BUCKETS) -> (H, T, T)
-    return bias[None]  # (1, H, T, T), contiguous
+    # bias[h, q, k] depends on k - q only: row q is the window u[h, T-1-q : 2T-1-q] of one vector per head,
+    # u[h, i] = table[bucket(i - (T-1)), h] * scale. A read-only view of those windows (rows contiguous, q stepping
+    # back one element), never materialized: attention reads it by its strides.
+    u = np.take(np.asarray(table, f32).T * f32(scale), _offset_buckets(T), axis=1)  # (H, 2T-1)
+    H = u.shape[0]
+    bias = np.lib.stride_tricks.as_strided(u[:, T - 1:], shape=(1, H, T, T),
+                                           strides=(0, u.strides[0], -u.strides[1], u.strides[1]), writeable=False)
+    return bias  # (1, H, T, T)
 
 
 def interpolate_nearest(x, size: int):  # (B, C, S) -> (B, C, size)
