@@ -372,6 +372,27 @@ def test_attention_causal_flag_equals_causal_mask(isa, T, S):
     assert_close(got, ref.attention(q, k, v, attention_mask(rng, "causal", 2, T, S), 0.25), **TOL, name="causal")
 
 
+@ISA
+@hyp
+@given(H=st.integers(1, 4), T=st.integers(1, 80), D=SIZES, seed=SEEDS, batch=st.integers(1, 2))
+def test_hyp_attention_mask_by_strides(isa, H, T, D, seed, batch):
+    """A mask passed by its strides: a sliding window over one vector per head (row t starts one element before row
+    t - 1, as the diffusion decoder's relative-position bias), broadcast over the batch, never copied."""
+    rng = np.random.default_rng(seed)
+    q, k, v = rand(rng, batch, H, T, D), rand(rng, batch, H, T, D), rand(rng, batch, H, T, D)
+    u = rand(rng, H, 2 * T - 1)
+    window = np.lib.stride_tricks.as_strided(u[:, T - 1:], (1, H, T, T), (0, u.strides[0], -4, 4), writeable=False)
+    with using(isa):
+        got = _core.attention(q, k, v, window, D ** -0.5, False)
+    assert_close(got, ref.attention(q, k, v, np.ascontiguousarray(window), D ** -0.5), **TOL, name="strided mask")
+
+
+def test_attention_mask_rows_must_be_contiguous():
+    q = np.zeros((1, 1, 4, 8), np.float32)
+    with pytest.raises(ValueError, match="mask must have contiguous rows"):
+        _core.attention(q, q, q, np.zeros((1, 1, 4, 4), np.float32).transpose(0, 1, 3, 2), 1.0, False)
+
+
 def test_attention_literal():
     v = np.arange(6, dtype=np.float32).reshape(1, 1, 3, 2)  # keys' values [0,1], [2,3], [4,5]
     q = np.zeros((1, 1, 1, 2), np.float32)  # equal scores: the mean of the values
