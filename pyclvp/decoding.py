@@ -325,15 +325,23 @@ def decode(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (B,
     return out
 
 
-def stream(decoder, prompt, opts: GenerationOptions, bos: int, eos: int):  # (1, P, C) -> yields token ids
-    """One candidate's tokens as they are chosen (one prompt, one row, as decode() would make it), eos last."""
+def stream(decoder, prompt, opts: GenerationOptions, bos: int, eos: int, latents: bool = False):
+    """One candidate's tokens as they are chosen (one prompt, one row, as decode() would make it), eos last:
+    yields token ids, or with latents=True (token id, its latent (C,)).
+
+    Token k's latent is the final-normed hidden state whose logits chose it, i.e. at the input before it (the start
+    token for the first): decoder.last_latents of the call that made those logits (the prefill, then each step).
+    They equal the decoder's speech_latents(prompt, tokens) at positions="cached" (or "training" when
+    opts.positions is "uncached"), computed on the way."""
     if prompt.shape[0] != 1 or opts.num_return_sequences != 1:
         raise ValueError("stream() decodes one prompt into one candidate")
     steps, state, logits, uniforms = _start(decoder, prompt, opts, 1)
     tokens = np.full((1, steps), eos, np.int64)
     u = uniforms.columns(0, 1) if uniforms else None
     for done in _decode_chunk(decoder, state, logits, tokens, u, opts, bos, eos):
-        yield int(tokens[0, done - 1])
+        token = int(tokens[0, done - 1])
+        # the last decoder call made the logits token done-1 was chosen from (a picker feeds the next token after this)
+        yield (token, decoder.last_latents(state)[0]) if latents else token
 
 
 class HostPicker:

@@ -453,6 +453,27 @@ def test_fused_decoder_matches_numpy(name, B, P, use_graph):
 
 @gpu
 @pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("pick_on_device", [True, False])
+def test_stream_latents_match_numpy(name, pick_on_device):
+    """decoding.stream(latents=True) on the device decoder (its last_latents after the prefill, each step and each
+    step_pick) against the NumPy decoder's."""
+    from pyclvp.decoding import GenerationOptions, stream
+    from pyclvp.ops.cuda_decoder import CudaDecoder
+
+    m = load_tiny(name, "cuda")
+    ref = load_tiny(name)
+    dec = CudaDecoder(m.decoder.params, m.config.decoder_config, pick_on_device=pick_on_device)
+    p = _prompt(name, 1, 5)
+    d = m.config.decoder_config
+    opts = GenerationOptions.resolve(max_new_tokens=8, min_new_tokens=8, cache_dtype="float32")
+    got = list(stream(dec, p, opts, d.bos_token_id, d.eos_token_id, latents=True))
+    want = list(stream(ref.decoder, p, opts, d.bos_token_id, d.eos_token_id, latents=True))
+    assert [t for t, _ in got] == [t for t, _ in want]
+    assert_close(np.stack([x for _, x in got]), np.stack([x for _, x in want]), **TOL, name="stream latents")
+
+
+@gpu
+@pytest.mark.parametrize("name", TINY)
 def test_forward_matches_numpy(name):
     want, got = load_tiny(name).forward(*inputs()), load_tiny(name, "cuda").forward(*inputs())
     for field in ("logits_per_text", "text_embeds", "speech_embeds", "text_model_output", "speech_model_output"):

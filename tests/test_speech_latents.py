@@ -64,3 +64,31 @@ def test_greedy_tokens_match_inference_speech(name, backend, kv_cache, positions
     np.testing.assert_array_equal(got, want)
     other = ref[f"greedy_tokens.kv_cache_{not kv_cache}"]
     assert other.shape != want.shape or not np.array_equal(other, want), "the fixture does not tell the rules apart"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("positions, latent_positions", [("cached", "cached"), ("uncached", "training")])
+def test_stream_latents_are_speech_latents(backend, positions, latent_positions, tmp_path):
+    """decoding.stream(latents=True): each token comes with the final-normed hidden state its logits came from (the
+    prefill's last position, then each step's), i.e. speech_latents of the tokens at the generation's positions:
+    KV-cached, or training ones when uncached (kv_cache=False reruns the whole sequence each step)."""
+    from pyclvp.decoding import stream
+
+    model = _model("tiny_ar", tmp_path, backend)
+    with np.load(UV / "tiny_ar" / "expected.npz") as f:
+        ref = dict(f)
+    _, N, M, frames = ref["cond_mels"].shape
+    ids = ref["text"][:1]
+    cond = model.encode_conditioning(ref["cond_mels"][0], np.repeat(ids, N, axis=0), None)  # (N, P-1, C)
+    prompt = np.concatenate([cond[:, :1].mean(0, keepdims=True), cond[:1, 1:]], axis=1)  # (1, P-1, C)
+    opts = GenerationOptions.resolve(max_new_tokens=12, positions=positions, cache_dtype="float32", do_sample=True,
+                                     seed=3)
+    d = model.config.decoder_config
+    pairs = list(stream(model.decoder, model.decoder_prompt(prompt), opts, d.bos_token_id, d.eos_token_id,
+                        latents=True))
+    tokens = np.array([[t for t, _ in pairs]])  # (1, n)
+    got = np.stack([lat for _, lat in pairs])[None]  # (1, n, C)
+    plain = list(stream(model.decoder, model.decoder_prompt(prompt), opts, d.bos_token_id, d.eos_token_id))
+    assert plain == tokens[0].tolist()  # the same draws with or without the latents
+    want = model.decoder_ref.speech_latents(prompt, tokens, positions=latent_positions)  # (1, n, C)
+    assert_close(got, want, atol=1e-5, name=f"stream latents ({positions})")

@@ -6,6 +6,7 @@
 //     .new_state(batch, max_len, cache_dtype) -> DecoderState (the KV cache, on the device)
 //     .prefill(state, inputs_embeds, attention_mask) -> logits (B, V)
 //     .step(state, input_ids, position_ids) -> logits (B, V)
+//     .latent(state) -> (B, C): the last prefill's / step's final-normed hidden states (each row's last position)
 //     .step_pick(state, input_ids, position_ids, pick, u) -> next tokens (B,) int64, chosen on the device
 //     .pick_first(state, logits, start, pick, u) -> next tokens (B,): the first choice, from the prefill's logits
 //     .select(state, rows) -> DecoderState     .download(state) -> (k, v, key_mask) host copies
@@ -143,6 +144,15 @@ class DecoderSession {
     return logits;
   }
 
+  py::array_t<float> latent(cuda::CudaDecoderState& st) {
+    auto out = empty({st.batch(), dec_->model().C});
+    float* o = out.mutable_data();
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    dec_->latent(st, o);
+    return out;
+  }
+
   py::array_t<int64_t> step_pick(cuda::CudaDecoderState& st, const py::handle& ids_, const py::handle& pos_,
                                  const py::dict& pick_, const py::handle& u_) {
     const StepInputs in = step_inputs(dec_->model(), st, ids_, pos_);
@@ -221,6 +231,7 @@ void register_cuda_decoder(py::module_& c) {
            py::keep_alive<0, 1>())
       .def("prefill", &DecoderSession::prefill, py::arg("state"), py::arg("inputs_embeds"), py::arg("attention_mask"))
       .def("step", &DecoderSession::step, py::arg("state"), py::arg("input_ids"), py::arg("position_ids"))
+      .def("latent", &DecoderSession::latent, py::arg("state"))
       .def("step_pick", &DecoderSession::step_pick, py::arg("state"), py::arg("input_ids"), py::arg("position_ids"),
            py::arg("pick"), py::arg("u"))
       .def("pick_first", &DecoderSession::pick_first, py::arg("state"), py::arg("logits"), py::arg("start"),

@@ -5,6 +5,8 @@
 //                                             views (not copied): see HeldArrays in arrays.h
 //   s.prefill(embeds, mask, k, v, key_mask, length) -> logits (B, V)   embeds (B, T, C) f32; mask (B, T) bool | None
 //   s.step(ids, pos, k, v, key_mask, length)        -> logits (B, V)   ids, pos (B,) int64
+//   s.latent()                                      -> (B, C): the last prefill's / step's final-normed hidden
+//                                                      state of each row's last position (what lm_head read)
 //
 // k, v, key_mask are the caller's cache arrays (pyclvp/ops/cpu_ops.py CpuDecoderState): k, v
 // (L, B, H, S, D) float32 / float16 / uint16 (bfloat16 bits), key_mask (B, S) bool. A call writes
@@ -60,7 +62,16 @@ class DecoderSession {
     std::lock_guard<std::mutex> lock(mu_);
     scratch_.x.assign(src, src + B * T * m_.C);
     cpu::decoder_forward(cpu::active_isa(), m_, cache, length, T, scratch_, out);
+    last_rows_ = B;
     return logits;
+  }
+
+  py::array_t<float> latent() {
+    std::lock_guard<std::mutex> lock(mu_);
+    PYCLVP_CHECK(last_rows_ > 0, "no prefill or step has run on this session yet");
+    py::array_t<float> out(std::vector<py::ssize_t>{last_rows_, m_.C});
+    std::memcpy(out.mutable_data(), scratch_.last.data(), static_cast<size_t>(last_rows_ * m_.C) * sizeof(float));
+    return out;
   }
 
   py::array_t<float> step(const py::handle& ids_, const py::handle& pos_, const py::handle& k_, const py::handle& v_,
@@ -78,6 +89,7 @@ class DecoderSession {
     scratch_.x.resize(B * m_.C);
     cpu::decoder_embed(cpu::active_isa(), m_, idp, pp, B, scratch_.x.data());
     cpu::decoder_forward(cpu::active_isa(), m_, cache, length, 1, scratch_, out);
+    last_rows_ = B;
     return logits;
   }
 
@@ -120,6 +132,7 @@ class DecoderSession {
   HeldArrays held_;  // exactly the arrays m_ points into, held (declared before m_: filled while m_ is built)
   cpu::DecoderModel m_;
   cpu::DecoderScratch scratch_;
+  int64_t last_rows_ = 0;  // rows of the last call, whose latents scratch_.last holds
   std::mutex mu_;  // one call at a time per session (the scratch is shared)
 };
 
@@ -132,7 +145,8 @@ void register_decoder(py::module_& m) {
       .def("prefill", &DecoderSession::prefill, py::arg("inputs_embeds"), py::arg("attention_mask"), py::arg("k"),
            py::arg("v"), py::arg("key_mask"), py::arg("length"))
       .def("step", &DecoderSession::step, py::arg("input_ids"), py::arg("position_ids"), py::arg("k"), py::arg("v"),
-           py::arg("key_mask"), py::arg("length"));
+           py::arg("key_mask"), py::arg("length"))
+      .def("latent", &DecoderSession::latent);
 }
 
 }  // namespace pyclvp::bind

@@ -174,6 +174,7 @@ std::unique_ptr<CudaDecoderState> CudaDecoder::new_state(int64_t B, int64_t S, D
   fill_bytes(st->v_.data(), 0, cache, s);
   fill_bytes(st->key_mask_.data(), 0, static_cast<size_t>(B * S), s);
   st->step_ = make_activations(B, B, m_);
+  fill_bytes(st->step_.h.data(), 0, static_cast<size_t>(B * m_.C) * 4, s);  // latent() before any call: zeros
   st->in_dev_ = DeviceBuffer(static_cast<size_t>(1 + 2 * B) * 8, "step inputs");
   st->in_host_ = PinnedBuffer(static_cast<size_t>(1 + 2 * B) * 8, "step inputs");
   st->logits_host_ = PinnedBuffer(static_cast<size_t>(B * m_.V) * 4, "step logits");
@@ -260,9 +261,17 @@ void CudaDecoder::prefill(CudaDecoderState& st, const float* embeds, const uint8
   p.B = B, p.T = T, p.length = st.length_, p.act = &a;
   enqueue_layers(st, p);
   enqueue_head(p);
+  device_copy(st.step_.h.data(), a.h.data(), static_cast<size_t>(B * m_.C) * 4, s);  // where latent() reads
   to_host(logits, a.logits.data(), static_cast<size_t>(B * m_.V) * 4, s);
   sync(s);
   st.length_ += T;
+}
+
+void CudaDecoder::latent(const CudaDecoderState& st, float* out) const {
+  check_owner(st);
+  const StreamHandle s = stream();
+  to_host(out, st.step_.h.data(), static_cast<size_t>(st.B_ * m_.C) * 4, s);  // the head's final norms (B rows)
+  sync(s);
 }
 
 void CudaDecoder::enqueue_step(CudaDecoderState& st) const {

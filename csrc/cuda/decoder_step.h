@@ -121,6 +121,10 @@ class CudaDecoder {
   void pick_first(CudaDecoderState& st, const float* logits, int64_t start, const Pick& pick, const double* u,
                   int64_t* next) const;
 
+  // The last prefill's / step's final-normed hidden state of each row's last position (what lm_head read, Tortoise's
+  // speech latent): out (B, C) f32 host, written (zeros before any call on this state, a select's result included).
+  void latent(const CudaDecoderState& st, float* out) const;
+
   // A new state holding rows `rows` (n of them, each in [0, st.batch())) of st, in that order.
   std::unique_ptr<CudaDecoderState> select(const CudaDecoderState& st, const int64_t* rows, int64_t n) const;
 

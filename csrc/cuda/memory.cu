@@ -118,6 +118,10 @@ void to_host(void* dst, const void* src, size_t bytes, StreamHandle s) {
   if (bytes) PYCLVP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
 }
 
+void device_copy(void* dst, const void* src, size_t bytes, StreamHandle s) {
+  if (bytes) PYCLVP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+}
+
 void fill_bytes(void* dst, int value, size_t bytes, StreamHandle s) {
   if (bytes) PYCLVP_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, s));
 }

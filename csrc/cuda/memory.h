@@ -94,6 +94,7 @@ class GraphExec {  // an instantiated graph, replayed with launch()
 // Asynchronous on `s`; a pageable host pointer makes the runtime stage the copy (and wait for it).
 void to_device(void* dst, const void* src, size_t bytes, StreamHandle s);
 void to_host(void* dst, const void* src, size_t bytes, StreamHandle s);
+void device_copy(void* dst, const void* src, size_t bytes, StreamHandle s);  // device -> device
 void fill_bytes(void* dst, int value, size_t bytes, StreamHandle s);
 // dst[r * dpitch + c] = src[r * spitch + c] for rows r < height, bytes c < width (host -> device)
 void to_device_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,

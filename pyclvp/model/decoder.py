@@ -165,7 +165,7 @@ class Decoder:
         mask = causal_mask(state.key_mask[:, :s + P], B, P, offset=s)  # (B, 1, P, s + P)
         h = self.layers_and_norm(x, mask, state, start=s)
         state.length = s + P
-        return self.head(h[:, -1])  # (B, V)
+        return self._head_of_last(h[:, -1], state)  # (B, V)
 
     def step(self, input_ids, position_ids, state: DecoderState):  # (B,), (B,) -> (B, V)
         """One token per row at cache slot state.length; returns its logits and advances the state by one."""
@@ -177,7 +177,19 @@ class Decoder:
         mask = additive_mask(state.key_mask[:, None, None, :s + 1])  # (B, 1, 1, S)
         h = self.layers_and_norm(x[:, None, :], mask, state, start=s)  # (B, 1, C)
         state.length = s + 1
-        return self.head(h[:, 0])  # (B, V)
+        return self._head_of_last(h[:, 0], state)  # (B, V)
+
+    def _head_of_last(self, h, state):  # (B, C) -> (B, V); the latents kept in the state for last_latents
+        state.latents = self.latent(h)  # (B, C)
+        return self.ops.linear(state.latents, *self.lm_head)
+
+    def last_latents(self, state: DecoderState):  # -> (B, C)
+        """The final-normed hidden states (what lm_head read: Tortoise's speech latents) of each row's last position
+        in the last prefill or step on `state`: the latents a KV-cached generation computes on its way (see
+        speech_latents(positions="cached"))."""
+        if state.latents is None:
+            raise ValueError("no prefill or step has run on this state yet")
+        return state.latents
 
 
 def _as_cache(x, cache):  # float32 x -> the cache's storage (float16: numpy's assignment rounds to nearest even)

@@ -17,6 +17,8 @@ The weights are bound once, by reference: memory-mapped or half-precision matric
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .. import _core
@@ -72,6 +74,7 @@ class CpuDecoder:
         self.cfg, self.params = cfg, params  # the session holds pointers into these arrays
         self.cache_dtype = cache_dtype
         self._session = _core.DecoderSession(session_config(cfg), weights_for_core(params))
+        self._last = None  # a weak reference to the state of the last prefill / step (the session holds its latents)
 
     def new_state(self, batch: int, max_len: int, cache_dtype: str | None = None) -> DecoderState:
         """An empty cache for `batch` rows of up to `max_len` positions (prompt + new tokens)."""
@@ -82,6 +85,7 @@ class CpuDecoder:
         x, mask = prefill_inputs(inputs_embeds, attention_mask, state.batch, self.cfg.hidden_size)  # (B, P, C), (B, P)
         logits = self._session.prefill(x, mask, *_cache(state), state.length)  # (B, V)
         state.length += x.shape[1]
+        self._last = weakref.ref(state)
         return logits
 
     def step(self, input_ids, position_ids, state: DecoderState) -> np.ndarray:
@@ -89,4 +93,12 @@ class CpuDecoder:
         ids, pos = step_inputs(input_ids, position_ids, state.batch)  # (B,), (B,)
         logits = self._session.step(ids, pos, *_cache(state), state.length)  # (B, V)
         state.length += 1
+        self._last = weakref.ref(state)
         return logits
+
+    def last_latents(self, state: DecoderState) -> np.ndarray:
+        """(B, C): the final-normed hidden states of each row's last position in the last prefill / step, which must
+        have run on `state` (the session keeps one call's); see Decoder.last_latents."""
+        if self._last is None or self._last() is not state:
+            raise ValueError("the decoder's last prefill or step did not run on this state")
+        return self._session.latent()

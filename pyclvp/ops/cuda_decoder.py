@@ -107,6 +107,11 @@ class CudaDecoder:
         ids, pos = step_inputs(input_ids, position_ids, state.batch)  # (B,), (B,)
         return self._session.step(state._handle, ids, pos)  # (B, V)
 
+    def last_latents(self, state: CudaDecoderState) -> np.ndarray:
+        """(B, C): the final-normed hidden states of each row's last position in the state's last prefill / step
+        (step_pick's included); see Decoder.last_latents."""
+        return self._session.latent(state._handle)
+
 
 class DevicePicker:
     """generate()'s picker seam (pyclvp/decoding.py HostPicker) with the choice made on the device.

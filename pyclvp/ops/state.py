@@ -32,6 +32,7 @@ class DecoderState:
     v: np.ndarray  # (L, B, H, S, D) values, same layout and dtype
     key_mask: np.ndarray  # (B, S) bool: True where slot s holds a valid, attendable key
     length: int  # slots filled so far, the same for every row
+    latents: np.ndarray | None = None  # (B, C) the last call's final-normed last positions (the NumPy decoder's)
 
     @property
     def batch(self) -> int:

@@ -15,10 +15,11 @@ tts(text, voice_samples) runs:
      at training positions (Decoder.speech_latents)                                    (1, N, C)
   4. waveform: HiFi-GAN on the latents and the voice's conditioning vector              (W,) at 24 kHz
 tts_stream(text, voice_samples) yields the waveform in chunks as the tokens come (api_fast.tts_stream): one
-candidate is decoded token by token (pyclvp/decoding.py stream); after the first `first_buffer` = 60 tokens, then
-every `stream_chunk_size` = 40 and at the end, every token so far goes through the decoder (at the KV-cached
-positions, or the training ones with positions="uncached": the latents the generation computed) and HiFi-GAN, and the samples not yet given out are cut off
-and cross-faded with the last chunk's tail (handle_chunks):
+candidate is decoded token by token (pyclvp/decoding.py stream), each token with the latent the generation computed
+for it (the final-normed hidden state its logits came from: at the KV-cached positions, or the training ones with
+positions="uncached"); after the first `first_buffer` = 60 tokens, then every `stream_chunk_size` = 40 and at the
+end, the latents so far go through HiFi-GAN, and the samples not yet given out are cut off and cross-faded with the
+last chunk's tail (handle_chunks):
     chunk = wav[len(previous wav) - overlap : -overlap]  (the first chunk: wav[: -overlap])
     chunk[:overlap] = previous wav[-overlap:] * linspace(1, 0) + chunk[:overlap] * linspace(0, 1)
 so the last `overlap_wav_len` = 1024 samples of the final decode are never given out, as in Tortoise.
@@ -283,29 +284,30 @@ class TextToSpeech:
                    first_buffer: int = 60, **sampling):  # -> yields (S_i,) float32 chunks at 24 kHz
         """The waveform in chunks as the speech tokens come; their concatenation is api_fast.tts_stream's output."""
         hifigan = self._decoder()
-        opts = GenerationOptions.resolve(**dict(FAST_SAMPLING, **sampling))
-        # The latents the generation computes on the way, as Tortoise's stream generator yields them: at the
-        # KV-cached positions, or, uncached (kv_cache=False: every step reruns the whole sequence), at the
-        # training positions, where they equal UnifiedVoice.forward's
-        latent_positions = "cached" if opts.positions == "cached" else "training"
+        # a float32 cache unless told otherwise: the latents HiFi-GAN speaks come straight from the generation, and a
+        # bfloat16 cache moves them by ~1e-3 (one row: the cache is a small part of each step's reads)
+        opts = GenerationOptions.resolve(**dict(FAST_SAMPLING, cache_dtype="float32", **sampling))
         cond, _, _ = conditioning(self.model, text, voice_samples)  # (1, P-1, C)
         d = self.model.config.decoder_config
-        tokens, new, wav_prev, overlap = [], 0, None, None
-        source = stream(self.model.decoder, self.model.decoder_prompt(cond), opts, d.bos_token_id, d.eos_token_id)
+        # Each token comes with the latent the generation computed for it, as Tortoise's stream generator yields
+        # them (decoding.stream): at the KV-cached positions, or, uncached (kv_cache=False: every step reruns the
+        # whole sequence), at the training positions, where they equal UnifiedVoice.forward's
+        latents, new, wav_prev, overlap = [], 0, None, None
+        source = stream(self.model.decoder, self.model.decoder_prompt(cond), opts, d.bos_token_id, d.eos_token_id,
+                        latents=True)
         while True:
-            token = next(source, None)
-            if token is not None:
-                tokens.append(token)
+            item = next(source, None)
+            if item is not None:
+                latents.append(item[1])
                 new += 1
             elif new == 0 and wav_prev is not None:  # the last chunk took every token: nothing is left to say
                 return  # (Tortoise's handle_chunks fails here, cross-fading into an empty chunk)
-            if token is None or (stream_chunk_size > 0 and new >= max(stream_chunk_size, first_buffer)):
+            if item is None or (stream_chunk_size > 0 and new >= max(stream_chunk_size, first_buffer)):
                 first_buffer, new = 0, 0
-                latents = self.model.decoder_ref.speech_latents(cond, np.array([tokens]), positions=latent_positions)
-                wav = hifigan.inference(latents, cond[:, 0])[0]  # (W,)
+                wav = hifigan.inference(np.stack(latents)[None], cond[:, 0])[0]  # (1, N, C) -> (W,)
                 chunk, wav_prev, overlap = _handle_chunk(wav, wav_prev, overlap, overlap_wav_len)
                 yield chunk
-            if token is None:
+            if item is None:
                 return
 
 
