@@ -162,22 +162,25 @@ def run_tts(n):
     split = dict(spent)
     split["generation"] = split["generation"] - split.get("clvp", 0.0)  # candidates = sampling + CLVP's score
     return total, split, int(wav.shape[-1])
-lat = []
-sl = tts.model.decoder_ref.speech_latents
+lat, streamed = [], []
+sl, source = tts.model.decoder_ref.speech_latents, tts_mod.stream
 def keep(*a, **k):
     r = sl(*a, **k); lat.append(int(r.shape[1])); return r
+def counted(*a, **k):  # the stream's tokens (each with its latent from the generation)
+    for item in source(*a, **k):
+        streamed.append(item); yield item
 run_tts(8)  # warm-up
-tts.model.decoder_ref.speech_latents = keep
+tts.model.decoder_ref.speech_latents, tts_mod.stream = keep, counted
 total, split, samples = run_tts(cfg["tokens"])
 tokens = lat[-1]
-spent.clear(); lat.clear()
+spent.clear()
 t = time.perf_counter(); first = None; s_samples = 0; chunks = 0
 for chunk in tts.tts_stream(ids, voice, min_new_tokens=cfg["tokens"], max_new_tokens=cfg["tokens"], seed=0):
     first = first or time.perf_counter() - t; s_samples += int(chunk.shape[-1]); chunks += 1
 s_total = time.perf_counter() - t
 print(json.dumps(dict(side="pyclvp", load_s=load_s, tts_s=total, split=split, samples=samples, tokens=tokens,
                       stream_s=s_total, first_chunk_s=first, stream_samples=s_samples, stream_chunks=chunks,
-                      stream_tokens=lat[-1], stream_split=dict(spent))))
+                      stream_tokens=len(streamed), stream_split=dict(spent))))
 '''
 
 

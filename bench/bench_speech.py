@@ -10,6 +10,8 @@ hifigan: the full-size HiFi-GAN (tortoise/api_fast.py's HifiganGenerator: 1024 l
     machine shared with other processes disturbs far less than wall time (at 1 thread the two agree when quiet).
     --check first compares the two waveforms (max abs error). Each figure is the median of `--runs` timed calls after
     one warm-up, each side in its own process, the two sides alternating so that the machine's drift hits both.
+    --pair-site DIR then runs both in one process (torch's interpreter, pyclvp imported from DIR), call by call
+    alternating, 2 x --runs rounds: min and median ratios and each round's torch / pyclvp.
 
 The torch side needs an interpreter with torch and Tortoise 3.0.0's dependencies (tools/tortoise_env.sh builds
 one) and the sdist (TORTOISE_SDIST, default /work/tortoise_sdist/tortoise-tts-3.0.0). The weights are written
@@ -53,6 +55,31 @@ if mode == "write":
                     torch.randn(p.shape) * 0.02 if p.ndim > 1 else torch.zeros_like(p))
     torch.save(g.state_dict(), path)
     print(json.dumps(CONFIG))
+elif mode == "pair":  # both sides in this one process, their calls alternating
+    T, threads, runs, folder = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+    import site
+    import numpy as np
+    site.addsitedir(sys.argv[8])
+    from pyclvp.io.checkpoints import load_weights
+    from pyclvp.ops import get_ops
+    from pyclvp.speech.hifigan import Hifigan, HifiganConfig, hifigan_spec
+    torch.set_num_threads(threads)
+    g = HifiganGenerator(**CONFIG).eval()
+    g.load_state_dict(torch.load(path))
+    cfg = HifiganConfig.from_pretrained(folder)
+    dec = Hifigan(load_weights(folder, hifigan_spec(cfg)), cfg, get_ops("cpu"))
+    rng = np.random.default_rng(1)
+    latents, cond = rng.standard_normal((1, T, 1024), dtype=np.float32), rng.standard_normal((1, 1024), dtype=np.float32)
+    sides = dict(torch=lambda: g.inference(torch.from_numpy(latents), torch.from_numpy(cond)),
+                 pyclvp=lambda: dec.inference(latents, cond))
+    times = {k: [] for k in sides}
+    with torch.no_grad():
+        for f in sides.values():
+            f()  # warm-up
+        for r in range(runs):
+            for k in (("torch", "pyclvp") if r % 2 == 0 else ("pyclvp", "torch")):
+                t0 = time.perf_counter(); sides[k](); times[k].append(time.perf_counter() - t0)
+    print(json.dumps(times))
 else:
     T, threads, runs = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     torch.set_num_threads(threads)
@@ -136,6 +163,25 @@ def bench_hifigan(torch_python: str, seconds: float, threads: list, runs: int) -
     return rows
 
 
+def bench_hifigan_pair(torch_python: str, site: str, seconds: float, threads: list, runs: int) -> list:
+    """Both sides in one process (torch's interpreter, pyclvp from `site`), their calls alternating, so that the
+    machine's drift between processes (up to 1.6x here) falls on both alike; per-round ratios reported."""
+    pth = prepare(torch_python)
+    T = round(seconds * LATENTS_PER_SECOND)
+    rows = []
+    for n in threads:
+        env = dict(os.environ, PYCLVP_NUM_THREADS=str(n), OMP_NUM_THREADS=str(n), OPENBLAS_NUM_THREADS=str(n))
+        t = _run([torch_python, "-c", TORCH_WORKER, "pair", str(SDIST), str(pth), str(T), str(n), str(runs),
+                  str(OUT / "hifigan"), site], env)
+        ratios = sorted(a / b for a, b in zip(t["torch"], t["pyclvp"]))
+        rows.append(dict(threads=n, latents=T, mode="one process", torch_s=[round(x, 4) for x in t["torch"]],
+                         pyclvp_s=[round(x, 4) for x in t["pyclvp"]], ratio_min=round(min(t["torch"]) / min(t["pyclvp"]), 3),
+                         ratio_median=round(statistics.median(t["torch"]) / statistics.median(t["pyclvp"]), 3),
+                         round_ratios=[round(x, 3) for x in ratios], loadavg=os.getloadavg()))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def check_hifigan(torch_python: str, seconds: float) -> dict:
     """Full-size parity: pyclvp's waveform (numpy and cpu backends) against torch's on the same inputs."""
     import numpy as np
@@ -168,11 +214,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
     p.add_argument("--runs", type=int, default=3, help="timed calls per process (default 3)")
     p.add_argument("--check", action="store_true", help="first compare the full-size waveforms (max abs error)")
+    p.add_argument("--pair-site", default=None, help="also time both sides in one process, alternating call by call: "
+                   "a folder holding an importable pyclvp (the package with its built _core) for --torch-python")
     args = p.parse_args(argv)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {os.uname().nodename} {os.cpu_count()} CPUs")
     if args.check:
         check_hifigan(args.torch_python, args.seconds)
     bench_hifigan(args.torch_python, args.seconds, args.threads, args.runs)
+    if args.pair_site:
+        bench_hifigan_pair(args.torch_python, args.pair_site, args.seconds, args.threads, 2 * args.runs)
     return 0
 
 
