@@ -57,9 +57,8 @@ if mode == "write":
     print(json.dumps(CONFIG))
 elif mode == "pair":  # both sides in this one process, their calls alternating
     T, threads, runs, folder = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
-    import site
     import numpy as np
-    site.addsitedir(sys.argv[8])
+    sys.path.insert(0, sys.argv[8])  # ahead of a source checkout's pyclvp/ (no built core) in the working directory
     from pyclvp.io.checkpoints import load_weights
     from pyclvp.ops import get_ops
     from pyclvp.speech.hifigan import Hifigan, HifiganConfig, hifigan_spec
