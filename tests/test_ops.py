@@ -376,10 +376,11 @@ def test_attention_causal_flag_equals_causal_mask(isa, T, S):
 @hyp
 @given(H=st.integers(1, 4), T=st.integers(1, 80), D=SIZES, seed=SEEDS, batch=st.integers(1, 2))
 def test_hyp_attention_mask_by_strides(isa, H, T, D, seed, batch):
-    """A mask passed by its strides: a sliding window over one vector per head (row t starts one element before row
-    t - 1, as the diffusion decoder's relative-position bias), broadcast over the batch, never copied."""
+    """Operands passed by their strides: q, k, v as views of one fused (B, T, H, 3, D) projection (the diffusion
+    decoder's qkv), and the mask a sliding window over one vector per head (row t starts one element before row
+    t - 1, as its relative-position bias), broadcast over the batch; none of them copied."""
     rng = np.random.default_rng(seed)
-    q, k, v = rand(rng, batch, H, T, D), rand(rng, batch, H, T, D), rand(rng, batch, H, T, D)
+    q, k, v = rand(rng, batch, T, H, 3, D).transpose(3, 0, 2, 1, 4)  # (B, H, T, D) each, rows of D contiguous
     u = rand(rng, H, 2 * T - 1)
     window = np.lib.stride_tricks.as_strided(u[:, T - 1:], (1, H, T, T), (0, u.strides[0], -4, 4), writeable=False)
     with using(isa):
@@ -387,10 +388,12 @@ def test_hyp_attention_mask_by_strides(isa, H, T, D, seed, batch):
     assert_close(got, ref.attention(q, k, v, np.ascontiguousarray(window), D ** -0.5), **TOL, name="strided mask")
 
 
-def test_attention_mask_rows_must_be_contiguous():
+def test_attention_operand_rows_must_be_contiguous():
     q = np.zeros((1, 1, 4, 8), np.float32)
     with pytest.raises(ValueError, match="mask must have contiguous rows"):
         _core.attention(q, q, q, np.zeros((1, 1, 4, 4), np.float32).transpose(0, 1, 3, 2), 1.0, False)
+    with pytest.raises(ValueError, match="k must have contiguous rows"):
+        _core.attention(q, np.zeros((1, 1, 8, 4), np.float32).transpose(0, 1, 3, 2), q, None, 1.0, False)
 
 
 def test_attention_literal():

@@ -41,7 +41,7 @@ inline py::array f32(const py::handle& obj, const char* name, std::initializer_l
   PYCLVP_CHECK(py::isinstance<py::array>(obj), name, " must be a numpy array, got ", std::string(Py_TYPE(obj.ptr())->tp_name));
   py::array a = py::reinterpret_borrow<py::array>(obj);
   PYCLVP_CHECK(a.dtype().is(py::dtype::of<float>()), name, " must be float32, got ", std::string(py::str(a.dtype())));
-  if (layout == Layout::Rows && a.ndim() > 0) {
+  if (layout == Layout::Rows && a.ndim() > 0 && !c_contiguous(a)) {
     bool whole = true;
     for (py::ssize_t i = 0; i < a.ndim(); ++i) whole = whole && a.strides(i) % static_cast<py::ssize_t>(sizeof(float)) == 0;
     PYCLVP_CHECK(whole && (a.shape(a.ndim() - 1) <= 1 || a.strides(a.ndim() - 1) == sizeof(float)), name,

@@ -89,19 +89,20 @@ struct AttentionInputs {  // q (B,H,T,D), k, v (B,H,S,D), mask (B|1, H|1, T|1, S
   int64_t B = 0, H = 0, T = 0, S = 0, D = 0;
 };
 
-// mask_layout: Layout::Rows lets the mask be any view with contiguous rows (the kernels index it by strides),
-// e.g. a relative-position bias as a sliding window over one vector per head, never materialized.
+// layout: Layout::Rows lets q, k, v and the mask be any views with contiguous rows (the kernels index them by
+// strides): q, k, v as slices of one fused projection, the mask as a relative-position bias that is a sliding window
+// over one vector per head, never materialized. Layout::C: all C-contiguous (what a device upload needs).
 inline AttentionInputs attention_args(const py::handle& q_, const py::handle& k_, const py::handle& v_,
-                                      const py::handle& mask_, Layout mask_layout = Layout::C) {
+                                      const py::handle& mask_, Layout layout = Layout::C) {
   AttentionInputs a;
-  a.q = f32(q_, "q", {}, 4);
+  a.q = f32(q_, "q", {}, 4, layout);
   a.B = a.q.shape(0), a.H = a.q.shape(1), a.T = a.q.shape(2), a.D = a.q.shape(3);
-  a.k = f32(k_, "k", {a.B, a.H, -1, a.D});
+  a.k = f32(k_, "k", {a.B, a.H, -1, a.D}, -1, layout);
   a.S = a.k.shape(2);
-  a.v = f32(v_, "v", {a.B, a.H, a.S, a.D});
+  a.v = f32(v_, "v", {a.B, a.H, a.S, a.D}, -1, layout);
   a.masked = !mask_.is_none();
   if (a.masked) {
-    a.mask = f32(mask_, "mask", {}, 4, mask_layout);
+    a.mask = f32(mask_, "mask", {}, 4, layout);
     const py::array& m = a.mask;
     PYCLVP_CHECK((m.shape(0) == a.B || m.shape(0) == 1) && (m.shape(1) == a.H || m.shape(1) == 1) &&
                      (m.shape(2) == a.T || m.shape(2) == 1) && m.shape(3) == a.S,
@@ -188,20 +189,22 @@ inline LvcInputs lvc_args(const py::handle& x_, const py::handle& k_, const py::
   return in;
 }
 
-// The kernel's AttentionArgs (cpu:: or cuda::, which share these fields) for contiguous q, k, v, out
-// and the checked mask's strides (0 where it broadcasts); the caller sets the pointers. With causal, the last query
-// sees every key (a prompt continuing a cache).
+// The kernel's AttentionArgs (cpu:: or cuda::, which share these fields) for the checked q, k, v and mask by their
+// strides (in elements; 0 on a size-1 axis: only its index 0 is read, and the mask broadcasts there) and a contiguous
+// out; the caller sets the pointers. With causal, the last query sees every key (a prompt continuing a cache).
 template <class Args>
 void set_attention_layout(Args& a, const AttentionInputs& in, float scale, bool causal) {
   const int64_t H = in.H, T = in.T, S = in.S, D = in.D;
-  a.q_sb = H * T * D, a.q_sh = T * D, a.q_st = D;
+  const auto stride = [](const py::array& x, int i) {
+    return x.shape(i) == 1 ? 0 : static_cast<int64_t>(x.strides(i) / static_cast<py::ssize_t>(sizeof(float)));
+  };
+  a.q_sb = stride(in.q, 0), a.q_sh = stride(in.q, 1), a.q_st = stride(in.q, 2);
   a.kv_dtype = DType::F32;
-  a.k_sb = a.v_sb = H * S * D, a.k_sh = a.v_sh = S * D, a.k_ss = a.v_ss = D;
+  a.k_sb = stride(in.k, 0), a.k_sh = stride(in.k, 1), a.k_ss = stride(in.k, 2);
+  a.v_sb = stride(in.v, 0), a.v_sh = stride(in.v, 1), a.v_ss = stride(in.v, 2);
   a.o_sb = H * T * D, a.o_sh = T * D, a.o_st = D;
-  if (in.masked) {  // (B|1, H|1, T|1, S), rows contiguous: a size-1 axis broadcasts
-    const py::array& m = in.mask;
-    const auto stride = [&](int i) { return m.shape(i) == 1 ? 0 : static_cast<int64_t>(m.strides(i) / sizeof(float)); };
-    a.m_sb = stride(0), a.m_sh = stride(1), a.m_st = stride(2);
+  if (in.masked) {  // (B|1, H|1, T|1, S): a size-1 axis broadcasts
+    a.m_sb = stride(in.mask, 0), a.m_sh = stride(in.mask, 1), a.m_st = stride(in.mask, 2);
   }
   a.causal = causal, a.causal_offset = S - T;
   a.B = in.B, a.H = H, a.T = T, a.S = S, a.D = D, a.scale = scale;

@@ -178,12 +178,12 @@ class CpuOps(NumpyOps):
         return y.reshape(x.shape)
 
     def attention(self, q, k, v, mask=None, scale=1.0):  # (B,H,T,D), (B,H,S,D), (B,H,S,D), (B|1,H|1,T|1,S) -> (B,H,T,D)
-        q, k, v = _act(q), _act(k), _act(v)
+        q, k, v = self._rows(q), self._rows(k), self._rows(v)
         if (q.ndim != 4 or k.shape != v.shape or k.shape[:2] != q.shape[:2]
                 or (self._max_head_dim and q.shape[-1] > self._max_head_dim)):
             return numpy_ops.attention(q, k, v, mask, scale)  # broadcast q/k/v, a big head: outside the contract
         if mask is not None:
-            mask = self._mask(mask)
+            mask = self._rows(mask)
             B, H, T, _ = q.shape
             S = k.shape[2]
             mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)  # (..., T|1, S) -> (B|1, H|1, T|1, S)
@@ -195,12 +195,11 @@ class CpuOps(NumpyOps):
     # Convolutions (B, C, T); conv weights (3-D) are widened to float32 here, whatever the model's dtype
 
     @staticmethod
-    def _mask(mask):  # an additive attention mask: any float32 view with contiguous rows is passed as it is
-        mask = np.asarray(to_float32(mask) if isinstance(mask, Bf16Array) else mask)
-        if mask.dtype == f32 and mask.ndim and (mask.shape[-1] <= 1 or mask.strides[-1] == 4) \
-                and all(s % 4 == 0 for s in mask.strides):
-            return mask
-        return _act(mask)
+    def _rows(x):  # attention's operands: any float32 view with contiguous rows is passed as it is (by its strides)
+        x = np.asarray(to_float32(x) if isinstance(x, Bf16Array) else x)
+        if x.dtype == f32 and x.ndim and (x.shape[-1] <= 1 or x.strides[-1] == 4) and all(s % 4 == 0 for s in x.strides):
+            return x
+        return _act(x)
 
     def conv1d(self, x, w, b=None, stride=1, padding=0, dilation=1, leaky_slope=None, residual=None):
         # (B, Cin, T), (Cout, Cin, K) -> (B, Cout, To)

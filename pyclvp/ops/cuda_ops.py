@@ -100,7 +100,7 @@ class CudaOps(CpuOps):
 
     name = "cuda"
     _max_head_dim = MAX_HEAD_DIM
-    _mask = staticmethod(_act)  # uploaded whole: C order
+    _rows = staticmethod(_act)  # attention's operands are uploaded whole: C order
 
     def __init__(self):
         reason = cuda_unavailable_reason()

@@ -252,22 +252,27 @@ class DiffusionTts:
         op = self.ops.group_norm_silu if silu else self.ops.group_norm
         return op(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"], groupnorm_groups(C), GN_EPS)
 
-    def conv(self, x, name, stride=1):  # (B, Cin, T) -> (B, Cout, T'): a "same" convolution of odd kernel
+    def conv(self, x, name, stride=1, residual=None):  # (B, Cin, T) -> (B, Cout, T'): a "same" conv of odd kernel
+        # residual: (B, Cout, T') added to the output (a block's skip, in the conv's own pass)
         w = self.w[f"{name}.weight"]  # (Cout, Cin, K)
-        return self.ops.conv1d(x, w, self.w[f"{name}.bias"], stride=stride, padding=(w.shape[2] - 1) // 2)
+        return self.ops.conv1d(x, w, self.w[f"{name}.bias"], stride=stride, padding=(w.shape[2] - 1) // 2,
+                               residual=residual)
 
     def attention_block(self, x, prefix):  # (B, C, T) -> (B, C, T)
         # ref: arch_util.AttentionBlock.forward + QKVAttentionLegacy.forward (no mask)
         B, C, T = x.shape
         H = self.cfg.num_heads
         D = C // H
-        qkv = self.conv(self.group_norm(x, f"{prefix}norm"), f"{prefix}qkv")  # (B, 3C, T)
-        qkv = qkv.reshape(B, H, 3, D, T).transpose(2, 0, 1, 4, 3)  # (B, H*3*D, T) -> (3, B, H, T, D)
+        # qkv, a K = 1 conv, as a linear over the channels of each time: its (B, T, 3C) output holds every head's
+        # q, k and v rows contiguous, which attention reads in place (the conv's (B, 3C, T) needed three transposes)
+        h = np.ascontiguousarray(self.group_norm(x, f"{prefix}norm").transpose(0, 2, 1))  # (B, T, C)
+        qkv = self.ops.linear(h, self.w[f"{prefix}qkv.weight"][:, :, 0], self.w[f"{prefix}qkv.bias"])  # (B, T, 3C)
+        qkv = qkv.reshape(B, T, H, 3, D).transpose(3, 0, 2, 1, 4)  # channel h*3D + i*D + d -> (3, B, H, T, D) views
         table = self.w[f"{prefix}relative_pos_embeddings.relative_attention_bias.weight"]  # (NUM_BUCKETS, H)
         bias = position_bias(table, T, math.sqrt(D))  # (1, H, T, T)
         a = self.ops.attention(qkv[0], qkv[1], qkv[2], bias, scale=D ** -0.5)  # (B, H, T, D)
         a = np.ascontiguousarray(a.transpose(0, 1, 3, 2)).reshape(B, C, T)  # (B, H, D, T) -> (B, C, T)
-        return x + self.conv(a, f"{prefix}proj_out")
+        return self.conv(a, f"{prefix}proj_out", residual=x)  # x + proj_out(a)
 
     def resblock(self, x, emb, prefix):  # (B, C, T), (B, C) -> (B, C, T)
         # ref: diffusion_decoder.ResBlock.forward with use_scale_shift_norm=True, efficient_config=True
@@ -275,8 +280,10 @@ class DiffusionTts:
         h = self.conv(self.group_norm(x, f"{prefix}in_layers.0", silu=True), f"{prefix}in_layers.2")  # (B, C, T)
         e = ops.linear(ops.silu(emb), self.w[f"{prefix}emb_layers.1.weight"], self.w[f"{prefix}emb_layers.1.bias"])  # (B, 2C)
         scale, shift = np.split(e[:, :, None], 2, axis=1)  # (B, C, 1) each
-        h = self.group_norm(h, f"{prefix}out_layers.0") * (1 + scale) + shift  # (B, C, T)
-        return x + self.conv(ops.silu(h), f"{prefix}out_layers.3")
+        h = self.group_norm(h, f"{prefix}out_layers.0")  # (B, C, T), a fresh array: scaled and shifted in place
+        h *= 1 + scale
+        h += shift
+        return self.conv(ops.silu(h), f"{prefix}out_layers.3", residual=x)  # x + out_layers(h)
 
     def diffusion_layer(self, x, emb, prefix):  # (B, C, T), (B, C) -> (B, C, T)
         return self.attention_block(self.resblock(x, emb, f"{prefix}resblk."), f"{prefix}attn.")
