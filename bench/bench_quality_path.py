@@ -215,12 +215,7 @@ print(json.dumps(dict(side="pyclvp", preset=cfg["preset"], load_s=load_s, total_
 '''
 
 
-def _run(cmd, env=None) -> dict:
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode:
-        sys.stderr.write(out.stderr[-4000:])
-        raise SystemExit(f"{cmd[0]} failed ({out.returncode})")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+_run = bench_fast_path._run  # a worker process: its last stdout line as JSON, or its stderr and exit
 
 
 def prepare(torch_python: str) -> dict:
