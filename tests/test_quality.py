@@ -159,7 +159,7 @@ def test_the_k_best_match_tts_with_preset_k2(folder, ref):
         assert_close(res.wav[i], ref[f"k2_wav{i}"][0, 0], atol=1e-4, rtol=0, name=f"k=2 waveform {i}")
 
 
-def test_k_is_checked_before_any_work(folder, ref):
+def test_k_out_of_range_is_refused(folder, ref):
     for k, match in ((0, "k must be a positive integer"), (17, "k must be at most the number of candidates .16.")):
         with pytest.raises(ValueError, match=match):
             _run(folder, ref, k=k)
