@@ -51,6 +51,20 @@ def test_greedy_tokens_identical(name, isa):
     assert_close(got.logits_per_text, want.logits_per_text, **TOL, name="logits_per_text")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_decoder_binds_its_conv1d_copies_and_the_originals_read_the_same(dtype):
+    """The session reads transposed copies of the MLP's Conv1D matrices from its first call on; the memory-mapped
+    originals, whose pages it released, still read the same values (forward() uses them)."""
+    cpu = load_tiny("tiny_b", "cpu", dtype)
+    key = "speech_decoder_model.model.decoder.layers.0.mlp.c_proj.weight"
+    original = cpu.weights[key]
+    before = np.array(original.view(np.ndarray))  # bits
+    greedy_logits(cpu.decoder, prompt(load_tiny("tiny_b")))
+    bound = cpu.decoder._weights[key.removeprefix("speech_decoder_model.")]
+    assert bound.flags.f_contiguous and not np.shares_memory(bound, original)  # (Cin, Cout) view of a (Cout, Cin) copy
+    assert np.array_equal(bound.view(np.ndarray), before) and np.array_equal(original.view(np.ndarray), before)
+
+
 def test_half_weights_stay_half_and_match_numpy(half_checkpoint):
     folder, dtype = half_checkpoint
     ref = load_tiny("tiny_a", folder=folder)  # widened to float32 on load (exact)

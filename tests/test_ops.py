@@ -141,6 +141,31 @@ def test_linear_same_result_for_any_thread_count():
     assert np.array_equal(one, three)
 
 
+# transpose_weight: the decoder session's (Cout, Cin) copy of a Conv1D weight; the bits are copied as they are
+@ISA
+@hyp
+@given(Cin=SIZES, Cout=SIZES, seed=SEEDS, dtype=st.sampled_from(["float32", "float16", "uint16"]))
+def test_hyp_transpose_weight(isa, Cin, Cout, seed, dtype):
+    w = np.random.default_rng(seed).integers(0, 2**16, (Cin, Cout), np.uint16)  # any bits: NaN and inf patterns too
+    w = w.view(np.float16) if dtype == "float16" else w.astype(np.uint32).view(np.float32) if dtype == "float32" else w
+    with using(isa):
+        got = _core.transpose_weight(w)
+    assert got.dtype == w.dtype and got.flags.c_contiguous
+    assert np.array_equal(got.view(np.uint8), np.ascontiguousarray(w.T).view(np.uint8))
+
+
+def test_transpose_weight_refuses_bad_input():
+    with pytest.raises(ValueError, match="C-contiguous 2-D"):
+        _core.transpose_weight(np.zeros((4, 6), np.float32)[:, ::2])
+    with pytest.raises(ValueError, match="C-contiguous 2-D"):
+        _core.transpose_weight(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="float32, float16 or uint16"):
+        _core.transpose_weight(np.zeros((4, 4), np.float64))
+    with pytest.raises(ValueError, match="numpy array"):
+        _core.transpose_weight([[1.0]])
+    assert _core.transpose_weight(np.zeros((0, 5), np.float32)).shape == (5, 0)
+
+
 # ----------------------------------------------------------------------------------------------
 # normalizations
 

@@ -180,6 +180,22 @@ int64_t packed_size(CpuIsa isa, const cpu::ConvArgs& a) {
   return n;
 }
 
+// transpose_weight(w (Cin, Cout) C order, f32 / f16 / u16 = bf16) -> its (Cout, Cin) copy, same dtype, C order
+py::array transpose_weight(const py::handle& w_) {
+  PYCLVP_CHECK(py::isinstance<py::array>(w_), "w must be a numpy array, got ", std::string(Py_TYPE(w_.ptr())->tp_name));
+  py::array w = py::reinterpret_borrow<py::array>(w_);
+  const int elem = weight_dtype(w, "w") == DType::F32 ? 4 : 2;
+  PYCLVP_CHECK(w.ndim() == 2 && c_contiguous(w), "w must be a C-contiguous 2-D array, got shape ", shape_str(w));
+  const int64_t Cin = w.shape(0), Cout = w.shape(1);
+  py::array out(w.dtype(), std::vector<py::ssize_t>{Cout, Cin});
+  if (out.size() == 0) return out;
+  void* dst = out.mutable_data();
+  const void* src = w.data();
+  py::gil_scoped_release nogil;
+  cpu::dispatch(cpu::active_isa(), [&](auto isa) { cpu::transpose_weight<isa.value>(dst, src, Cin, Cout, elem); });
+  return out;
+}
+
 // conv1d(x (B, Cin, T), w (Cout, Cin, K), b (Cout,) | None, stride, padding, dilation, leaky_slope, residual)
 //   -> (B, Cout, To)
 // conv_transpose1d(x (B, Cin, T), w (Cin, Cout, K), b, stride, padding, output_padding, dilation, leaky_slope, packed)
@@ -283,6 +299,9 @@ void register_ops(py::module_& m) {
   m.def("linear_q8", &linear_q8, py::arg("x"), py::arg("q"), py::arg("scale"), py::arg("b") = py::none(),
         "x (N, Cin) f32, q (Cout, Cin) int8 (C order), scale (Cout, Cin / 32) f32, b (Cout,) -> (N, Cout): "
         "linear with W = q * scale per block of 32 input channels");
+  m.def("transpose_weight", &transpose_weight, py::arg("w"),
+        "w (Cin, Cout) f32/f16/u16=bf16, C order -> its (Cout, Cin) copy in C order: a Conv1D weight in the layout "
+        "linear reads fastest");
   m.def("layer_norm", &layer_norm, py::arg("x"), py::arg("g"), py::arg("b"), py::arg("eps"), "x (N, C), g (C,), b (C,) -> (N, C)");
   m.def("rms_norm", &rms_norm, py::arg("x"), py::arg("g"), py::arg("eps"), py::arg("clamp") = false,
         "x (N, C), g (C,) -> (N, C); clamp: Tortoise's RMSNorm (norm clamped at eps) instead of transformers'");

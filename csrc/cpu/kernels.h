@@ -70,6 +70,13 @@ void linear(const LinearJob* jobs, int njobs);
 template <CpuIsa ISA>
 void linear_q8(const LinearJob* jobs, int njobs);
 
+// The (Cout, Cin) copy of a (Cin, Cout) Conv1D weight: the layout linear reads fastest (one contiguous run of
+// weights per output column, no packing per call), for weights bound once (the decoder session).
+//   dst : (Cout, Cin) contiguous, written      src : (Cin, Cout) contiguous; elements of `elem_bytes` (4 or 2:
+//   f32 or f16 / bf16 bits, copied as they are)
+template <CpuIsa ISA>
+void transpose_weight(void* dst, const void* src, int64_t Cin, int64_t Cout, int elem_bytes);
+
 // ---------------------------------------------------------------------------------------------
 // normalizations (csrc/cpu/kernels/norms.cc)
 

@@ -547,4 +547,65 @@ void linear<ISA>(const LinearJob* jobs, int njobs) {
   });
 }
 
+// In blocks of 8 x 8 elements, transposed in registers where the ISA has vectors (8 source rows in, 8
+// destination rows out: every load and store touches 8 lines, so the power-of-two strides of the weights do
+// not evict each other from L1 as a one-element-at-a-time copy's 64 rows did), spread over the pool in bands
+// of destination rows; the ragged edges element by element.
+template <class E>
+void transpose_block8(E* d, int64_t ld, const E* s, int64_t ls) {  // d[c][k] = s[k][c], c, k < 8
+#if defined(__AVX2__)
+  if constexpr (sizeof(E) == 4) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(s + i * ls));
+    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4)
+      for (int h = 0; h < 2; ++h) {
+        r[i + h] = _mm256_shuffle_ps(t[i + h], t[i + h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + h + 2] = _mm256_shuffle_ps(t[i + h], t[i + h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+    // r[0..3]: columns 0, 4 | 2, 6 | 1, 5 | 3, 7 of rows 0-3 (low lane) and rows 4-7 (high); r[4..7] likewise
+    const int col_of[4] = {0, 2, 1, 3};
+    for (int i = 0; i < 4; ++i) {
+      const int c = col_of[i];
+      _mm256_storeu_ps(reinterpret_cast<float*>(d + c * ld), _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+      _mm256_storeu_ps(reinterpret_cast<float*>(d + (c + 4) * ld), _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+    return;
+  } else {
+    __m128i r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i * ls));
+    for (int i = 0; i < 8; i += 2) t[i] = _mm_unpacklo_epi16(r[i], r[i + 1]), t[i + 1] = _mm_unpackhi_epi16(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4)
+      for (int h = 0; h < 2; ++h)
+        r[i + 2 * h] = _mm_unpacklo_epi32(t[i + h], t[i + h + 2]), r[i + 2 * h + 1] = _mm_unpackhi_epi32(t[i + h], t[i + h + 2]);
+    // r[0..3]: columns (0,1) (2,3) (4,5) (6,7) of rows 0-3; r[4..7] the same of rows 4-7
+    for (int i = 0; i < 4; ++i) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 2 * i * ld), _mm_unpacklo_epi64(r[i], r[i + 4]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + (2 * i + 1) * ld), _mm_unpackhi_epi64(r[i], r[i + 4]));
+    }
+    return;
+  }
+#endif
+  for (int c = 0; c < 8; ++c)
+    for (int k = 0; k < 8; ++k) d[c * ld + k] = s[k * ls + c];
+}
+
+template <class E>
+void transpose_blocks(E* dst, const E* src, int64_t Cin, int64_t Cout) {
+  constexpr int64_t BAND = 32;  // destination rows per task
+  parallel_for(ceil_div(Cout, BAND), [&](int64_t t) {
+    const int64_t c0 = t * BAND, c1 = std::min(Cout, c0 + BAND), c8 = c0 + (c1 - c0) / 8 * 8, k8 = Cin / 8 * 8;
+    for (int64_t k = 0; k < k8; k += 8)
+      for (int64_t c = c0; c < c8; c += 8) transpose_block8(dst + c * Cin + k, Cin, src + k * Cout + c, Cout);
+    for (int64_t c = c0; c < c1; ++c)  // the ragged edges: columns past the last block of 8, rows past Cin's
+      for (int64_t k = c < c8 ? k8 : 0; k < Cin; ++k) dst[c * Cin + k] = src[k * Cout + c];
+  });
+}
+
+template <>
+void transpose_weight<ISA>(void* dst, const void* src, int64_t Cin, int64_t Cout, int elem_bytes) {
+  if (elem_bytes == 4) transpose_blocks(static_cast<uint32_t*>(dst), static_cast<const uint32_t*>(src), Cin, Cout);
+  else transpose_blocks(static_cast<uint16_t*>(dst), static_cast<const uint16_t*>(src), Cin, Cout);
+}
+
 }  // namespace pyclvp::cpu
